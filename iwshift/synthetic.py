@@ -1,0 +1,329 @@
+"""The 2-D synthetic study (the paper's Section on synthetic data), composed from the package's rooms.
+
+Grid: data set x model x weighting x regime x seed, where
+  * data sets: ``separable``, ``moons``, ``moons_minority0`` and ``moons_minority1`` (moons whose
+    training half keeps one tenth of class 0, resp. class 1, drawn without replacement; the test half
+    stays balanced);
+  * models: ``lr`` (logistic regression), ``mlp`` (2 -> 64 -> 1);
+  * weightings: ``equal``, ``up`` (weight ``weight`` on class 1), ``down`` (on class 0); on an
+    imbalanced data set only ``equal`` and the one that up-weights its minority class;
+  * regimes: ``none``, ``l2`` (weight decay ``l2_lr`` / ``l2_mlp``), ``dropout`` (MLP only).
+
+Protocol: plain SGD, learning rate ``lr_scale / sigma_max(X_train)``, batch 8, 10,000 epochs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import config as cfgmod
+from . import data as datamod
+from . import metrics, models, results, sgd2d, shifts
+from .config import ConfigError
+
+DATASETS = ("separable", "moons", "moons_minority0", "moons_minority1")
+REGIMES = ("none", "l2", "dropout")
+RUN_COLUMNS = ["run", "dataset", "model", "weighting", "regime", "seed", "data_seed",
+               "weight_class0", "weight_class1", "l2", "dropout", "lr"]
+BOUNDARY_EPOCHS = (1, 10, 100, 1000, 10000)
+
+
+@dataclass
+class SyntheticConfig:
+    datasets: Sequence[str] = DATASETS
+    models: Sequence[str] = models.MODELS_2D
+    weightings: Sequence[str] = shifts.WEIGHTINGS
+    regimes: Sequence[str] = REGIMES
+    seeds: Sequence[int] = (0, 1, 2, 3, 4)
+    data_seed: int = 0
+    weight: float = 10.0
+    l2_lr: float = 0.1
+    l2_mlp: float = 0.01
+    dropout: float = 0.5
+    hidden: int = 64
+    epochs: int = 10_000
+    batch_size: int = 8
+    lr_scale: float = 0.01
+    normalization: str = "mean"
+    n_per_class: int = 256
+    n_moons: int = 1024
+    minority_fraction: float = 0.1
+    evals_per_decade: int = 3
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept in the manifest
+
+    def __post_init__(self) -> None:
+        v = cfgmod
+        self.datasets = v.all_of("datasets", self.datasets, DATASETS)
+        self.models = v.all_of("models", self.models, models.MODELS_2D)
+        self.weightings = v.all_of("weightings", self.weightings, shifts.WEIGHTINGS)
+        self.regimes = v.all_of("regimes", self.regimes, REGIMES)
+        self.seeds = v.seeds_list("seeds", self.seeds)
+        self.data_seed = v.at_least("data_seed", self.data_seed, 0)
+        self.weight = v.positive_finite("weight", self.weight)
+        self.l2_lr = v.non_negative_finite("l2_lr", self.l2_lr)
+        self.l2_mlp = v.non_negative_finite("l2_mlp", self.l2_mlp)
+        self.dropout = v.probability_below_one("dropout", self.dropout)
+        self.hidden = v.at_least("hidden", self.hidden, 1)
+        self.epochs = v.at_least("epochs", self.epochs, 1)
+        self.batch_size = v.at_least("batch_size", self.batch_size, 1)
+        self.lr_scale = v.positive_finite("lr_scale", self.lr_scale)
+        self.normalization = v.one_of("normalization", self.normalization, ("mean", "weight_sum"))
+        self.n_per_class = v.at_least("n_per_class", self.n_per_class, 2)
+        self.n_moons = v.at_least("n_moons", self.n_moons, 8)
+        if not 0 < self.minority_fraction <= 1:
+            raise ConfigError("minority_fraction", f"must be in (0, 1] (got {self.minority_fraction:g})")
+        self.evals_per_decade = v.at_least("evals_per_decade", self.evals_per_decade, 1)
+
+    def eval_epochs(self) -> list[int]:
+        """Epochs after which metrics and parameters are recorded: log-spaced (1, 2, 5, 10, ... for 3
+        per decade), the paper's snapshot epochs, and the last epoch."""
+        if self.evals_per_decade == 3:  # the familiar 1-2-5 series rather than 1-2.2-4.6
+            epochs = {int(m * 10 ** d) for d in range(7) for m in (1, 2, 5)}
+        else:
+            epochs = {int(round(10 ** (i / self.evals_per_decade)))
+                      for i in range(int(np.log10(self.epochs) * self.evals_per_decade) + 1)}
+        epochs |= set(BOUNDARY_EPOCHS) | {self.epochs}
+        return sorted(e for e in epochs if 1 <= e <= self.epochs)
+
+
+def load_dataset(name: str, cfg: SyntheticConfig) -> datamod.Dataset:
+    """The named 2-D data set under ``cfg.data_seed`` (imbalanced variants subsample its training half)."""
+    if name == "separable":
+        return datamod.make_separable(cfg.n_per_class, seed=cfg.data_seed)
+    moons = datamod.make_moons_split(cfg.n_moons, noise=0.1, seed=cfg.data_seed)
+    if name == "moons":
+        return moons
+    minority = int(name[-1])
+    keep = shifts.keep_fraction(moons.train.y, minority, cfg.minority_fraction, seed=cfg.data_seed)
+    return datamod.Dataset(train=moons.train.subset(keep), test=moons.test, name=name)
+
+
+def minority_class(dataset: str) -> int | None:
+    return int(dataset[-1]) if dataset.startswith("moons_minority") else None
+
+
+def learning_rate(x_train: np.ndarray, scale: float) -> float:
+    """``scale / sigma_max(X_train)``, the paper's step size for the 2-D data."""
+    return float(scale / np.linalg.norm(x_train.astype(np.float64), ord=2))
+
+
+def build_runs(cfg: SyntheticConfig, datasets: dict[str, datamod.Dataset]) -> pd.DataFrame:
+    """One row per run of the study's grid (see module docstring), with its hyper-parameters."""
+    rows = []
+    for dataset in cfg.datasets:
+        lr = learning_rate(datasets[dataset].train.x, cfg.lr_scale)
+        minority = minority_class(dataset)
+        weightings = list(cfg.weightings)
+        if minority is not None:  # imbalanced: unweighted vs up-weighting the minority class
+            weightings = [w for w in weightings if w in ("equal", ("down", "up")[minority])]
+        for model in cfg.models:
+            for regime in cfg.regimes:
+                if regime == "dropout" and model != "mlp":
+                    continue
+                for weighting in weightings:
+                    w0, w1 = shifts.class_weights(weighting, cfg.weight)
+                    for seed in cfg.seeds:
+                        rows.append({
+                            "dataset": dataset, "model": model, "weighting": weighting,
+                            "regime": regime, "seed": seed, "data_seed": cfg.data_seed,
+                            "weight_class0": w0, "weight_class1": w1,
+                            "l2": (cfg.l2_lr if model == "lr" else cfg.l2_mlp) if regime == "l2" else 0.0,
+                            "dropout": cfg.dropout if regime == "dropout" else 0.0, "lr": lr})
+    runs = pd.DataFrame(rows)
+    runs.insert(0, "run", np.arange(len(runs)))
+    return runs[RUN_COLUMNS]
+
+
+@dataclass
+class SyntheticResult:
+    config: SyntheticConfig
+    runs: pd.DataFrame      # one row per run
+    table: pd.DataFrame     # one row per run x evaluated epoch
+    params: dict[str, np.ndarray]  # stacked parameters per (dataset, model) group and epoch
+    datasets: dict[str, datamod.Dataset]
+    train_seconds: float
+    total_seconds: float
+
+    def run_params(self, run: int, epoch: int) -> dict[str, np.ndarray]:
+        return run_params(self.params, run, epoch)
+
+
+def run_params(params: dict[str, np.ndarray], run: int, epoch: int) -> dict[str, np.ndarray]:
+    """Parameters of ``run`` after ``epoch`` from the saved stacked snapshots (``params.npz``)."""
+    epochs = list(params["epochs"])
+    if epoch not in epochs:
+        raise KeyError(f"epoch {epoch} was not recorded; recorded: {epochs}")
+    t = epochs.index(epoch)
+    for key in params:
+        if key.endswith("__run"):
+            hits = np.flatnonzero(params[key] == run)
+            if len(hits):
+                group = key[: -len("__run")]
+                return {name: params[f"{group}__{name}"][hits[0], t] for name in ("W1", "b1", "w2", "b2")}
+    raise KeyError(f"run {run} not found")
+
+
+def _group_metrics(group: pd.DataFrame, p: dict[str, np.ndarray], ds: datamod.Dataset,
+                   svm_normal: np.ndarray | None, normalization: str) -> dict[str, np.ndarray]:
+    tp = {k: torch.from_numpy(v) for k, v in p.items()}
+    x_tr, y_tr = torch.from_numpy(ds.train.x), torch.from_numpy(ds.train.y)
+    x_te, y_te = torch.from_numpy(ds.test.x), torch.from_numpy(ds.test.y)
+    class_w = torch.tensor(group[["weight_class0", "weight_class1"]].to_numpy(), dtype=torch.float32)
+    example_w = class_w[:, y_tr]  # (K, n)
+    weighted_loss, plain_loss = metrics.binary_losses(tp, x_tr, y_tr, example_w, normalization)
+    with torch.no_grad():
+        train_pred = (models.stacked_logits(tp, x_tr) > 0).long()
+        test_pred = (models.stacked_logits(tp, x_te) > 0).long()
+    out = {
+        "train_loss_weighted": weighted_loss, "train_loss": plain_loss,
+        "train_accuracy": metrics.accuracy(train_pred, y_tr).numpy(),
+        "test_accuracy": metrics.accuracy(test_pred, y_te).numpy(),
+        "test_balanced_accuracy": metrics.balanced_accuracy(test_pred, y_te).numpy(),
+        "test_fraction_positive": metrics.fraction_predicted(test_pred, 1).numpy(),
+    }
+    if svm_normal is not None:
+        out["angle_to_svm"] = metrics.angle_degrees(metrics.boundary_normals(tp, x_tr), svm_normal)
+    for suffix, w in (("_weighted", example_w), ("", torch.ones_like(example_w))):
+        norms = metrics.class_gradient_norms(tp, x_tr, y_tr, w)
+        out[f"grad_norm_class0{suffix}"], out[f"grad_norm_class1{suffix}"] = norms[:, 0], norms[:, 1]
+    return out
+
+
+def run_study(cfg: SyntheticConfig, progress: bool = True) -> SyntheticResult:
+    """Train every run of the grid (all runs of one data set and model at once) and measure them."""
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    datasets = {name: load_dataset(name, cfg) for name in cfg.datasets}
+    runs = build_runs(cfg, datasets)
+    eval_epochs = cfg.eval_epochs()
+    groups = list(runs.groupby(["dataset", "model"], sort=False))
+    rows: list[pd.DataFrame] = []
+    params_out: dict[str, np.ndarray] = {"epochs": np.array(eval_epochs)}
+    train_seconds = 0.0
+    torch.set_grad_enabled(True)
+    bar = tqdm(total=len(groups) * cfg.epochs, unit="epoch", desc="synthetic study", disable=not progress,
+               unit_scale=True)
+    for (dataset, model), group in groups:
+        ds = datasets[dataset]
+        svm_normal = metrics.max_margin_normal(ds.train.x, ds.train.y) if dataset == "separable" else None
+        p = models.init_stacked(model, group["seed"].tolist(), cfg.hidden)
+        snapshots: dict[str, list[np.ndarray]] = {k: [] for k in p}
+        done = 0
+        for epoch in eval_epochs:
+            t0 = time.perf_counter()
+            sgd2d.train_stacked(
+                p, ds.train.x, ds.train.y, group[["weight_class0", "weight_class1"]].to_numpy(),
+                group["lr"].to_numpy(), group["l2"].to_numpy(), group["dropout"].to_numpy(),
+                group["seed"].to_numpy(), done, epoch, cfg.batch_size, cfg.normalization)
+            train_seconds += time.perf_counter() - t0
+            bar.update(epoch - done)
+            done = epoch
+            measured = _group_metrics(group, p, ds, svm_normal, cfg.normalization)
+            frame = group[["run", "dataset", "model", "weighting", "regime", "seed"]].copy()
+            frame.insert(len(frame.columns), "epoch", epoch)
+            for name, values in measured.items():
+                frame[name] = values
+            rows.append(frame)
+            for k, v in p.items():
+                snapshots[k].append(v.copy())
+        key = f"{dataset}__{model}"
+        params_out[f"{key}__run"] = group["run"].to_numpy()
+        for k, v in snapshots.items():
+            params_out[f"{key}__{k}"] = np.stack(v, 1)  # (runs, epochs, ...)
+    bar.close()
+    table = pd.concat(rows, ignore_index=True).sort_values(["run", "epoch"], ignore_index=True)
+    if "angle_to_svm" not in table:
+        table["angle_to_svm"] = np.nan
+    return SyntheticResult(cfg, runs, table, params_out, datasets, train_seconds,
+                           time.perf_counter() - start)
+
+
+def save(result: SyntheticResult, out: str | Path) -> dict[str, Path]:
+    """Write ``metrics.csv`` (tidy), ``runs.csv``, ``params.npz`` and ``manifest.json`` atomically."""
+    out = Path(out)
+    table = result.table.merge(result.runs[["run", "data_seed", "weight_class0", "weight_class1",
+                                             "l2", "dropout", "lr"]], on="run")
+    paths = {
+        "metrics": results.write_table(out / "metrics.csv", table),
+        "runs": results.write_table(out / "runs.csv", result.runs),
+        "params": results.write_arrays(out / "params.npz", result.params),
+    }
+    manifest = {
+        "study": "synthetic",
+        "config": asdict(result.config),
+        "seeds": list(result.config.seeds),
+        "data_seed": result.config.data_seed,
+        "eval_epochs": result.config.eval_epochs(),
+        "n_runs": len(result.runs),
+        "train_seconds": round(result.train_seconds, 3),
+        "total_seconds": round(result.total_seconds, 3),
+        "dataset_sizes": {name: {"train": np.bincount(d.train.y, minlength=2).tolist(),
+                                 "test": np.bincount(d.test.y, minlength=2).tolist()}
+                          for name, d in result.datasets.items()},
+        "files": {k: v.name for k, v in paths.items()},
+        **results.environment("cpu"),
+    }
+    paths["manifest"] = results.write_json(out / "manifest.json", manifest)
+    return paths
+
+
+def load(out: str | Path) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, Any]]:
+    """The saved metrics table, stacked parameters and manifest of a study folder."""
+    out = Path(out)
+    return (results.read_table(out / "metrics.csv"), results.read_arrays(out / "params.npz"),
+            results.read_json(out / "manifest.json"))
+
+
+def config_from_manifest(manifest: dict[str, Any]) -> SyntheticConfig:
+    return SyntheticConfig(**manifest["config"])
+
+
+def _numpy_logits(p: dict[str, np.ndarray], grid: np.ndarray) -> np.ndarray:
+    stacked = {k: torch.from_numpy(np.asarray(v, np.float32)[None]) for k, v in p.items()}
+    with torch.no_grad():
+        return models.stacked_logits(stacked, torch.from_numpy(grid))[0].numpy()
+
+
+def figures(table: pd.DataFrame, params: dict[str, np.ndarray], cfg: SyntheticConfig,
+            boundary_seed: int | None = None) -> Iterator[tuple[str, "plt.Figure"]]:
+    """Yield every figure of the study with its file stem (one at a time, so that a caller can save
+    and close each before the next is drawn): decision-boundary grids (one per data set x model x
+    regime, for one seed) and predicted-positive fraction / boundary angle against epoch (mean +- 95 %
+    interval over seeds)."""
+    from . import plots
+
+    seed = cfg.seeds[0] if boundary_seed is None else boundary_seed
+    recorded = set(params["epochs"].tolist())
+    snapshot_epochs = [e for e in BOUNDARY_EPOCHS if e in recorded] or [max(recorded)]
+    for dataset in table["dataset"].unique():
+        ds = load_dataset(dataset, cfg)
+        normal = metrics.max_margin_normal(ds.train.x, ds.train.y) if dataset == "separable" else None
+        part = table[table["dataset"] == dataset]
+        for (model, regime), runs in part.groupby(["model", "regime"], sort=False):
+            chosen = runs[(runs["seed"] == seed)].drop_duplicates("run")
+            weightings = [w for w in shifts.WEIGHTINGS if w in set(chosen["weighting"])]
+            grid_params = {(r.weighting, e): run_params(params, int(r.run), e)
+                           for r in chosen.itertuples() for e in snapshot_epochs}
+            yield f"boundaries_{dataset}_{model}_{regime}", plots.boundary_grid(
+                _numpy_logits, grid_params, weightings, snapshot_epochs, ds.test.x, ds.test.y,
+                reference_normal=normal,
+                title=f"{dataset} / {model} / {regime} (seed {seed}; test points; dashed: max-margin)")
+        yield f"fraction_positive_{dataset}", plots.curves_by_panel(
+            part, "test_fraction_positive", ["model", "regime"], "weighting",
+            ylabel="fraction predicted positive (test)", colors=plots.WEIGHTING_COLORS,
+            title=f"{dataset}: fraction of test points predicted class 1",
+            reference=float(np.mean(ds.test.y)))
+        if dataset == "separable":
+            yield f"angle_{dataset}", plots.curves_by_panel(
+                part, "angle_to_svm", ["model", "regime"], "weighting",
+                ylabel="angle to max-margin boundary (deg)", colors=plots.WEIGHTING_COLORS,
+                title="separable: angle between the boundary and the max-margin boundary")
