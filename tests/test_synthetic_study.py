@@ -1,0 +1,138 @@
+"""The synthetic study: reproducibility, the paper's qualitative claims, saved results, the script's CLI."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from iwshift import metrics, synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_config(**kw):
+    base = dict(datasets=["separable", "moons_minority1"], models=["lr", "mlp"], regimes=["none", "dropout"],
+                seeds=[0, 1], epochs=20, hidden=16)
+    base.update(kw)
+    return synthetic.SyntheticConfig(**base)
+
+
+def test_same_seed_gives_identical_metrics():
+    a = synthetic.run_study(small_config(), progress=False)
+    b = synthetic.run_study(small_config(), progress=False)
+    pd.testing.assert_frame_equal(a.table, b.table)
+    c = synthetic.run_study(small_config(seeds=[0, 2]), progress=False)
+    assert not a.table.equals(c.table)
+
+
+def test_grid_follows_the_paper():
+    cfg = synthetic.SyntheticConfig(epochs=1)
+    runs = synthetic.build_runs(cfg, {d: synthetic.load_dataset(d, cfg) for d in cfg.datasets})
+    assert len(runs) == 250
+    assert set(runs.query("model == 'lr'")["regime"]) == {"none", "l2"}
+    assert set(runs.query("dataset == 'moons_minority1'")["weighting"]) == {"equal", "up"}
+    assert set(runs.query("dataset == 'moons_minority0'")["weighting"]) == {"equal", "down"}
+    assert runs.query("regime == 'l2' and model == 'lr'")["l2"].eq(0.1).all()
+    assert runs.query("regime == 'l2' and model == 'mlp'")["l2"].eq(0.01).all()
+
+
+def test_imbalanced_moons_keep_a_tenth_of_the_minority():
+    cfg = synthetic.SyntheticConfig()
+    moons = synthetic.load_dataset("moons", cfg)
+    for minority in (0, 1):
+        ds = synthetic.load_dataset(f"moons_minority{minority}", cfg)
+        full, kept = moons.train.class_counts(), ds.train.class_counts()
+        assert kept[minority] == round(full[minority] / 10)
+        assert kept[1 - minority] == full[1 - minority]
+        assert np.array_equal(ds.test.y, moons.test.y)  # the test half stays balanced
+        assert len(np.unique(ds.train.x, axis=0)) == len(ds.train)
+
+
+def test_separable_data_has_a_margin():
+    ds = synthetic.load_dataset("separable", synthetic.SyntheticConfig())
+    projection = ds.train.x @ np.array([1.0, 1.0]) / np.sqrt(2)
+    assert projection[ds.train.y == 1].min() >= 0.25 - 1e-6
+    assert projection[ds.train.y == 0].max() <= -0.25 + 1e-6
+    assert ds.train.class_counts().tolist() == [256, 256]
+
+
+def test_weighting_matters_early_and_fades_on_separable_data():
+    cfg = synthetic.SyntheticConfig(datasets=["separable"], models=["lr", "mlp"], regimes=["none"],
+                                    weightings=["up", "down"], seeds=[0, 1, 2], epochs=2000)
+    result = synthetic.run_study(cfg, progress=False)
+    t = result.table
+    first = t[t.epoch == 1].pivot_table(index=["model", "seed"], columns="weighting",
+                                         values="test_fraction_positive")
+    # one epoch in, up-weighting class 1 predicts class 1 more often, for every model and seed
+    gap = first["up"] - first["down"]
+    assert (gap.loc["lr"] > 0.02).all() and (gap.loc["mlp"] >= 0).all()
+    assert gap.loc["mlp"].mean() > 0.2
+    lr_runs = result.runs[result.runs.model == "lr"]
+    for seed in cfg.seeds:
+        up = lr_runs[(lr_runs.seed == seed) & (lr_runs.weighting == "up")].run.item()
+        down = lr_runs[(lr_runs.seed == seed) & (lr_runs.weighting == "down")].run.item()
+        angle = {e: metrics.angle_degrees(result.run_params(up, e)["w2"], result.run_params(down, e)["w2"])
+                 for e in (1, 2000)}
+        assert angle[2000] < angle[1]
+    lr = t[t.model == "lr"].groupby("epoch")["angle_to_svm"].mean()
+    assert lr[2000] < lr[1] / 5
+
+
+def test_saved_results_reload_identically(tmp_path):
+    result = synthetic.run_study(small_config(), progress=False)
+    synthetic.save(result, tmp_path)
+    table, params, manifest = synthetic.load(tmp_path)
+    pd.testing.assert_frame_equal(table[result.table.columns], result.table, check_dtype=False)
+    for key, value in result.params.items():
+        np.testing.assert_array_equal(params[key], value)
+    assert synthetic.config_from_manifest(manifest) == result.config
+    assert {"versions", "git_revision", "device", "seeds"} <= set(manifest)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def run_script(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / "synthetic_study.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_script_writes_results_and_figures(tmp_path):
+    proc = run_script("--epochs", "10", "--seeds", "0", "--datasets", "separable", "--out",
+                      str(tmp_path / "r"), "--figures", str(tmp_path / "f"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "r" / "metrics.csv").exists() and (tmp_path / "r" / "params.npz").exists()
+    assert (tmp_path / "f" / "boundaries_separable_lr_none.png").exists()
+    assert (tmp_path / "f" / "angle_separable.png").exists()
+
+
+def test_help_lists_the_constants():
+    proc = run_script("--help")
+    assert proc.returncode == 0
+    for flag in ("--out", "--seeds", "--epochs", "--weight", "--dropout", "--batch-size"):
+        assert flag in proc.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--weight", "0"], "--weight: must be finite and > 0"),
+    (["--weight", "inf"], "--weight: must be finite and > 0"),
+    (["--weight", "nan"], "--weight: must be finite and > 0"),
+    (["--epochs", "0"], "--epochs: must be an integer >= 1"),
+    (["--dropout", "1"], "--dropout: must be in [0, 1)"),
+    (["--dropout", "-0.1"], "--dropout: must be in [0, 1)"),
+    (["--batch-size", "0"], "--batch-size: must be an integer >= 1"),
+    (["--datasets", "spirals"], "--datasets: unknown value 'spirals'"),
+    (["--models", "cnn"], "--models: unknown value 'cnn'"),
+    (["--weightings", "sideways"], "--weightings: unknown value 'sideways'"),
+    (["--epochs", "__import__('os')"], "not an integer"),
+    (["--out", "/proc/forbidden"], "--out: cannot write"),
+])
+def test_bad_input_gives_one_line_and_nonzero_exit(args, message, tmp_path):
+    if "--out" not in args:
+        args = [*args, "--out", str(tmp_path / "r")]
+    proc = run_script(*args, "--figures", str(tmp_path / "f"))
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
