@@ -99,3 +99,94 @@ def stacked_logits(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Te
     else:
         features = torch.relu(torch.baddbmm(params["b1"].unsqueeze(1), x, params["W1"]))
     return torch.bmm(features, params["w2"].unsqueeze(-1)).squeeze(-1) + params["b2"].unsqueeze(-1)
+
+
+# ------------------------------------------------------------------------------- the CIFAR-10 CNN
+
+
+def cnn_widths(width: float) -> tuple[list[int], list[int]]:
+    """Channels of the five convolutions and sizes of the two hidden fully connected layers of the
+    Byrd & Lipton CNN at width multiplier ``width`` (1.0: 64, 64, 128, 128, 128 and 512, 128)."""
+    scale = lambda c: max(1, int(round(c * width)))  # noqa: E731
+    return [scale(c) for c in (64, 64, 128, 128, 128)], [scale(512), scale(128)]
+
+
+class StackedCNN(nn.Module):
+    """K independent copies of the Byrd & Lipton CNN, trained as one module.
+
+    conv 3->64, 64->64, max-pool, 64->128, 128->128, 128->128, max-pool (3x3 kernels, no padding, ReLU;
+    optional batch norm after each convolution), FC 2048->512->128->n_classes with dropout on the two
+    hidden FC layers. Model k's convolution channels are group k of grouped convolutions, so batch norm
+    keeps per-model statistics for free; the FC layers are batched matrix products. Dropout
+    probabilities are per model (a buffer), so runs with and without dropout share one stack.
+
+    Input ``(K, B, 3, 32, 32)`` (model k sees its own batch), output logits ``(K, B, n_classes)``.
+    """
+
+    def __init__(self, n_models: int, width: float = 1.0, batch_norm: bool = False, n_classes: int = 2,
+                 dropout: Sequence[float] | float = 0.0):
+        super().__init__()
+        K = self.n_models = n_models
+        self.width, self.batch_norm, self.n_classes = width, batch_norm, n_classes
+        channels, hidden = cnn_widths(width)
+        convs, norms, c_in = [], [], 3
+        for c_out in channels:
+            convs.append(nn.Conv2d(K * c_in, K * c_out, 3, groups=K))
+            norms.append(nn.BatchNorm2d(K * c_out) if batch_norm else nn.Identity())
+            c_in = c_out
+        self.convs, self.norms = nn.ModuleList(convs), nn.ModuleList(norms)
+        sizes = [channels[-1] * 16, *hidden, n_classes]
+        self.fc_weights = nn.ParameterList(nn.Parameter(torch.empty(K, a, b)) for a, b in zip(sizes, sizes[1:]))
+        self.fc_biases = nn.ParameterList(nn.Parameter(torch.empty(K, 1, b)) for b in sizes[1:])
+        self.register_buffer("dropout", torch.as_tensor(dropout, dtype=torch.float32).expand(K).clone())
+        self.reset_parameters([0] * K)
+
+    def reset_parameters(self, seeds: Sequence[int]) -> None:
+        """Initialise model k exactly as a single ``nn.Conv2d``/``nn.Linear`` network under ``seeds[k]``."""
+        channels, hidden = cnn_widths(self.width)
+        sizes = [channels[-1] * 16, *hidden, self.n_classes]
+        with torch.no_grad():
+            for k, seed in enumerate(seeds):
+                gen = torch.Generator().manual_seed(int(seed))
+                c_in = 3
+                for conv, c_out in zip(self.convs, channels):
+                    w, b = _default_init((c_out, c_in, 3, 3), c_in * 9, gen)
+                    conv.weight[k * c_out:(k + 1) * c_out] = w
+                    conv.bias[k * c_out:(k + 1) * c_out] = b
+                    c_in = c_out
+                for W, bias, (a, b_) in zip(self.fc_weights, self.fc_biases, zip(sizes, sizes[1:])):
+                    w, b = _default_init((b_, a), a, gen)
+                    W[k] = w.T
+                    bias[k, 0] = b
+            for norm in self.norms:
+                if isinstance(norm, nn.BatchNorm2d):
+                    norm.reset_parameters()
+
+    def _dropout(self, h: torch.Tensor) -> torch.Tensor:
+        if not self.training or not bool((self.dropout > 0).any()):
+            return h
+        keep = (1 - self.dropout).view(-1, 1, 1).to(h.dtype)
+        return h * torch.bernoulli(keep.expand_as(h)) / keep
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        K, B = x.shape[:2]
+        h = x.transpose(0, 1).reshape(B, K * x.shape[2], *x.shape[3:])
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            h = torch.relu(norm(conv(h)))
+            if i in (1, 4):
+                h = nn.functional.max_pool2d(h, 2)
+        h = h.reshape(B, K, -1).transpose(0, 1)  # (K, B, features) in each model's C, H, W order
+        last = len(self.fc_weights) - 1
+        for i, (W, b) in enumerate(zip(self.fc_weights, self.fc_biases)):
+            h = torch.baddbmm(b.to(h.dtype), h, W.to(h.dtype))
+            if i < last:
+                h = self._dropout(torch.relu(h))
+        return h
+
+
+def _default_init(shape: tuple[int, ...], fan_in: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """PyTorch's default ``nn.Linear``/``nn.Conv2d`` initialisation (uniform, bound 1/sqrt(fan_in))."""
+    bound = 1.0 / fan_in ** 0.5
+    weight = (torch.rand(shape, generator=gen) * 2 - 1) * bound
+    bias = (torch.rand(shape[0], generator=gen) * 2 - 1) * bound
+    return weight, bias

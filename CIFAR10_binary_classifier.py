@@ -1,0 +1,114 @@
+"""CIFAR-10 binary label-shift study: ERM vs importance-weighted ERM (none / L2 / dropout / batch norm).
+
+Every upper-case constant below is the configuration; each is a flag (``--help``). ``--preset paper`` is
+the paper's protocol (full-width CNN, 5,000 images per class, 500 epochs); ``--preset cpu`` a smaller one
+that fits on 2 CPU cores; ``auto`` picks paper on CUDA, cpu otherwise. Flags given explicitly override
+the preset. Data: torchvision downloads CIFAR-10 into DATA_DIR, or DATA_DIR is an ImageFolder tree
+(train/<class>/*.png|jpg, test/<class>/*).
+"""
+
+import sys
+import time
+from dataclasses import asdict
+
+from iwshift import cifar_binary as study
+from iwshift import config as cli
+
+PRESET = "auto"                  # auto | paper | cpu
+SETTINGS = ["weighting"]         # weighting and/or imbalance
+CLASSES = ["cat", "dog"]         # negative, positive (the positive class's predicted fraction is tracked)
+DATA_DIR = "data"                # torchvision download folder, or an ImageFolder tree
+OUT = "results/cifar_binary"     # results folder: one sub-folder per run
+FIGURES = "figures/cifar_binary"
+DEVICE = "auto"                  # auto | cpu | cuda | cuda:N
+SEEDS = [0, 1, 2]
+DATA_SEED = 0
+WEIGHTS = [1 / 128, 1 / 32, 1 / 8, 1.0, 8.0, 32.0, 128.0]  # importance weight of the positive class
+RATIOS = [1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0, 16.0]  # positive:negative (imbalance)
+REGIMES = ["none", "l2", "dropout", "batchnorm"]
+PER_CLASS = 5000                 # training images per class
+WIDTH = 1.0                      # CNN width multiplier
+EPOCHS = 500
+LR = 0.01
+MOMENTUM = 0.9
+BATCH_SIZE = 16
+L2 = 1e-3                        # weight decay of the l2 regime
+DROPOUT = 0.5                    # on the two hidden fully connected layers
+NORMALIZATION = "weight_sum"     # weight_sum: torch class weights (paper); mean: sum w*l / n
+PRECISION = "fp32"               # fp32 | bf16 (autocast)
+OTHER_EVAL = 8000                # other-class test images for their predicted fraction
+NOISE_EVAL = 1000                # uniform-noise images
+MAX_STACK = 28                   # runs trained together at most
+FIGURES_ON = True
+PROGRESS = True
+
+FIELDS = {  # constant -> BinaryConfig field
+    "CLASSES": "classes", "SEEDS": "seeds", "DATA_SEED": "data_seed", "WEIGHTS": "weights",
+    "RATIOS": "ratios", "REGIMES": "regimes", "PER_CLASS": "per_class", "WIDTH": "width",
+    "EPOCHS": "epochs", "LR": "lr", "MOMENTUM": "momentum", "BATCH_SIZE": "batch_size", "L2": "l2",
+    "DROPOUT": "dropout", "NORMALIZATION": "normalization", "PRECISION": "precision",
+    "OTHER_EVAL": "other_eval", "NOISE_EVAL": "noise_eval", "MAX_STACK": "max_stack",
+}
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise cli.ConfigError("device", f"{name} requested but CUDA is not available")
+    if not (name == "cpu" or name.startswith("cuda")):
+        raise cli.ConfigError("device", f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    return name
+
+
+def main(argv=None) -> int:
+    constants = {k: v for k, v in globals().items() if k.isupper() and k != "FIELDS"}
+    values = cli.override_from_argv(constants, __doc__, argv)
+    explicit = {k for k in constants if values[k] != constants[k]}
+    with cli.exit_on_config_error("CIFAR10_binary_classifier.py"):
+        device = resolve_device(values["DEVICE"])
+        preset = values["PRESET"]
+        if preset == "auto":
+            preset = "paper" if device.startswith("cuda") else "cpu"
+        cli.one_of("preset", preset, study.PRESETS)
+        fields = {f: values[c] for c, f in FIELDS.items()}
+        fields.update({k: v for k, v in study.PRESETS[preset].items()
+                       if not any(FIELDS[c] == k for c in explicit if c in FIELDS)})
+        settings = cli.all_of("settings", values["SETTINGS"], study.SETTINGS)
+        configs = [study.BinaryConfig(setting=s, **fields) for s in settings]
+        out = cli.writable_folder("out", values["OUT"])
+        figures_dir = cli.writable_folder("figures", values["FIGURES"]) if values["FIGURES_ON"] else None
+    from iwshift.cifar_data import DataUnavailableError, load_cifar10
+
+    try:
+        data = load_cifar10(values["DATA_DIR"], progress=values["PROGRESS"] and sys.stderr.isatty())
+    except DataUnavailableError as err:
+        print(f"CIFAR10_binary_classifier.py: error: {err}", file=sys.stderr)
+        return 2
+    print(f"data: {data.source}; preset {preset}; device {device}")
+    start = time.perf_counter()
+    tables = []
+    for cfg in configs:
+        print(f"{cfg.setting}: {len(study.build_runs(cfg))} runs; config {asdict(cfg)}")
+        tables.append(study.run_sweep(data, cfg, out, device, progress=values["PROGRESS"] and sys.stderr.isatty()))
+    import pandas as pd
+
+    table = pd.concat(tables, ignore_index=True)
+    from iwshift import results
+
+    results.write_table(out / "merged.csv", table)
+    print(f"{table['run'].nunique()} runs complete in {out}/ ({time.perf_counter() - start:.0f} s); "
+          f"merged table: {out / 'merged.csv'}")
+    if figures_dir is not None:
+        from iwshift import plots
+
+        for name, fig in study.figures(table):
+            plots.save_figure(fig, figures_dir / f"{name}.png")
+        print(f"figures in {figures_dir}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

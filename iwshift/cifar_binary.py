@@ -1,0 +1,398 @@
+"""The CIFAR-10 binary label-shift study (Byrd & Lipton 2019; Vo & Truong 2025), composed from the package.
+
+Two settings on a pair of classes (default cat vs dog; the second class is the *positive* one):
+  * ``weighting``: the balanced training set, importance weight w on the positive class, w in a grid;
+  * ``imbalance``: the positive:negative ratio r in a grid (one class subsampled without replacement
+    under the data seed), each trained ``unweighted``, ``weighted`` (weights that correct to a balanced
+    target: w_c = 0.5 / p_c) and ``weighted+l2``.
+Regimes: ``none``, ``l2`` (weight decay), ``dropout`` (p on the two hidden FC layers), ``batchnorm``.
+
+Each run writes ``<out>/<run>/metrics.csv`` then ``config.json`` (atomically; a run with both is
+complete and skipped on rerun), and :func:`merge` builds one tidy table of all runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import config as v
+from . import metrics, results
+from .cifar_data import CIFAR10_CLASSES, Cifar10
+from .config import ConfigError
+from .models import StackedCNN
+from .train import StackedRuns, Trainer, to_device_images
+
+REGIMES = ("none", "l2", "dropout", "batchnorm")
+SETTINGS = ("weighting", "imbalance")
+VARIANTS = ("unweighted", "weighted", "weighted+l2")
+
+
+@dataclass
+class BinaryConfig:
+    """One study's configuration; see :data:`PRESETS` for the ``paper`` and ``cpu`` values."""
+
+    setting: str = "weighting"
+    classes: Sequence[str] = ("cat", "dog")
+    weights: Sequence[float] = (1 / 128, 1 / 32, 1 / 8, 1.0, 8.0, 32.0, 128.0)
+    ratios: Sequence[float] = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0, 16.0)
+    regimes: Sequence[str] = REGIMES
+    seeds: Sequence[int] = (0, 1, 2)
+    data_seed: int = 0
+    per_class: int = 5000            # training images per class (the balanced pool)
+    width: float = 1.0               # CNN width multiplier
+    epochs: int = 500
+    lr: float = 0.01
+    momentum: float = 0.9
+    batch_size: int = 16
+    l2: float = 1e-3                 # weight decay of the l2 regime (and of weighted+l2)
+    dropout: float = 0.5
+    normalization: str = "weight_sum"
+    precision: str = "fp32"
+    other_eval: int = 8000           # test images of the other 8 classes used for their predicted fraction
+    noise_eval: int = 1000           # uniform-noise images
+    probe_per_class: int = 64        # training images per class for the gradient norms
+    eval_every: int = 0              # 0: dense early then sparser (see eval_epochs); k: 1, 2, 3, 5, 7, k, 2k, ...
+    max_stack: int = 28              # runs trained together in one stack at most
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.setting = v.one_of("setting", self.setting, SETTINGS)
+        classes = list(self.classes)
+        if len(classes) != 2:
+            raise ConfigError("classes", f"needs exactly two class names (got {len(classes)})")
+        self.classes = v.all_of("classes", classes, CIFAR10_CLASSES)
+        self.weights = [v.positive_finite("weights", w) for w in self.weights]
+        self.ratios = [v.positive_finite("ratios", r) for r in self.ratios]
+        if not self.weights or not self.ratios:
+            raise ConfigError("weights" if not self.weights else "ratios", "needs at least one value")
+        self.regimes = v.all_of("regimes", self.regimes, REGIMES)
+        self.seeds = v.seeds_list("seeds", self.seeds)
+        self.data_seed = v.at_least("data_seed", self.data_seed, 0)
+        self.per_class = v.at_least("per_class", self.per_class, 2)
+        self.width = v.positive_finite("width", self.width)
+        self.epochs = v.at_least("epochs", self.epochs, 1)
+        self.lr = v.positive_finite("lr", self.lr)
+        if not 0 <= self.momentum < 1:
+            raise ConfigError("momentum", f"must be in [0, 1) (got {self.momentum:g})")
+        self.batch_size = v.at_least("batch_size", self.batch_size, 1)
+        self.l2 = v.non_negative_finite("l2", self.l2)
+        self.dropout = v.probability_below_one("dropout", self.dropout)
+        self.normalization = v.one_of("normalization", self.normalization, ("mean", "weight_sum"))
+        self.precision = v.one_of("precision", self.precision, ("fp32", "bf16"))
+        self.other_eval = v.at_least("other_eval", self.other_eval, 0)
+        self.noise_eval = v.at_least("noise_eval", self.noise_eval, 0)
+        self.probe_per_class = v.at_least("probe_per_class", self.probe_per_class, 1)
+        self.eval_every = v.at_least("eval_every", self.eval_every, 0)
+        self.max_stack = v.at_least("max_stack", self.max_stack, 1)
+
+    def eval_epochs(self) -> list[int]:
+        """Dense early, sparser later: every epoch up to 10, every 5th to 50, every 10th to 200,
+        every 25th after (or epochs 1, 2, 3, 5, 7 and every ``eval_every``-th); always the last."""
+        if self.eval_every:
+            epochs = {1, 2, 3, 5, 7} | set(range(self.eval_every, self.epochs + 1, self.eval_every))
+        else:
+            epochs = {e for e in range(1, self.epochs + 1)
+                      if e <= 10 or (e <= 50 and e % 5 == 0) or (e <= 200 and e % 10 == 0) or e % 25 == 0}
+        return sorted(epochs | {self.epochs})
+
+
+# Measured on the JPEG copy here (2 CPU cores): see README, "Presets".
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": dict(per_class=5000, width=1.0, epochs=500, lr=0.01, other_eval=8000, noise_eval=1000),
+    "cpu": dict(per_class=500, width=0.25, epochs=150, lr=0.01, other_eval=500, noise_eval=250, eval_every=10,
+                weights=(1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0)),
+}
+
+
+def fmt(x: float) -> str:
+    """A short exact name for a weight or ratio: 0.03125 -> '1_32', 8.0 -> '8'."""
+    if x >= 1:
+        return f"{x:g}"
+    inverse = 1 / x
+    return f"1_{inverse:g}" if abs(inverse - round(inverse)) < 1e-9 else f"{x:g}"
+
+
+# ------------------------------------------------------------------------------------ the runs
+
+
+def build_runs(cfg: BinaryConfig) -> pd.DataFrame:
+    """One row per run: its name and everything that distinguishes it."""
+    rows = []
+    for seed in cfg.seeds:
+        if cfg.setting == "weighting":
+            for regime in cfg.regimes:
+                for w in cfg.weights:
+                    rows.append(dict(run=f"weighting_w{fmt(w)}_{regime}_s{seed}", setting="weighting",
+                                     weight=w, ratio=1.0, variant="weighted" if w != 1 else "unweighted",
+                                     regime=regime, seed=seed))
+        else:
+            for r in cfg.ratios:
+                for variant in VARIANTS:
+                    regime = "l2" if variant == "weighted+l2" else "none"
+                    rows.append(dict(run=f"imbalance_r{fmt(r)}_{variant.replace('+', '_')}_s{seed}",
+                                     setting="imbalance", weight=float("nan"), ratio=r, variant=variant,
+                                     regime=regime, seed=seed))
+    runs = pd.DataFrame(rows)
+    runs.insert(1, "classes", "/".join(cfg.classes))
+    runs["data_seed"] = cfg.data_seed
+    return runs
+
+
+def class_counts(ratio: float, per_class: int) -> tuple[int, int]:
+    """(negatives, positives) with positives:negatives = ratio, the larger class kept whole."""
+    if ratio >= 1:
+        return max(1, round(per_class / ratio)), per_class
+    return per_class, max(1, round(per_class * ratio))
+
+
+@dataclass
+class PairData:
+    """The pair's images on the device, with the pools each run's training set is drawn from."""
+
+    images: torch.Tensor       # uint8 (N, 3, 32, 32): the pair's training pool, then evaluation images
+    labels: torch.Tensor       # 0 = negative, 1 = positive, -1 = not of the pair
+    pool: dict[int, np.ndarray]  # class -> indices (into images) of its training pool
+    test: torch.Tensor         # indices of the pair's test images
+    other: torch.Tensor        # indices of other-class test images
+    noise: torch.Tensor        # indices of noise images
+    probe: torch.Tensor        # indices of the gradient-norm probe
+    source_labels: np.ndarray  # original CIFAR-10 label of every image (-1 for noise)
+
+
+def prepare_pair(data: Cifar10, cfg: BinaryConfig, device: torch.device | str) -> PairData:
+    """Select the pair, label each image from its *own* class, subsample the pools (data seed), and move
+    everything to the device once."""
+    rng = np.random.default_rng(cfg.data_seed)
+    neg, pos = (CIFAR10_CLASSES.index(c) for c in cfg.classes)
+    pools = []
+    for c in (neg, pos):
+        members = np.flatnonzero(data.train.labels == c)
+        if len(members) < cfg.per_class:
+            raise ConfigError("per_class", f"class {CIFAR10_CLASSES[c]} has {len(members)} training images, "
+                                           f"fewer than {cfg.per_class}")
+        pools.append(np.sort(rng.choice(members, cfg.per_class, replace=False)))
+    test_idx = np.flatnonzero(np.isin(data.test.labels, (neg, pos)))
+    other_all = np.flatnonzero(~np.isin(data.test.labels, (neg, pos)))
+    other_idx = np.sort(rng.choice(other_all, min(cfg.other_eval, len(other_all)), replace=False))
+    noise = np.random.default_rng(cfg.data_seed + 1).integers(0, 256, (cfg.noise_eval, 32, 32, 3), dtype=np.uint8)
+    images = np.concatenate([data.train.images[pools[0]], data.train.images[pools[1]],
+                             data.test.images[test_idx], data.test.images[other_idx], noise])
+    source = np.concatenate([data.train.labels[pools[0]], data.train.labels[pools[1]],
+                             data.test.labels[test_idx], data.test.labels[other_idx],
+                             np.full(len(noise), -1)])
+    labels = np.where(source == pos, 1, np.where(source == neg, 0, -1))
+    P = cfg.per_class
+    offsets = np.cumsum([0, P, P, len(test_idx), len(other_idx), len(noise)])
+    span = lambda i: torch.arange(offsets[i], offsets[i + 1], device=device)  # noqa: E731
+    probe = np.concatenate([rng.choice(P, min(cfg.probe_per_class, P), replace=False),
+                            P + rng.choice(P, min(cfg.probe_per_class, P), replace=False)])
+    return PairData(images=to_device_images(images, device), labels=torch.as_tensor(labels, device=device),
+                    pool={0: np.arange(0, P), 1: np.arange(P, 2 * P)}, test=span(2), other=span(3),
+                    noise=span(4), probe=torch.as_tensor(np.sort(probe), device=device), source_labels=source)
+
+
+def training_set(run: pd.Series, pair: PairData, cfg: BinaryConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (into ``pair.images``) and importance weights of a run's training examples."""
+    if run["setting"] == "weighting":
+        index = np.concatenate([pair.pool[0], pair.pool[1]])
+        weights = np.where(index >= cfg.per_class, run["weight"], 1.0)
+        return index, weights
+    n_neg, n_pos = class_counts(run["ratio"], cfg.per_class)
+    rng = np.random.default_rng([cfg.data_seed, int(round(math.log2(run["ratio"]) * 1000)) % 2**31])
+    index = np.sort(np.concatenate([rng.choice(pair.pool[0], n_neg, replace=False),
+                                    rng.choice(pair.pool[1], n_pos, replace=False)]))
+    n = n_neg + n_pos
+    correcting = {0: 0.5 * n / n_neg, 1: 0.5 * n / n_pos}  # w_c = target prior / source prior
+    if run["variant"] == "unweighted":
+        weights = np.ones(n)
+    else:
+        weights = np.where(index >= cfg.per_class, correcting[1], correcting[0])
+    return index, weights
+
+
+def stacks(runs: pd.DataFrame, cfg: BinaryConfig) -> Iterator[pd.DataFrame]:
+    """Groups of runs that can train together: same architecture and training-set size."""
+    runs = runs.assign(batch_norm=runs["regime"] == "batchnorm",
+                       n_train=[sum(class_counts(r, cfg.per_class)) for r in runs["ratio"]])
+    for _, group in runs.groupby(["batch_norm", "n_train", "seed"], sort=False):
+        for start in range(0, len(group), cfg.max_stack):
+            yield group.iloc[start:start + cfg.max_stack]
+
+
+# --------------------------------------------------------------------------------- training
+
+
+def _evaluate(trainer: Trainer, pair: PairData, class_weights: torch.Tensor) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    logits = trainer.predict_logits(pair.images[pair.test])
+    pred, y = logits.argmax(-1), pair.labels[pair.test]
+    out["test_accuracy"] = metrics.accuracy(pred, y).cpu().numpy()
+    out["test_balanced_accuracy"] = metrics.balanced_accuracy(pred, y).cpu().numpy()
+    out["test_accuracy_negative"] = metrics.accuracy(pred[:, y == 0], y[y == 0]).cpu().numpy()
+    out["test_accuracy_positive"] = metrics.accuracy(pred[:, y == 1], y[y == 1]).cpu().numpy()
+    out["fraction_positive_pair"] = metrics.fraction_predicted(pred, 1).cpu().numpy()
+    for name, idx in (("other", pair.other), ("noise", pair.noise)):
+        if len(idx):
+            out[f"fraction_positive_{name}"] = metrics.fraction_predicted(
+                trainer.predict_logits(pair.images[idx]).argmax(-1), 1).cpu().numpy()
+        else:
+            out[f"fraction_positive_{name}"] = np.full(len(pred), np.nan)
+    weighted, plain = trainer.class_gradient_norms(pair.images[pair.probe], pair.labels[pair.probe], class_weights)
+    for c, name in enumerate(("negative", "positive")):
+        out[f"grad_norm_{name}_weighted"], out[f"grad_norm_{name}"] = weighted[:, c], plain[:, c]
+    return out
+
+
+def train_stack(group: pd.DataFrame, pair: PairData, cfg: BinaryConfig, device: torch.device,
+                progress: Any = None) -> dict[str, pd.DataFrame]:
+    """Train the runs of ``group`` together; return each run's tidy metrics table."""
+    sets = [training_set(run, pair, cfg) for _, run in group.iterrows()]
+    K = len(group)
+    runs = StackedRuns(seeds=group["seed"].tolist(), train_index=np.stack([s[0] for s in sets]),
+                       example_weights=np.stack([s[1] for s in sets]),
+                       l2=[cfg.l2 if r == "l2" else 0.0 for r in group["regime"]],
+                       dropout=[cfg.dropout if r == "dropout" else 0.0 for r in group["regime"]])
+    model = StackedCNN(K, cfg.width, batch_norm=bool((group["regime"] == "batchnorm").all()),
+                       dropout=runs.dropout)
+    model.reset_parameters(runs.seeds)
+    model.to(device)
+    trainer = Trainer(model, runs, pair.images, pair.labels, lr=cfg.lr, momentum=cfg.momentum,
+                      batch_size=cfg.batch_size, normalization=cfg.normalization, precision=cfg.precision)
+    class_weights = torch.tensor([[w[idx < cfg.per_class].max(initial=0), w[idx >= cfg.per_class].max(initial=0)]
+                                  for idx, w in sets], dtype=torch.float32, device=device)
+    evals = set(cfg.eval_epochs())
+    frames = []
+    start = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        stats = trainer.train_epoch()
+        if progress is not None:
+            progress.update(K)
+        if epoch not in evals:
+            continue
+        measured = _evaluate(trainer, pair, class_weights)
+        frame = group[["run", "setting", "classes", "weight", "ratio", "variant", "regime", "seed",
+                       "data_seed"]].copy()
+        frame["epoch"] = epoch
+        frame["train_loss_weighted"], frame["train_loss"] = stats.loss_weighted, stats.loss
+        frame["train_accuracy"] = stats.accuracy
+        for name, values in measured.items():
+            frame[name] = values
+        frame["seconds"] = time.perf_counter() - start
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    return {name: part.reset_index(drop=True) for name, part in table.groupby("run", sort=False)}
+
+
+# ------------------------------------------------------------------------------------ results
+
+
+def is_complete(out: Path, run: str) -> bool:
+    return (out / run / "config.json").exists() and (out / run / "metrics.csv").exists()
+
+
+def run_sweep(data: Cifar10, cfg: BinaryConfig, out: str | Path, device: str = "cpu",
+              progress: bool = True, data_source: str = "") -> pd.DataFrame:
+    """Train every run of the grid that has no complete results in ``out``; return the merged table."""
+    from tqdm.auto import tqdm
+
+    out, device_t = Path(out), torch.device(device)
+    runs = build_runs(cfg)
+    todo = runs[[not is_complete(out, r) for r in runs["run"]]]
+    env = results.environment(device)
+    if len(todo):
+        pair = prepare_pair(data, cfg, device_t)
+        bar = tqdm(total=len(todo) * cfg.epochs, unit="run-epoch", desc=f"cifar binary ({cfg.setting})",
+                   disable=not progress, unit_scale=True)
+        for group in stacks(todo, cfg):
+            tables = train_stack(group, pair, cfg, device_t, bar)
+            for _, run in group.iterrows():
+                folder = out / run["run"]
+                results.write_table(folder / "metrics.csv", tables[run["run"]])
+                results.write_json(folder / "config.json", {
+                    "run": run.drop(labels=["batch_norm", "n_train"], errors="ignore").to_dict(),
+                    "config": asdict(cfg), "data": data_source or data.source,
+                    "stack_size": len(group), **env})
+        bar.close()
+    return merge(out, runs["run"])
+
+
+def merge(out: str | Path, names: Sequence[str] | None = None) -> pd.DataFrame:
+    """One tidy table of the complete runs in ``out`` (all of them, or those named)."""
+    out = Path(out)
+    if names is None:
+        names = sorted(p.name for p in out.iterdir() if p.is_dir())
+    tables = [results.read_table(out / n / "metrics.csv") for n in names if is_complete(out, n)]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+def with_preset(cfg: BinaryConfig, preset: str) -> BinaryConfig:
+    v.one_of("preset", preset, PRESETS)
+    return replace(cfg, **PRESETS[preset])
+
+
+# ------------------------------------------------------------------------------------ figures
+
+
+def figures(table: pd.DataFrame) -> Iterator[tuple[str, "plt.Figure"]]:
+    """Yield each figure of the study with its file stem (mean +- 95 % interval over seeds)."""
+    import matplotlib.pyplot as plt
+
+    from . import plots
+
+    weighting = table[table["setting"] == "weighting"]
+    if len(weighting):
+        weighting = weighting.assign(w=weighting["weight"].map(fmt))
+        order = sorted(weighting["w"].unique(), key=lambda s: float(parse_fmt(s)))
+        cmap = plt.get_cmap("coolwarm", len(order))
+        colors = {w: cmap(i) for i, w in enumerate(order)}
+        for regime, part in weighting.groupby("regime", sort=False):
+            fig, axes = plt.subplots(1, 3, figsize=(11, 3), sharey=True)
+            for ax, where in zip(axes, ("pair", "other", "noise")):
+                plots.curves_by_panel(part.assign(panel=where), f"fraction_positive_{where}", ["panel"], "w",
+                                      colors=colors, axes=[ax], ylabel="fraction predicted positive")
+            fig.suptitle(f"{regime}: fraction predicted positive against epoch, per weight on the positive class")
+            fig.tight_layout()
+            yield f"fraction_vs_epoch_{regime}", fig
+        last = weighting[weighting["epoch"] == weighting.groupby("run")["epoch"].transform("max")]
+        fig = plots.curves_by_panel(last, "fraction_positive_pair", ["regime"], "setting", x="weight",
+                                    ylabel="final fraction predicted positive", reference=0.5,
+                                    title="final fraction of pair test images predicted positive against weight")
+        yield "final_fraction_vs_weight", fig
+        grad = part_melt(weighting[weighting["weight"] != 1])
+        fig = plots.curves_by_panel(grad, "norm", ["regime", "w"], "class", ylabel="gradient norm (weighted)",
+                                    title="per-class gradient norms on the probe set")
+        for ax in fig.axes:
+            ax.set_yscale("log")
+        yield "gradient_norms", fig
+    imbalance = table[table["setting"] == "imbalance"]
+    if len(imbalance):
+        last = imbalance[imbalance["epoch"] == imbalance.groupby("run")["epoch"].transform("max")]
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+        plots.curves_by_panel(last.assign(panel="fraction"), "fraction_positive_pair", ["panel"], "variant",
+                              x="ratio", axes=[axes[0]], ylabel="final fraction predicted positive", reference=0.5)
+        plots.curves_by_panel(last.assign(panel="balanced accuracy"), "test_balanced_accuracy", ["panel"],
+                              "variant", x="ratio", axes=[axes[1]], ylabel="final balanced accuracy")
+        fig.suptitle("imbalance: positive:negative training ratio")
+        fig.tight_layout()
+        yield "imbalance", fig
+
+
+def parse_fmt(text: str) -> float:
+    """Inverse of :func:`fmt` ('1_32' -> 1/32)."""
+    return 1 / float(text[2:]) if text.startswith("1_") else float(text)
+
+
+def part_melt(table: pd.DataFrame) -> pd.DataFrame:
+    return table.melt(id_vars=["regime", "w", "seed", "epoch"],
+                      value_vars=["grad_norm_negative_weighted", "grad_norm_positive_weighted"],
+                      var_name="class", value_name="norm").replace(
+        {"grad_norm_negative_weighted": "negative", "grad_norm_positive_weighted": "positive"})

@@ -1,0 +1,205 @@
+"""The trainer: K runs of one architecture trained together, data resident on the device.
+
+Tricks, each for speed without changing what a run computes:
+  * images live on the device as one uint8 tensor; normalisation happens on the device per batch;
+  * each run draws its own batch order from its own seed (a CPU generator, so the order does not depend
+    on the device or on which runs share the stack): run k sees exactly the batches it would see alone;
+  * the K models are one module (grouped convolutions + batched matrix products, see
+    :class:`iwshift.models.StackedCNN`), so one forward/backward serves all K runs; the loss is the sum of
+    the runs' losses, whose gradients do not mix;
+  * SGD with momentum and a per-run weight decay is applied to every run's parameter block at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import losses
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+def to_device_images(images: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """uint8 (N, 32, 32, 3) -> uint8 (N, 3, 32, 32) on ``device`` (moved once)."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
+
+
+def normalize(images_uint8: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 images (..., 3, H, W) -> standardised floats, on their device."""
+    mean = torch.tensor(CIFAR_MEAN, device=images_uint8.device, dtype=dtype).view(3, 1, 1)
+    std = torch.tensor(CIFAR_STD, device=images_uint8.device, dtype=dtype).view(3, 1, 1)
+    return (images_uint8.to(dtype) / 255.0 - mean) / std
+
+
+@dataclass
+class StackedRuns:
+    """What differs between the K runs of a stack (each array has one entry per run)."""
+
+    seeds: Sequence[int]              # model initialisation and batch order
+    train_index: np.ndarray           # (K, n) indices into the device image tensor: each run's training set
+    example_weights: np.ndarray       # (K, n) importance weight of each of those training examples
+    l2: Sequence[float]               # weight decay per run
+    dropout: Sequence[float]          # dropout probability per run
+
+    def __post_init__(self) -> None:
+        self.train_index = np.asarray(self.train_index, np.int64)
+        self.example_weights = np.asarray(self.example_weights, np.float32)
+        K = len(self.seeds)
+        if self.train_index.shape[0] != K or self.example_weights.shape != self.train_index.shape:
+            raise ValueError("train_index and example_weights must be (K, n) with one row per seed")
+        if len(self.l2) != K or len(self.dropout) != K:
+            raise ValueError("l2 and dropout need one value per run")
+
+    @property
+    def n_models(self) -> int:
+        return len(self.seeds)
+
+
+class StackedSGD:
+    """SGD with momentum (as ``torch.optim.SGD``: buf = m*buf + g + l2*p; p -= lr*buf) and a weight
+    decay per run. Every parameter's leading dimension(s) must split into K equal contiguous blocks."""
+
+    def __init__(self, params: Sequence[torch.Tensor], n_models: int, lr: float, momentum: float,
+                 l2: Sequence[float]):
+        self.params, self.K, self.lr, self.momentum = list(params), n_models, lr, momentum
+        device = self.params[0].device
+        self.l2 = torch.tensor(list(l2), dtype=torch.float32, device=device).view(n_models, 1)
+        self.buffers = [torch.zeros_like(p) for p in self.params]
+        self.started = False
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for p, buf in zip(self.params, self.buffers):
+            if p.grad is None:
+                continue
+            g = p.grad.view(self.K, -1).add(p.view(self.K, -1) * self.l2)
+            if self.momentum:
+                b = buf.view(self.K, -1)
+                if self.started:
+                    b.mul_(self.momentum).add_(g)
+                else:
+                    b.copy_(g)
+                g = b
+            p.view(self.K, -1).sub_(g, alpha=self.lr)
+        self.started = True
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+
+@dataclass
+class EpochStats:
+    """Running means over one epoch's mini-batches (training mode), per run."""
+
+    loss_weighted: np.ndarray
+    loss: np.ndarray
+    accuracy: np.ndarray
+
+
+class Trainer:
+    """Train a stack of K runs (one :class:`~iwshift.models.StackedCNN`) epoch by epoch.
+
+    ``labels`` are the class indices of every image in ``images`` (uint8, on the device).
+    """
+
+    def __init__(self, model: torch.nn.Module, runs: StackedRuns, images: torch.Tensor, labels: torch.Tensor,
+                 lr: float = 0.01, momentum: float = 0.9, batch_size: int = 16, normalization: str = "weight_sum",
+                 precision: str = "fp32"):
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"unknown precision {precision!r}; choose fp32 or bf16")
+        self.model, self.runs, self.images, self.labels = model, runs, images, labels
+        self.device = images.device
+        self.batch_size, self.normalization, self.precision = batch_size, normalization, precision
+        self.index = torch.as_tensor(runs.train_index, device=self.device)
+        self.weights = torch.as_tensor(runs.example_weights, device=self.device)
+        self.optimizer = StackedSGD(list(model.parameters()), runs.n_models, lr, momentum, runs.l2)
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in runs.seeds]
+        self.epoch = 0
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def batch_orders(self) -> torch.Tensor:
+        """(K, n) positions into each run's training set for the next epoch, from each run's own seed."""
+        n = self.index.shape[1]
+        orders = torch.stack([torch.randperm(n, generator=g) for g in self.generators])
+        return orders.to(self.device)
+
+    def train_epoch(self, on_step: Callable[[], None] | None = None) -> EpochStats:
+        self.model.train()  # every epoch: evaluation switches dropout and batch norm off
+        K, n = self.index.shape
+        orders = self.batch_orders()
+        rows = torch.arange(K, device=self.device).unsqueeze(1)
+        sums = torch.zeros(3, K, device=self.device)
+        for start in range(0, n, self.batch_size):
+            pos = orders[:, start:start + self.batch_size]
+            idx = self.index[rows, pos]                       # (K, B) image indices
+            x = normalize(self.images[idx])                   # (K, B, 3, 32, 32) on the device
+            y = self.labels[idx]
+            w = self.weights[rows, pos]
+            with self.autocast():
+                logits = self.model(x)
+            logits = logits.float()
+            loss = losses.weighted_cross_entropy(logits, y, w, self.normalization)  # (K,)
+            self.optimizer.zero_grad()
+            loss.sum().backward()  # runs are independent: each gets its own gradient
+            self.optimizer.step()
+            with torch.no_grad():
+                b = y.shape[1]
+                sums[0] += loss.detach() * b
+                sums[1] += losses.weighted_cross_entropy(logits, y, torch.ones_like(w), "mean") * b
+                sums[2] += (logits.argmax(-1) == y).float().sum(1)
+            if on_step is not None:
+                on_step()
+        self.epoch += 1
+        stats = (sums / n).cpu().numpy()
+        return EpochStats(loss_weighted=stats[0], loss=stats[1], accuracy=stats[2])
+
+    @torch.no_grad()
+    def predict_logits(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """Logits (K, M, C) of every run on the same uint8 images (M, 3, 32, 32), evaluation mode."""
+        self.model.eval()
+        K = self.runs.n_models
+        # K copies of a batch go through the grouped convolutions: keep K x batch moderate (cache)
+        batch_size = batch_size or max(16, 2048 // K)
+        out = []
+        for start in range(0, len(images), batch_size):
+            x = normalize(images[start:start + batch_size])
+            with self.autocast():
+                out.append(self.model(x.unsqueeze(0).expand(K, *x.shape)).float())
+        return torch.cat(out, 1)
+
+    def class_gradient_norms(self, images: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor,
+                             n_classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
+        """Norm of the gradient contributed by each class's probe examples, (K, C) weighted and unweighted.
+
+        On the probe set (evaluation mode), class c contributes sum_{i in c} w_c l_i / Z with Z = n
+        (``mean``) or sum_i w_i (``weight_sum``); unweighted: sum_{i in c} l_i / n.
+        """
+        self.model.eval()
+        K = self.runs.n_models
+        x = normalize(images).unsqueeze(0).expand(K, *images.shape)
+        per_example = torch.nn.functional.cross_entropy(
+            self.model(x).float().flatten(0, 1), labels.repeat(K), reduction="none").view(K, -1)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        plain = []
+        for c in range(n_classes):
+            loss = (per_example * (labels == c)).sum(1) / len(labels)
+            grads = torch.autograd.grad(loss.sum(), params, retain_graph=c < n_classes - 1, allow_unused=True)
+            plain.append(sum(g.reshape(K, -1).pow(2).sum(1) for g in grads if g is not None).sqrt())
+        plain_t = torch.stack(plain, 1)  # (K, C)
+        counts = torch.bincount(labels, minlength=n_classes).float()
+        if self.normalization == "mean":
+            scale = class_weights
+        else:  # sum_i w_i = sum_c n_c w_c
+            scale = class_weights * len(labels) / (class_weights * counts).sum(1, keepdim=True)
+        return (plain_t * scale).detach().cpu().numpy(), plain_t.detach().cpu().numpy()
