@@ -18,6 +18,7 @@ PRESET = "auto"                  # auto | paper | cpu
 SETTINGS = ["weighting"]         # weighting and/or imbalance
 CLASSES = ["cat", "dog"]         # negative, positive (the positive class's predicted fraction is tracked)
 DATA_DIR = "data"                # torchvision download folder, or an ImageFolder tree
+DOWNLOAD = True                  # let torchvision download CIFAR-10 into DATA_DIR when it is not there
 OUT = "results/cifar_binary"     # results folder: one sub-folder per run
 FIGURES = "figures/cifar_binary"
 DEVICE = "auto"                  # auto | cpu | cuda | cuda:N
@@ -83,7 +84,8 @@ def main(argv=None) -> int:
     from iwshift.cifar_data import DataUnavailableError, load_cifar10
 
     try:
-        data = load_cifar10(values["DATA_DIR"], progress=values["PROGRESS"] and sys.stderr.isatty())
+        data = load_cifar10(values["DATA_DIR"], download=values["DOWNLOAD"],
+                            progress=values["PROGRESS"] and sys.stderr.isatty())
     except DataUnavailableError as err:
         print(f"CIFAR10_binary_classifier.py: error: {err}", file=sys.stderr)
         return 2

@@ -312,7 +312,9 @@ def run_sweep(data: Cifar10, cfg: BinaryConfig, out: str | Path, device: str = "
         pair = prepare_pair(data, cfg, device_t)
         bar = tqdm(total=len(todo) * cfg.epochs, unit="run-epoch", desc=f"cifar binary ({cfg.setting})",
                    disable=not progress, unit_scale=True)
-        for group in stacks(todo, cfg):
+        groups = list(stacks(todo, cfg))
+        for number, group in enumerate(groups, 1):
+            t0 = time.perf_counter()
             tables = train_stack(group, pair, cfg, device_t, bar)
             for _, run in group.iterrows():
                 folder = out / run["run"]
@@ -321,6 +323,9 @@ def run_sweep(data: Cifar10, cfg: BinaryConfig, out: str | Path, device: str = "
                     "run": run.drop(labels=["batch_norm", "n_train"], errors="ignore").to_dict(),
                     "config": asdict(cfg), "data": data_source or data.source,
                     "stack_size": len(group), **env})
+            if not progress:  # a line per stack where there is no progress bar (logs, batch jobs)
+                print(f"stack {number}/{len(groups)}: {len(group)} runs x {cfg.epochs} epochs in "
+                      f"{time.perf_counter() - t0:.0f} s", flush=True)
         bar.close()
     return merge(out, runs["run"])
 

@@ -52,7 +52,7 @@ def curves_by_panel(
 ) -> plt.Figure:
     """One panel per value of the ``panel`` columns; in each, ``metric`` against ``x`` for each ``hue``
     value, mean +- 95 % interval over seeds."""
-    keys = list(table.groupby(list(panel), sort=True).groups)
+    keys = [key for key, _ in table.groupby(list(panel), sort=True)]
     if axes is None:
         fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False,
                                  sharey=True)

@@ -1,0 +1,258 @@
+"""The CIFAR-10 binary study on tiny made-up images: shifts, trainer, sweep, resume, CLI."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cifar_fakes import class_of, fake_cifar
+from iwshift import cifar_binary as study
+from iwshift import metrics
+from iwshift.cifar_data import CIFAR10_CLASSES
+from iwshift.models import StackedCNN
+from iwshift.train import StackedRuns, Trainer, to_device_images
+
+ROOT = Path(__file__).resolve().parents[1]
+CAT, DOG = CIFAR10_CLASSES.index("cat"), CIFAR10_CLASSES.index("dog")
+
+
+def tiny(**kw):
+    base = dict(per_class=24, width=0.0625, epochs=2, seeds=[0], other_eval=20, noise_eval=10,
+                probe_per_class=4, weights=[1 / 4, 1.0, 4.0], ratios=[1 / 4, 1.0, 2.0],
+                regimes=["none", "dropout"])
+    base.update(kw)
+    return study.BinaryConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return fake_cifar()
+
+
+def test_pair_images_keep_their_own_labels(data):
+    pair = study.prepare_pair(data, tiny(), "cpu")
+    real = len(pair.images) - len(pair.noise)  # noise images come last and have no class
+    source = class_of(pair.images.permute(0, 2, 3, 1).numpy()[:real])
+    labels = pair.labels.numpy()[:real]
+    assert (pair.labels.numpy()[real:] == -1).all()
+    assert np.array_equal(labels == 1, source == DOG)
+    assert np.array_equal(labels == 0, source == CAT)
+    assert set(source[pair.other.numpy()]).isdisjoint({CAT, DOG})
+    assert len(pair.test) == 20 and (labels[pair.test.numpy()] >= 0).all()
+
+
+@pytest.mark.parametrize("ratio", [1 / 4, 1 / 2, 1.0, 2.0, 4.0])
+def test_imbalance_builder_gives_exact_counts_true_labels_and_correcting_weights(data, ratio):
+    cfg = tiny(setting="imbalance", ratios=[ratio])
+    pair = study.prepare_pair(data, cfg, "cpu")
+    run = study.build_runs(cfg).query("variant == 'weighted'").iloc[0]
+    index, weights = study.training_set(run, pair, cfg)
+    labels = pair.labels.numpy()[index]
+    n_neg, n_pos = study.class_counts(ratio, cfg.per_class)
+    assert (labels == 0).sum() == n_neg and (labels == 1).sum() == n_pos
+    assert n_pos / n_neg == pytest.approx(ratio, rel=0.1)
+    assert len(np.unique(index)) == len(index)  # without replacement
+    source = class_of(pair.images.permute(0, 2, 3, 1).numpy()[index])
+    assert np.array_equal(source == DOG, labels == 1)
+    # the correcting weights make both classes weigh the same in total (a balanced target)
+    assert weights[labels == 1].sum() == pytest.approx(weights[labels == 0].sum())
+    assert weights.mean() == pytest.approx(1.0)
+
+
+def test_weighting_setting_weights_only_the_positive_class(data):
+    cfg = tiny()
+    pair = study.prepare_pair(data, cfg, "cpu")
+    run = study.build_runs(cfg).query("weight == 4").iloc[0]
+    index, weights = study.training_set(run, pair, cfg)
+    labels = pair.labels.numpy()[index]
+    assert (weights[labels == 1] == 4).all() and (weights[labels == 0] == 1).all()
+    assert len(index) == 2 * cfg.per_class
+
+
+def _trainer(runs, images, labels, batch_norm=False, normalization="weight_sum"):
+    model = StackedCNN(runs.n_models, 0.0625, batch_norm=batch_norm, dropout=runs.dropout)
+    model.reset_parameters(runs.seeds)
+    return Trainer(model, runs, images, labels, lr=0.05, batch_size=8, normalization=normalization)
+
+
+def _toy(n=40):
+    data = fake_cifar(train_per_class=n // 2)
+    keep = np.isin(data.train.labels, (CAT, DOG))
+    images = to_device_images(data.train.images[keep], "cpu")
+    labels = torch.as_tensor((data.train.labels[keep] == DOG).astype(np.int64))
+    return images, labels
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_runs_trained_together_equal_runs_trained_alone(batch_norm):
+    images, labels = _toy()
+    n = len(labels)
+    seeds, l2 = [3, 4, 5], [0.0, 0.01, 0.0]
+    weights = np.stack([np.ones(n), np.where(labels.numpy() == 1, 8.0, 1.0), np.where(labels.numpy() == 1, 0.25, 1.0)])
+    index = np.stack([np.arange(n), np.arange(n), np.arange(n)[::-1]])
+    together = _trainer(StackedRuns(seeds, index, weights, l2, [0.0] * 3), images, labels, batch_norm)
+    stats_together = [together.train_epoch() for _ in range(2)]
+    for k in range(3):
+        alone = _trainer(StackedRuns(seeds[k:k + 1], index[k:k + 1], weights[k:k + 1], l2[k:k + 1], [0.0]),
+                         images, labels, batch_norm)
+        stats_alone = [alone.train_epoch() for _ in range(2)]
+        for a, b in zip(stats_together, stats_alone):
+            assert a.loss_weighted[k] == pytest.approx(b.loss_weighted[0], rel=1e-4, abs=1e-6)
+        logits_together = together.predict_logits(images)[k]
+        logits_alone = alone.predict_logits(images)[0]
+        torch.testing.assert_close(logits_together, logits_alone, rtol=1e-4, atol=1e-5)
+
+
+def test_weight_one_equals_erm_under_both_normalisations():
+    images, labels = _toy()
+    n = len(labels)
+    runs = StackedRuns([0], np.arange(n)[None], np.ones((1, n)), [0.0], [0.0])
+    a, b = _trainer(runs, images, labels, normalization="weight_sum"), _trainer(runs, images, labels, normalization="mean")
+    for _ in range(2):
+        a.train_epoch(), b.train_epoch()
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    # under the torch normalisation, a constant weight (2 everywhere) is still ERM
+    twice = StackedRuns([0], np.arange(n)[None], np.full((1, n), 2.0), [0.0], [0.0])
+    c = _trainer(twice, images, labels)
+    for _ in range(2):
+        c.train_epoch()
+    for p, q in zip(a.model.parameters(), c.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_is_active_in_training_only_and_back_on_after_evaluation():
+    images, labels = _toy()
+    n = len(labels)
+    runs = StackedRuns([0, 0], np.tile(np.arange(n), (2, 1)), np.ones((2, n)), [0.0, 0.0], [0.5, 0.0])
+    trainer = _trainer(runs, images, labels)
+    model = trainer.model
+    x = torch.randn(2, 8, 3, 32, 32)
+    model.train()
+    first, second = model(x), model(x)
+    assert not torch.equal(first[0], second[0])  # p = 0.5: a new mask each call
+    assert torch.equal(first[1], second[1])      # p = 0: deterministic
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(module.training))
+    trainer.predict_logits(images[:4])  # evaluation switches dropout off ...
+    trainer.train_epoch()               # ... and the next epoch must switch it on again
+    assert seen[0] is False and all(seen[1:]) and len(seen) > 1
+
+
+def test_fractions_and_accuracies_on_hand_made_predictions():
+    pred = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    y = torch.tensor([1, 0, 0, 0])
+    assert metrics.fraction_predicted(pred, 1).tolist() == [0.5, 1.0]
+    assert metrics.accuracy(pred, y).tolist() == [0.75, 0.25]
+    # recalls: class 0 -> 2/3 and 0; class 1 -> 1 and 1
+    assert metrics.balanced_accuracy(pred, y).tolist() == pytest.approx([(2 / 3 + 1) / 2, 0.5])
+
+
+def _drop_timing(table):
+    return table.drop(columns=["seconds"]).sort_values(["run", "epoch"]).reset_index(drop=True)
+
+
+def test_sweep_resumes_and_reproduces_the_merged_table(data, tmp_path):
+    cfg = tiny()
+    first = study.run_sweep(data, cfg, tmp_path, progress=False)
+    assert first["run"].nunique() == 6 and set(first["epoch"]) == {1, 2}
+    victim = tmp_path / first["run"].iloc[0]
+    (victim / "config.json").unlink()  # as if interrupted before the run completed
+    kept = tmp_path / first["run"].iloc[-1] / "metrics.csv"
+    stamp = kept.stat().st_mtime_ns
+    second = study.run_sweep(data, cfg, tmp_path, progress=False)
+    assert kept.stat().st_mtime_ns == stamp  # complete runs are skipped
+    assert (victim / "config.json").exists()
+    pd.testing.assert_frame_equal(_drop_timing(first), _drop_timing(second), rtol=1e-4, atol=1e-5)
+
+
+def test_same_seed_same_metrics(data, tmp_path):
+    cfg = tiny(regimes=["none"], weights=[4.0])
+    a = study.run_sweep(data, cfg, tmp_path / "a", progress=False)
+    b = study.run_sweep(data, cfg, tmp_path / "b", progress=False)
+    pd.testing.assert_frame_equal(_drop_timing(a), _drop_timing(b))
+
+
+def test_imbalance_sweep_and_figures(data, tmp_path):
+    cfg = tiny(setting="imbalance", epochs=1)
+    table = study.run_sweep(data, cfg, tmp_path, progress=False)
+    assert set(table["variant"]) == set(study.VARIANTS)
+    assert table.loc[table.variant == "weighted+l2", "regime"].eq("l2").all()
+    names = [name for name, _ in study.figures(table)]
+    assert names == ["imbalance"]
+
+
+# ---------------------------------------------------------------------------------- command line
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("binary_script", ROOT / "CIFAR10_binary_classifier.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--classes", "cat", "unicorn"], "--classes: unknown value 'unicorn'"),
+    (["--classes", "cat", "cat"], "--classes: repeated value"),
+    (["--classes", "cat"], "--classes: needs exactly two"),
+    (["--weights", "0"], "--weights: must be finite and > 0"),
+    (["--weights", "1", "inf"], "--weights: must be finite and > 0"),
+    (["--ratios", "nan"], "--ratios: must be finite and > 0"),
+    (["--epochs", "0"], "--epochs: must be an integer >= 1"),
+    (["--dropout", "1"], "--dropout: must be in [0, 1)"),
+    (["--width", "0"], "--width: must be finite and > 0"),
+    (["--preset", "huge"], "--preset: unknown value 'huge'"),
+    (["--settings", "covariate"], "--settings: unknown value 'covariate'"),
+    (["--out", "/proc/forbidden"], "--out: cannot write"),
+    (["--data-dir", "{empty}", "--no-download"], "--data-dir"),
+])
+def test_bad_input_gives_one_line_and_exit_2(args, message, tmp_path, capsys):
+    script = load_script()
+    args = [a.replace("{empty}", str(tmp_path / "empty")) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_info:
+        code = script.main([*args, "--figures", str(tmp_path / "fig"), "--device", "cpu"])
+        raise SystemExit(code)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_missing_data_message_names_both_ways_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "CIFAR10_binary_classifier.py"), "--data-dir",
+                           str(tmp_path / "nothing"), "--no-download", "--out", str(tmp_path / "o"),
+                           "--figures", str(tmp_path / "f")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--data-dir" in proc.stderr and "download" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_script_runs_a_tiny_study_from_an_image_folder(tmp_path):
+    import PIL.Image
+
+    data = fake_cifar(train_per_class=12, test_per_class=3)
+    for split, part in (("train", data.train), ("test", data.test)):
+        for i, (image, label) in enumerate(zip(part.images, part.labels)):
+            folder = tmp_path / "data" / split / CIFAR10_CLASSES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            PIL.Image.fromarray(image).save(folder / f"{i:04d}.png")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "CIFAR10_binary_classifier.py"), "--data-dir", str(tmp_path / "data"),
+         "--preset", "cpu", "--per-class", "12", "--epochs", "1", "--width", "0.0625", "--seeds", "0",
+         "--weights", "1", "4", "--regimes", "none", "batchnorm", "--other-eval", "8", "--noise-eval", "4",
+         "--out", str(tmp_path / "out"), "--figures", str(tmp_path / "fig")],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    merged = pd.read_csv(tmp_path / "out" / "merged.csv")
+    assert merged["run"].nunique() == 4
+    assert (tmp_path / "fig" / "final_fraction_vs_weight.png").exists()
