@@ -36,7 +36,8 @@ BATCH_SIZE = 16
 L2 = 1e-3                        # weight decay of the l2 regime
 DROPOUT = 0.5                    # on the two hidden fully connected layers
 NORMALIZATION = "weight_sum"     # weight_sum: torch class weights (paper); mean: sum w*l / n
-PRECISION = "fp32"               # fp32 | bf16 (autocast)
+PRECISION = "auto"               # auto: bf16 on CUDA, measured choice on CPU | fp32 | bf16 (autocast)
+COMPILE = False                  # torch.compile the stacked model
 OTHER_EVAL = 8000                # other-class test images for their predicted fraction
 NOISE_EVAL = 1000                # uniform-noise images
 MAX_STACK = 28                   # runs trained together at most
@@ -47,7 +48,7 @@ FIELDS = {  # constant -> BinaryConfig field
     "CLASSES": "classes", "SEEDS": "seeds", "DATA_SEED": "data_seed", "WEIGHTS": "weights",
     "RATIOS": "ratios", "REGIMES": "regimes", "PER_CLASS": "per_class", "WIDTH": "width",
     "EPOCHS": "epochs", "LR": "lr", "MOMENTUM": "momentum", "BATCH_SIZE": "batch_size", "L2": "l2",
-    "DROPOUT": "dropout", "NORMALIZATION": "normalization", "PRECISION": "precision",
+    "DROPOUT": "dropout", "NORMALIZATION": "normalization", "PRECISION": "precision", "COMPILE": "compile",
     "OTHER_EVAL": "other_eval", "NOISE_EVAL": "noise_eval", "MAX_STACK": "max_stack",
 }
 

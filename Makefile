@@ -1,5 +1,7 @@
 # make reproduce: install into .venv and run every study; make test: install into .venv and run the tests.
+# make reproduce DATA_DIR=/path/to/cifar10 uses a local copy (torchvision folder or ImageFolder tree).
 PYTHON ?= python3
+DATA_DIR ?= data
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
@@ -15,6 +17,7 @@ $(VENV)/.installed: requirements.txt
 
 reproduce: install
 	$(PY) synthetic_study.py
+	$(PY) CIFAR10_binary_classifier.py --settings weighting imbalance --data-dir $(DATA_DIR)
 
 test: install
 	$(PY) -m pytest

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
             normalization=values["NORMALIZATION"], evals_per_decade=values["EVALS_PER_DECADE"])
     progress = values["PROGRESS"] and sys.stderr.isatty()
     result = synthetic.run_study(cfg, progress=progress)
-    paths = synthetic.save(result, out)
+    synthetic.save(result, out)
     print(f"trained {len(result.runs)} runs x {cfg.epochs} epochs in {result.train_seconds:.1f} s "
           f"(study {result.total_seconds:.1f} s); results in {out}/")
     if figures_dir is not None:

@@ -14,57 +14,43 @@ complete and skipped on rerun), and :func:`merge` builds one tidy table of all r
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 
 from . import config as v
-from . import metrics, results
+from . import metrics, sweep
 from .cifar_data import CIFAR10_CLASSES, Cifar10
 from .config import ConfigError
-from .models import StackedCNN
-from .train import StackedRuns, Trainer, to_device_images
+from .sweep import REGIMES  # noqa: F401  (re-exported for scripts)
+from .train import Trainer, to_device_images
 
-REGIMES = ("none", "l2", "dropout", "batchnorm")
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
+
 SETTINGS = ("weighting", "imbalance")
 VARIANTS = ("unweighted", "weighted", "weighted+l2")
 
 
 @dataclass
-class BinaryConfig:
+class BinaryConfig(sweep.CnnConfig):
     """One study's configuration; see :data:`PRESETS` for the ``paper`` and ``cpu`` values."""
 
     setting: str = "weighting"
     classes: Sequence[str] = ("cat", "dog")
     weights: Sequence[float] = (1 / 128, 1 / 32, 1 / 8, 1.0, 8.0, 32.0, 128.0)
     ratios: Sequence[float] = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0, 16.0)
-    regimes: Sequence[str] = REGIMES
-    seeds: Sequence[int] = (0, 1, 2)
-    data_seed: int = 0
     per_class: int = 5000            # training images per class (the balanced pool)
-    width: float = 1.0               # CNN width multiplier
-    epochs: int = 500
-    lr: float = 0.01
-    momentum: float = 0.9
-    batch_size: int = 16
-    l2: float = 1e-3                 # weight decay of the l2 regime (and of weighted+l2)
-    dropout: float = 0.5
-    normalization: str = "weight_sum"
-    precision: str = "fp32"
     other_eval: int = 8000           # test images of the other 8 classes used for their predicted fraction
     noise_eval: int = 1000           # uniform-noise images
-    probe_per_class: int = 64        # training images per class for the gradient norms
-    eval_every: int = 0              # 0: dense early then sparser (see eval_epochs); k: 1, 2, 3, 5, 7, k, 2k, ...
-    max_stack: int = 28              # runs trained together in one stack at most
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.setting = v.one_of("setting", self.setting, SETTINGS)
         classes = list(self.classes)
         if len(classes) != 2:
@@ -74,35 +60,9 @@ class BinaryConfig:
         self.ratios = [v.positive_finite("ratios", r) for r in self.ratios]
         if not self.weights or not self.ratios:
             raise ConfigError("weights" if not self.weights else "ratios", "needs at least one value")
-        self.regimes = v.all_of("regimes", self.regimes, REGIMES)
-        self.seeds = v.seeds_list("seeds", self.seeds)
-        self.data_seed = v.at_least("data_seed", self.data_seed, 0)
         self.per_class = v.at_least("per_class", self.per_class, 2)
-        self.width = v.positive_finite("width", self.width)
-        self.epochs = v.at_least("epochs", self.epochs, 1)
-        self.lr = v.positive_finite("lr", self.lr)
-        if not 0 <= self.momentum < 1:
-            raise ConfigError("momentum", f"must be in [0, 1) (got {self.momentum:g})")
-        self.batch_size = v.at_least("batch_size", self.batch_size, 1)
-        self.l2 = v.non_negative_finite("l2", self.l2)
-        self.dropout = v.probability_below_one("dropout", self.dropout)
-        self.normalization = v.one_of("normalization", self.normalization, ("mean", "weight_sum"))
-        self.precision = v.one_of("precision", self.precision, ("fp32", "bf16"))
         self.other_eval = v.at_least("other_eval", self.other_eval, 0)
         self.noise_eval = v.at_least("noise_eval", self.noise_eval, 0)
-        self.probe_per_class = v.at_least("probe_per_class", self.probe_per_class, 1)
-        self.eval_every = v.at_least("eval_every", self.eval_every, 0)
-        self.max_stack = v.at_least("max_stack", self.max_stack, 1)
-
-    def eval_epochs(self) -> list[int]:
-        """Dense early, sparser later: every epoch up to 10, every 5th to 50, every 10th to 200,
-        every 25th after (or epochs 1, 2, 3, 5, 7 and every ``eval_every``-th); always the last."""
-        if self.eval_every:
-            epochs = {1, 2, 3, 5, 7} | set(range(self.eval_every, self.epochs + 1, self.eval_every))
-        else:
-            epochs = {e for e in range(1, self.epochs + 1)
-                      if e <= 10 or (e <= 50 and e % 5 == 0) or (e <= 200 and e % 10 == 0) or e % 25 == 0}
-        return sorted(epochs | {self.epochs})
 
 
 # Measured on the JPEG copy here (2 CPU cores): see README, "Presets".
@@ -221,9 +181,9 @@ def training_set(run: pd.Series, pair: PairData, cfg: BinaryConfig) -> tuple[np.
 
 def stacks(runs: pd.DataFrame, cfg: BinaryConfig) -> Iterator[pd.DataFrame]:
     """Groups of runs that can train together: same architecture and training-set size."""
-    runs = runs.assign(batch_norm=runs["regime"] == "batchnorm",
-                       n_train=[sum(class_counts(r, cfg.per_class)) for r in runs["ratio"]])
-    for _, group in runs.groupby(["batch_norm", "n_train", "seed"], sort=False):
+    keys = pd.DataFrame({"batch_norm": runs["regime"] == "batchnorm", "seed": runs["seed"],
+                         "n_train": [sum(class_counts(r, cfg.per_class)) for r in runs["ratio"]]})
+    for _, group in runs.groupby([keys["batch_norm"], keys["n_train"], keys["seed"]], sort=False):
         for start in range(0, len(group), cfg.max_stack):
             yield group.iloc[start:start + cfg.max_stack]
 
@@ -252,91 +212,33 @@ def _evaluate(trainer: Trainer, pair: PairData, class_weights: torch.Tensor) -> 
     return out
 
 
-def train_stack(group: pd.DataFrame, pair: PairData, cfg: BinaryConfig, device: torch.device,
-                progress: Any = None) -> dict[str, pd.DataFrame]:
+ID_COLUMNS = ["run", "setting", "classes", "weight", "ratio", "variant", "regime", "seed", "data_seed"]
+
+
+def train_stack(group: pd.DataFrame, pair: PairData, cfg: BinaryConfig, progress: Any = None) -> dict[str, pd.DataFrame]:
     """Train the runs of ``group`` together; return each run's tidy metrics table."""
     sets = [training_set(run, pair, cfg) for _, run in group.iterrows()]
-    K = len(group)
-    runs = StackedRuns(seeds=group["seed"].tolist(), train_index=np.stack([s[0] for s in sets]),
-                       example_weights=np.stack([s[1] for s in sets]),
-                       l2=[cfg.l2 if r == "l2" else 0.0 for r in group["regime"]],
-                       dropout=[cfg.dropout if r == "dropout" else 0.0 for r in group["regime"]])
-    model = StackedCNN(K, cfg.width, batch_norm=bool((group["regime"] == "batchnorm").all()),
-                       dropout=runs.dropout)
-    model.reset_parameters(runs.seeds)
-    model.to(device)
-    trainer = Trainer(model, runs, pair.images, pair.labels, lr=cfg.lr, momentum=cfg.momentum,
-                      batch_size=cfg.batch_size, normalization=cfg.normalization, precision=cfg.precision)
-    class_weights = torch.tensor([[w[idx < cfg.per_class].max(initial=0), w[idx >= cfg.per_class].max(initial=0)]
-                                  for idx, w in sets], dtype=torch.float32, device=device)
-    evals = set(cfg.eval_epochs())
-    frames = []
-    start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        stats = trainer.train_epoch()
-        if progress is not None:
-            progress.update(K)
-        if epoch not in evals:
-            continue
-        measured = _evaluate(trainer, pair, class_weights)
-        frame = group[["run", "setting", "classes", "weight", "ratio", "variant", "regime", "seed",
-                       "data_seed"]].copy()
-        frame["epoch"] = epoch
-        frame["train_loss_weighted"], frame["train_loss"] = stats.loss_weighted, stats.loss
-        frame["train_accuracy"] = stats.accuracy
-        for name, values in measured.items():
-            frame[name] = values
-        frame["seconds"] = time.perf_counter() - start
-        frames.append(frame)
-    table = pd.concat(frames, ignore_index=True)
-    return {name: part.reset_index(drop=True) for name, part in table.groupby("run", sort=False)}
-
-
-# ------------------------------------------------------------------------------------ results
-
-
-def is_complete(out: Path, run: str) -> bool:
-    return (out / run / "config.json").exists() and (out / run / "metrics.csv").exists()
+    return sweep.train_stack(group, sets, pair.images, pair.labels, 2, cfg,
+                             lambda trainer, class_w: _evaluate(trainer, pair, class_w), ID_COLUMNS, progress)
 
 
 def run_sweep(data: Cifar10, cfg: BinaryConfig, out: str | Path, device: str = "cpu",
-              progress: bool = True, data_source: str = "") -> pd.DataFrame:
+              progress: bool = True) -> pd.DataFrame:
     """Train every run of the grid that has no complete results in ``out``; return the merged table."""
-    from tqdm.auto import tqdm
-
-    out, device_t = Path(out), torch.device(device)
     runs = build_runs(cfg)
-    todo = runs[[not is_complete(out, r) for r in runs["run"]]]
-    env = results.environment(device)
-    if len(todo):
-        pair = prepare_pair(data, cfg, device_t)
-        bar = tqdm(total=len(todo) * cfg.epochs, unit="run-epoch", desc=f"cifar binary ({cfg.setting})",
-                   disable=not progress, unit_scale=True)
-        groups = list(stacks(todo, cfg))
-        for number, group in enumerate(groups, 1):
-            t0 = time.perf_counter()
-            tables = train_stack(group, pair, cfg, device_t, bar)
-            for _, run in group.iterrows():
-                folder = out / run["run"]
-                results.write_table(folder / "metrics.csv", tables[run["run"]])
-                results.write_json(folder / "config.json", {
-                    "run": run.drop(labels=["batch_norm", "n_train"], errors="ignore").to_dict(),
-                    "config": asdict(cfg), "data": data_source or data.source,
-                    "stack_size": len(group), **env})
-            if not progress:  # a line per stack where there is no progress bar (logs, batch jobs)
-                print(f"stack {number}/{len(groups)}: {len(group)} runs x {cfg.epochs} epochs in "
-                      f"{time.perf_counter() - t0:.0f} s", flush=True)
-        bar.close()
-    return merge(out, runs["run"])
+    pair: list[PairData] = []  # prepared on first use: a complete sweep needs no data on the device
+
+    def train_group(group: pd.DataFrame, bar: Any) -> dict[str, pd.DataFrame]:
+        if not pair:
+            pair.append(prepare_pair(data, cfg, torch.device(device)))
+        return train_stack(group, pair[0], cfg, bar)
+
+    return sweep.run_stacks(runs, out, lambda todo: stacks(todo, cfg), train_group,
+                            sweep.config_record(cfg, data.source, device), cfg.epochs, progress,
+                            desc=f"cifar binary ({cfg.setting})")
 
 
-def merge(out: str | Path, names: Sequence[str] | None = None) -> pd.DataFrame:
-    """One tidy table of the complete runs in ``out`` (all of them, or those named)."""
-    out = Path(out)
-    if names is None:
-        names = sorted(p.name for p in out.iterdir() if p.is_dir())
-    tables = [results.read_table(out / n / "metrics.csv") for n in names if is_complete(out, n)]
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+merge = sweep.merge
 
 
 def with_preset(cfg: BinaryConfig, preset: str) -> BinaryConfig:

@@ -171,6 +171,8 @@ class StackedCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         K, B = x.shape[:2]
         h = x.transpose(0, 1).reshape(B, K * x.shape[2], *x.shape[3:])
+        if self.convs[0].weight.is_contiguous(memory_format=torch.channels_last) and K * x.shape[2] > 1:
+            h = h.contiguous(memory_format=torch.channels_last)
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             h = torch.relu(norm(conv(h)))
             if i in (1, 4):

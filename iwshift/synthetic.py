@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,9 @@ from . import config as cfgmod
 from . import data as datamod
 from . import metrics, models, results, sgd2d, shifts
 from .config import ConfigError
+
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
 
 DATASETS = ("separable", "moons", "moons_minority0", "moons_minority1")
 REGIMES = ("none", "l2", "dropout")

@@ -63,30 +63,32 @@ class StackedRuns:
 
 class StackedSGD:
     """SGD with momentum (as ``torch.optim.SGD``: buf = m*buf + g + l2*p; p -= lr*buf) and a weight
-    decay per run. Every parameter's leading dimension(s) must split into K equal contiguous blocks."""
+    decay per run. Every parameter's leading dimension(s) must split into K equal contiguous blocks.
+    The update is a handful of ``torch._foreach`` calls over all parameters (few kernel launches)."""
 
     def __init__(self, params: Sequence[torch.Tensor], n_models: int, lr: float, momentum: float,
                  l2: Sequence[float]):
         self.params, self.K, self.lr, self.momentum = list(params), n_models, lr, momentum
         device = self.params[0].device
-        self.l2 = torch.tensor(list(l2), dtype=torch.float32, device=device).view(n_models, 1)
+        per_run = torch.tensor(list(l2), dtype=torch.float32, device=device)
+        # per-parameter decay tensors, broadcastable against each parameter's run blocks
+        self.decay = [per_run.repeat_interleave(p.shape[0] // n_models).view(-1, *[1] * (p.dim() - 1))
+                      for p in self.params]
         self.buffers = [torch.zeros_like(p) for p in self.params]
         self.started = False
 
     @torch.no_grad()
     def step(self) -> None:
-        for p, buf in zip(self.params, self.buffers):
-            if p.grad is None:
-                continue
-            g = p.grad.view(self.K, -1).add(p.view(self.K, -1) * self.l2)
-            if self.momentum:
-                b = buf.view(self.K, -1)
-                if self.started:
-                    b.mul_(self.momentum).add_(g)
-                else:
-                    b.copy_(g)
-                g = b
-            p.view(self.K, -1).sub_(g, alpha=self.lr)
+        grads = [p.grad for p in self.params]
+        torch._foreach_addcmul_(grads, self.params, self.decay)  # g += l2_k * p
+        if self.momentum:
+            if self.started:
+                torch._foreach_mul_(self.buffers, self.momentum)
+                torch._foreach_add_(self.buffers, grads)
+            else:
+                torch._foreach_copy_(self.buffers, grads)
+            grads = self.buffers
+        torch._foreach_add_(self.params, grads, alpha=-self.lr)
         self.started = True
 
     def zero_grad(self) -> None:
@@ -111,10 +113,15 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, runs: StackedRuns, images: torch.Tensor, labels: torch.Tensor,
                  lr: float = 0.01, momentum: float = 0.9, batch_size: int = 16, normalization: str = "weight_sum",
-                 precision: str = "fp32"):
+                 precision: str = "fp32", channels_last: bool = False, compile: bool = False):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"unknown precision {precision!r}; choose fp32 or bf16")
-        self.model, self.runs, self.images, self.labels = model, runs, images, labels
+        self.runs, self.images, self.labels = runs, images, labels
+        self.channels_last = channels_last
+        if channels_last:  # NHWC convolutions: faster with bf16 on tensor cores and oneDNN
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.forward = torch.compile(model) if compile else model
         self.device = images.device
         self.batch_size, self.normalization, self.precision = batch_size, normalization, precision
         self.index = torch.as_tensor(runs.train_index, device=self.device)
@@ -147,7 +154,7 @@ class Trainer:
             y = self.labels[idx]
             w = self.weights[rows, pos]
             with self.autocast():
-                logits = self.model(x)
+                logits = self.forward(x)
             logits = logits.float()
             loss = losses.weighted_cross_entropy(logits, y, w, self.normalization)  # (K,)
             self.optimizer.zero_grad()
@@ -175,7 +182,7 @@ class Trainer:
         for start in range(0, len(images), batch_size):
             x = normalize(images[start:start + batch_size])
             with self.autocast():
-                out.append(self.model(x.unsqueeze(0).expand(K, *x.shape)).float())
+                out.append(self.forward(x.unsqueeze(0).expand(K, *x.shape)).float())
         return torch.cat(out, 1)
 
     def class_gradient_norms(self, images: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor,
