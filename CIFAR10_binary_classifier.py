@@ -13,6 +13,7 @@ from dataclasses import asdict
 
 from iwshift import cifar_binary as study
 from iwshift import config as cli
+from iwshift import sweep
 
 PRESET = "auto"                  # auto | paper | cpu
 SETTINGS = ["weighting"]         # weighting and/or imbalance
@@ -53,31 +54,12 @@ FIELDS = {  # constant -> BinaryConfig field
 }
 
 
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise cli.ConfigError("device", f"{name} requested but CUDA is not available")
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise cli.ConfigError("device", f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
-    return name
-
-
 def main(argv=None) -> int:
     constants = {k: v for k, v in globals().items() if k.isupper() and k != "FIELDS"}
     values = cli.override_from_argv(constants, __doc__, argv)
-    explicit = {k for k in constants if values[k] != constants[k]}
     with cli.exit_on_config_error("CIFAR10_binary_classifier.py"):
-        device = resolve_device(values["DEVICE"])
-        preset = values["PRESET"]
-        if preset == "auto":
-            preset = "paper" if device.startswith("cuda") else "cpu"
-        cli.one_of("preset", preset, study.PRESETS)
-        fields = {f: values[c] for c, f in FIELDS.items()}
-        fields.update({k: v for k, v in study.PRESETS[preset].items()
-                       if not any(FIELDS[c] == k for c in explicit if c in FIELDS)})
+        device = sweep.resolve_device(values["DEVICE"])
+        preset, fields = sweep.preset_fields(values, constants, FIELDS, study.PRESETS, device)
         settings = cli.all_of("settings", values["SETTINGS"], study.SETTINGS)
         configs = [study.BinaryConfig(setting=s, **fields) for s in settings]
         out = cli.writable_folder("out", values["OUT"])

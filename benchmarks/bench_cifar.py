@@ -53,10 +53,15 @@ from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from iwshift.cifar_binary import REGIMES, BinaryConfig, resolve_precision  # noqa: E402
+from iwshift.cifar_binary import REGIMES, BinaryConfig  # noqa: E402
 from iwshift.cifar_data import CIFAR10_CLASSES, DataUnavailableError, load_cifar10  # noqa: E402
 from iwshift.models import StackedCNN, cnn_widths  # noqa: E402
 from iwshift.train import CIFAR_MEAN, CIFAR_STD, StackedRuns, Trainer, to_device_images  # noqa: E402
+
+try:  # where the study resolves ``--precision auto`` (iwshift.sweep; iwshift.cifar_binary before it)
+    from iwshift.sweep import resolve_precision  # noqa: E402
+except ImportError:
+    from iwshift.cifar_binary import resolve_precision  # type: ignore[attr-defined,no-redef]  # noqa: E402
 
 BATCH_SIZE = 16
 LR = 0.01
@@ -277,9 +282,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="also time the trainer cases at each of these precisions")
     parser.add_argument("--compile", action="store_true", help="torch.compile the stacked model (trainer cases)")
     parser.add_argument("--batch-norm", action="store_true", help="batch norm in the trainer's stacks")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
-    if args.warmup < 0 or (args.steps is not None and args.steps < 1) or args.per_class < 1:
-        parser.error("--warmup must be >= 0, --steps and --per-class >= 1")
+    if (args.warmup < 0 or (args.steps is not None and args.steps < 1) or args.per_class < 1
+            or (args.threads is not None and args.threads < 1)):
+        parser.error("--warmup must be >= 0; --steps, --per-class and --threads >= 1")
     if any(k < 1 for k in args.ks) or len(set(args.ks)) != len(args.ks):
         parser.error("--ks needs distinct values >= 1")
     return args
@@ -287,6 +294,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     width = args.width if args.width is not None else (1.0 if cuda else 0.25)

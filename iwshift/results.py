@@ -57,7 +57,15 @@ def write_table(path: str | os.PathLike, table: pd.DataFrame) -> Path:
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    return pd.read_csv(path)
+    """Inverse of :func:`write_table`. Text stays text (pandas would read a weight source called
+    ``true`` as a boolean); columns whose every value is a number become numeric."""
+    table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    for column in table.columns:
+        try:
+            table[column] = pd.to_numeric(table[column])
+        except (ValueError, TypeError):
+            pass
+    return table
 
 
 def write_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:

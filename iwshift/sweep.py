@@ -197,3 +197,28 @@ def merge(out: str | Path, names: Sequence[str] | None = None) -> pd.DataFrame:
 def config_record(cfg: Any, data_source: str, device: str) -> dict[str, Any]:
     """What every run's ``config.json`` holds besides its own row: config, data, environment."""
     return {"config": asdict(cfg), "data": data_source, **results.environment(str(device))}
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; a CUDA device without CUDA is a bad argument."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not (name == "cpu" or name.startswith("cuda")):
+        raise ConfigError("device", f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device", f"{name} requested but CUDA is not available")
+    return name
+
+
+def preset_fields(values: dict[str, Any], defaults: dict[str, Any], fields: dict[str, str],
+                  presets: dict[str, dict[str, Any]], device: str) -> tuple[str, dict[str, Any]]:
+    """Config fields from a script's constants: the preset (``auto``: paper on CUDA, cpu otherwise)
+    fills every field whose flag was not given explicitly. Returns (preset name, fields)."""
+    preset = values["PRESET"]
+    if preset == "auto":
+        preset = "paper" if device.startswith("cuda") else "cpu"
+    v.one_of("preset", preset, presets)
+    explicit = {field_name for const, field_name in fields.items() if values[const] != defaults[const]}
+    chosen = {field_name: values[const] for const, field_name in fields.items()}
+    chosen.update({k: val for k, val in presets[preset].items() if k not in explicit})
+    return preset, chosen
