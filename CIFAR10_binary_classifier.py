@@ -42,6 +42,13 @@ COMPILE = False                  # torch.compile the stacked model
 OTHER_EVAL = 8000                # other-class test images for their predicted fraction
 NOISE_EVAL = 1000                # uniform-noise images
 MAX_STACK = 28                   # runs trained together at most
+REMEDIES = ["plain"]             # plain weighted CE, and/or: poly logit_adjusted drw exponent early_stop
+POLY_ALPHA = 1.0                 # polynomially-tailed loss: tail exponent alpha > 0
+POLY_BETA = 0.0                  # ... switch point beta (logistic below, polynomial tail above)
+TAU = 1.0                        # logit adjustment: logits + TAU * log(training prior)
+DRW_EPOCH = 0                    # deferred re-weighting: unweighted before this epoch (0: half the epochs)
+WEIGHT_POWER = 0.5               # weight exponent: w**k renormalised to mean 1
+VAL_FRACTION = 0.1               # early stopping: importance-weighted validation split of the training set
 FIGURES_ON = True
 PROGRESS = True
 
@@ -51,6 +58,8 @@ FIELDS = {  # constant -> BinaryConfig field
     "EPOCHS": "epochs", "LR": "lr", "MOMENTUM": "momentum", "BATCH_SIZE": "batch_size", "L2": "l2",
     "DROPOUT": "dropout", "NORMALIZATION": "normalization", "PRECISION": "precision", "COMPILE": "compile",
     "OTHER_EVAL": "other_eval", "NOISE_EVAL": "noise_eval", "MAX_STACK": "max_stack",
+    "REMEDIES": "remedies", "POLY_ALPHA": "poly_alpha", "POLY_BETA": "poly_beta", "TAU": "tau",
+    "DRW_EPOCH": "drw_epoch", "WEIGHT_POWER": "weight_power", "VAL_FRACTION": "val_fraction",
 }
 
 
@@ -59,7 +68,7 @@ def main(argv=None) -> int:
     values = cli.override_from_argv(constants, __doc__, argv)
     with cli.exit_on_config_error("CIFAR10_binary_classifier.py"):
         device = sweep.resolve_device(values["DEVICE"])
-        preset, fields = sweep.preset_fields(values, constants, FIELDS, study.PRESETS, device)
+        preset, fields = sweep.preset_fields(values, constants, FIELDS, study.PRESETS, device, argv)
         settings = cli.all_of("settings", values["SETTINGS"], study.SETTINGS)
         configs = [study.BinaryConfig(setting=s, **fields) for s in settings]
         out = cli.writable_folder("out", values["OUT"])

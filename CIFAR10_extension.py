@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     values = cli.override_from_argv(constants, __doc__, argv)
     with cli.exit_on_config_error("CIFAR10_extension.py"):
         device = sweep.resolve_device(values["DEVICE"])
-        preset, fields = sweep.preset_fields(values, constants, FIELDS, ext.PRESETS, device)
+        preset, fields = sweep.preset_fields(values, constants, FIELDS, ext.PRESETS, device, argv)
         studies = cli.all_of("studies", values["STUDIES"], ext.STUDIES)
         configs = [ext.ExtensionConfig(study=s, weight_sources=values["COVARIATE_WEIGHTS" if s == "covariate"
                                                                       else "LABEL_WEIGHTS"], **fields)

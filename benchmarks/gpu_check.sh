@@ -19,6 +19,17 @@ BUDGET_S=460          # the whole script, seconds (step 2 gets what steps 0-1 le
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 
+locate_data() {  # DATA, or the one folder below it that holds train/ (an archive with a top folder)
+    local inner
+    if [[ ! -d $DATA/train && -d $DATA ]]; then
+        inner=$(find "$DATA" -mindepth 2 -maxdepth 2 -type d -name train -print -quit 2>/dev/null || true)
+        if [[ -n $inner ]]; then
+            DATA=$(dirname "$inner")
+            echo "the data is in a top folder: using $DATA"
+        fi
+    fi
+}
+
 main() {
     local start=$SECONDS bench_ok=0 slice_ok=0 rc
     echo "=== gpu_check $(date -u '+%Y-%m-%dT%H:%M:%SZ') in $(pwd); OUT=$OUT"
@@ -35,9 +46,8 @@ print(f"python {sys.version.split()[0]}; torch {torch.__version__} (CUDA {torch.
       + (f"; {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""))' || true
 
     echo "=== step 0: data"
-    if [[ -d $DATA/train && -d $DATA/test ]]; then
-        echo "$DATA already has train/ and test/: not extracting"
-    elif [[ -f $ARCHIVE ]]; then
+    locate_data
+    if [[ ! -d $DATA/train && -f $ARCHIVE ]]; then
         mkdir -p "$DATA"
         local t0=$SECONDS
         if tar -xzf "$ARCHIVE" -C "$DATA"; then
@@ -45,23 +55,19 @@ print(f"python {sys.version.split()[0]}; torch {torch.__version__} (CUDA {torch.
         else
             echo "WARNING: extracting $ARCHIVE failed"
         fi
-        if [[ ! -d $DATA/train ]]; then  # an archive with one top folder holding train/ and test/
-            local inner
-            inner=$(find "$DATA" -mindepth 2 -maxdepth 2 -type d -name train -print -quit)
-            if [[ -n $inner ]]; then
-                DATA=$(dirname "$inner")
-                echo "the archive has a top folder: using $DATA"
-            fi
-        fi
-    else
-        echo "WARNING: no $ARCHIVE and no $DATA/train: step 1 falls back to random images, step 2 will fail"
+        locate_data
+    elif [[ -d $DATA/train ]]; then
+        echo "$DATA/train is already there: not extracting"
+    fi
+    if [[ ! -d $DATA/train ]]; then
+        echo "WARNING: no $DATA/train (nor $ARCHIVE): step 1 falls back to random images, step 2 will fail"
     fi
     if [[ -d $DATA/train ]]; then
-        echo "train images: $(find "$DATA/train" -type f | wc -l); test images: $(find "$DATA/test" -type f | wc -l)"
+        echo "train images: $(find "$DATA/train" -type f | wc -l); test images: $(find "$DATA/test" -type f 2>/dev/null | wc -l)"
     fi
 
     echo "=== step 1: bench_cifar.py (timeout 240 s), $((SECONDS - start)) s elapsed"
-    if timeout 240 python3 benchmarks/bench_cifar.py --device cuda --width 1 --data-dir "$DATA" \
+    if timeout -k 10 240 python3 benchmarks/bench_cifar.py --device cuda --width 1 --data-dir "$DATA" \
             --precisions fp32 bf16 --steps 300 2>&1 | tee "$OUT/bench_cifar.log"; then
         echo "step 1: ok"
     else
@@ -77,7 +83,7 @@ print(f"python {sys.version.split()[0]}; torch {torch.__version__} (CUDA {torch.
     limit=$((limit < 60 ? 60 : limit))
     echo "=== step 2: paper preset, seed 0, 2 epochs (timeout $limit s), $((SECONDS - start)) s elapsed"
     rm -rf "$SLICE"
-    if timeout "$limit" python3 CIFAR10_binary_classifier.py --preset paper --device cuda --data-dir "$DATA" \
+    if timeout -k 10 "$limit" python3 CIFAR10_binary_classifier.py --preset paper --device cuda --data-dir "$DATA" \
             --seeds 0 --epochs 2 --out "$SLICE" --figures "$OUT/figures" --no-progress 2>&1 \
             | tee "$OUT/paper_slice.log"; then
         echo "step 2: ok"

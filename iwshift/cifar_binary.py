@@ -24,17 +24,19 @@ import pandas as pd
 import torch
 
 from . import config as v
-from . import metrics, sweep
+from . import losses, metrics, sweep
 from .cifar_data import CIFAR10_CLASSES, Cifar10
 from .config import ConfigError
 from .sweep import REGIMES  # noqa: F401  (re-exported for scripts)
-from .train import Trainer, to_device_images
+from .train import LossSpec, Trainer, to_device_images
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
 
 SETTINGS = ("weighting", "imbalance")
 VARIANTS = ("unweighted", "weighted", "weighted+l2")
+# plain weighted cross-entropy, and the remedies proposed to make weights matter for deep networks
+REMEDIES = ("plain", "poly", "logit_adjusted", "drw", "exponent", "early_stop")
 
 
 @dataclass
@@ -48,6 +50,13 @@ class BinaryConfig(sweep.CnnConfig):
     per_class: int = 5000            # training images per class (the balanced pool)
     other_eval: int = 8000           # test images of the other 8 classes used for their predicted fraction
     noise_eval: int = 1000           # uniform-noise images
+    remedies: Sequence[str] = ("plain",)  # see REMEDIES; each is swept against plain weighted CE
+    poly_alpha: float = 1.0          # polynomially-tailed loss: tail exponent
+    poly_beta: float = 0.0           # ... and switch point (margin)
+    tau: float = 1.0                 # logit adjustment strength
+    drw_epoch: int = 0               # deferred re-weighting: weights from this epoch on (0: half the epochs)
+    weight_power: float = 0.5        # weight exponent k: w**k renormalised to mean 1
+    val_fraction: float = 0.1        # early stopping: held-out, importance-weighted validation split
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -61,6 +70,14 @@ class BinaryConfig(sweep.CnnConfig):
         if not self.weights or not self.ratios:
             raise ConfigError("weights" if not self.weights else "ratios", "needs at least one value")
         self.per_class = v.at_least("per_class", self.per_class, 2)
+        self.remedies = v.all_of("remedies", self.remedies, REMEDIES)
+        losses.check_loss_parameters("poly", self.poly_alpha, self.poly_beta)
+        losses.check_loss_parameters("logit_adjusted", tau=self.tau)
+        if isinstance(self.drw_epoch, bool) or int(self.drw_epoch) != self.drw_epoch or self.drw_epoch < 0:
+            raise ConfigError("drw_epoch", f"must be an integer >= 0 (got {self.drw_epoch})")
+        self.weight_power = v.non_negative_finite("weight_power", self.weight_power)
+        if not 0 < self.val_fraction <= 0.5:
+            raise ConfigError("val_fraction", f"must be in (0, 0.5] (got {self.val_fraction:g})")
         self.other_eval = v.at_least("other_eval", self.other_eval, 0)
         self.noise_eval = v.at_least("noise_eval", self.noise_eval, 0)
 
@@ -87,20 +104,26 @@ def fmt(x: float) -> str:
 def build_runs(cfg: BinaryConfig) -> pd.DataFrame:
     """One row per run: its name and everything that distinguishes it."""
     rows = []
+    suffix = lambda remedy: "" if remedy == "plain" else f"_{remedy}"  # noqa: E731
     for seed in cfg.seeds:
         if cfg.setting == "weighting":
             for regime in cfg.regimes:
                 for w in cfg.weights:
-                    rows.append(dict(run=f"weighting_w{fmt(w)}_{regime}_s{seed}", setting="weighting",
-                                     weight=w, ratio=1.0, variant="weighted" if w != 1 else "unweighted",
-                                     regime=regime, seed=seed))
+                    for remedy in cfg.remedies:
+                        rows.append(dict(run=f"weighting_w{fmt(w)}_{regime}{suffix(remedy)}_s{seed}",
+                                         setting="weighting", weight=w, ratio=1.0,
+                                         variant="weighted" if w != 1 else "unweighted", regime=regime,
+                                         remedy=remedy, seed=seed))
         else:
             for r in cfg.ratios:
                 for variant in VARIANTS:
-                    regime = "l2" if variant == "weighted+l2" else "none"
-                    rows.append(dict(run=f"imbalance_r{fmt(r)}_{variant.replace('+', '_')}_s{seed}",
-                                     setting="imbalance", weight=float("nan"), ratio=r, variant=variant,
-                                     regime=regime, seed=seed))
+                    if "plain" not in cfg.remedies and variant != "weighted":
+                        continue
+                    for remedy in cfg.remedies if variant == "weighted" else ["plain"]:
+                        regime = "l2" if variant == "weighted+l2" else "none"
+                        rows.append(dict(run=f"imbalance_r{fmt(r)}_{variant.replace('+', '_')}{suffix(remedy)}_s{seed}",
+                                         setting="imbalance", weight=float("nan"), ratio=r, variant=variant,
+                                         regime=regime, remedy=remedy, seed=seed))
     runs = pd.DataFrame(rows)
     runs.insert(1, "classes", "/".join(cfg.classes))
     runs["data_seed"] = cfg.data_seed
@@ -160,29 +183,51 @@ def prepare_pair(data: Cifar10, cfg: BinaryConfig, device: torch.device | str) -
                     noise=span(4), probe=torch.as_tensor(np.sort(probe), device=device), source_labels=source)
 
 
-def training_set(run: pd.Series, pair: PairData, cfg: BinaryConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (into ``pair.images``) and importance weights of a run's training examples."""
+def training_set(run: pd.Series, pair: PairData, cfg: BinaryConfig) -> sweep.TrainingSet:
+    """Indices (into ``pair.images``) and importance weights of a run's training examples, after its
+    remedy's changes to them (weight exponent; early stopping's held-out validation split)."""
     if run["setting"] == "weighting":
         index = np.concatenate([pair.pool[0], pair.pool[1]])
         weights = np.where(index >= cfg.per_class, run["weight"], 1.0)
-        return index, weights
-    n_neg, n_pos = class_counts(run["ratio"], cfg.per_class)
-    rng = np.random.default_rng([cfg.data_seed, int(round(math.log2(run["ratio"]) * 1000)) % 2**31])
-    index = np.sort(np.concatenate([rng.choice(pair.pool[0], n_neg, replace=False),
-                                    rng.choice(pair.pool[1], n_pos, replace=False)]))
-    n = n_neg + n_pos
-    correcting = {0: 0.5 * n / n_neg, 1: 0.5 * n / n_pos}  # w_c = target prior / source prior
-    if run["variant"] == "unweighted":
-        weights = np.ones(n)
+        key = 0
     else:
-        weights = np.where(index >= cfg.per_class, correcting[1], correcting[0])
-    return index, weights
+        n_neg, n_pos = class_counts(run["ratio"], cfg.per_class)
+        key = int(round(math.log2(run["ratio"]) * 1000)) % 2**31
+        rng = np.random.default_rng([cfg.data_seed, key])
+        index = np.sort(np.concatenate([rng.choice(pair.pool[0], n_neg, replace=False),
+                                        rng.choice(pair.pool[1], n_pos, replace=False)]))
+        n = n_neg + n_pos
+        correcting = {0: 0.5 * n / n_neg, 1: 0.5 * n / n_pos}  # w_c = target prior / source prior
+        if run["variant"] == "unweighted":
+            weights = np.ones(n)
+        else:
+            weights = np.where(index >= cfg.per_class, correcting[1], correcting[0])
+    remedy = run.get("remedy", "plain")
+    if remedy == "exponent":
+        weights = losses.weight_exponent(weights, cfg.weight_power)
+    if remedy == "early_stop":
+        return sweep.split_validation(index, weights, pair.labels.cpu().numpy()[index], cfg.val_fraction,
+                                      seed=[cfg.data_seed, key, 1])
+    return sweep.TrainingSet(index, np.asarray(weights, np.float64))
+
+
+def loss_spec(remedy: str, cfg: BinaryConfig) -> LossSpec:
+    if remedy == "poly":
+        return LossSpec("poly", alpha=cfg.poly_alpha, beta=cfg.poly_beta)
+    if remedy == "logit_adjusted":
+        return LossSpec("logit_adjusted", tau=cfg.tau)
+    return LossSpec()
+
+
+def train_size(run: pd.Series, cfg: BinaryConfig) -> int:
+    n = sum(class_counts(run["ratio"], cfg.per_class)) if run["setting"] == "imbalance" else 2 * cfg.per_class
+    return n - (sweep.validation_size(n, cfg.val_fraction) if run.get("remedy") == "early_stop" else 0)
 
 
 def stacks(runs: pd.DataFrame, cfg: BinaryConfig) -> Iterator[pd.DataFrame]:
     """Groups of runs that can train together: same architecture and training-set size."""
     keys = pd.DataFrame({"batch_norm": runs["regime"] == "batchnorm", "seed": runs["seed"],
-                         "n_train": [sum(class_counts(r, cfg.per_class)) for r in runs["ratio"]]})
+                         "n_train": [train_size(run, cfg) for _, run in runs.iterrows()]})
     for _, group in runs.groupby([keys["batch_norm"], keys["n_train"], keys["seed"]], sort=False):
         for start in range(0, len(group), cfg.max_stack):
             yield group.iloc[start:start + cfg.max_stack]
@@ -212,14 +257,33 @@ def _evaluate(trainer: Trainer, pair: PairData, class_weights: torch.Tensor) -> 
     return out
 
 
-ID_COLUMNS = ["run", "setting", "classes", "weight", "ratio", "variant", "regime", "seed", "data_seed"]
+ID_COLUMNS = ["run", "setting", "classes", "weight", "ratio", "variant", "regime", "remedy", "seed", "data_seed"]
 
 
 def train_stack(group: pd.DataFrame, pair: PairData, cfg: BinaryConfig, progress: Any = None) -> dict[str, pd.DataFrame]:
     """Train the runs of ``group`` together; return each run's tidy metrics table."""
     sets = [training_set(run, pair, cfg) for _, run in group.iterrows()]
-    return sweep.train_stack(group, sets, pair.images, pair.labels, 2, cfg,
-                             lambda trainer, class_w: _evaluate(trainer, pair, class_w), ID_COLUMNS, progress)
+    drw = cfg.drw_epoch or max(1, cfg.epochs // 2)
+
+    def evaluate(trainer: Trainer, class_w: torch.Tensor) -> dict[str, np.ndarray]:
+        out = _evaluate(trainer, pair, class_w)
+        out["val_loss_weighted"] = sweep.validation_losses(trainer, sets, pair.images, pair.labels)
+        return out
+
+    return sweep.train_stack(group, sets, pair.images, pair.labels, 2, cfg, evaluate, ID_COLUMNS, progress,
+                             losses=[loss_spec(r, cfg) for r in group["remedy"]],
+                             defer_until=[drw if r == "drw" else 0 for r in group["remedy"]])
+
+
+def final_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Each run's reported row: the last evaluated epoch, or for early stopping the evaluated epoch with
+    the lowest importance-weighted validation loss (the best checkpoint)."""
+    last = table["epoch"] == table.groupby("run")["epoch"].transform("max")
+    if "remedy" not in table or "val_loss_weighted" not in table:
+        return table[last]
+    stopping = table["remedy"] == "early_stop"
+    best = table[stopping].loc[lambda t: t.groupby("run")["val_loss_weighted"].idxmin()] if stopping.any() else table[stopping]
+    return pd.concat([table[last & ~stopping], best]).sort_index()
 
 
 def run_sweep(data: Cifar10, cfg: BinaryConfig, out: str | Path, device: str = "cpu",
@@ -255,10 +319,13 @@ def figures(table: pd.DataFrame) -> Iterator[tuple[str, "plt.Figure"]]:
 
     from . import plots
 
-    weighting = table[table["setting"] == "weighting"]
+    if "remedy" not in table:
+        table = table.assign(remedy="plain")
+    plain = table[table["remedy"] == "plain"]
+    weighting = plain[plain["setting"] == "weighting"]
     if len(weighting):
         weighting = weighting.assign(w=weighting["weight"].map(fmt))
-        order = sorted(weighting["w"].unique(), key=lambda s: float(parse_fmt(s)))
+        order = sorted(weighting["w"].unique(), key=parse_fmt)
         cmap = plt.get_cmap("coolwarm", len(order))
         colors = {w: cmap(i) for i, w in enumerate(order)}
         for regime, part in weighting.groupby("regime", sort=False):
@@ -269,20 +336,19 @@ def figures(table: pd.DataFrame) -> Iterator[tuple[str, "plt.Figure"]]:
             fig.suptitle(f"{regime}: fraction predicted positive against epoch, per weight on the positive class")
             fig.tight_layout()
             yield f"fraction_vs_epoch_{regime}", fig
-        last = weighting[weighting["epoch"] == weighting.groupby("run")["epoch"].transform("max")]
-        fig = plots.curves_by_panel(last, "fraction_positive_pair", ["regime"], "setting", x="weight",
-                                    ylabel="final fraction predicted positive", reference=0.5,
-                                    title="final fraction of pair test images predicted positive against weight")
-        yield "final_fraction_vs_weight", fig
+        yield "final_fraction_vs_weight", plots.curves_by_panel(
+            final_rows(weighting), "fraction_positive_pair", ["regime"], "setting", x="weight",
+            ylabel="final fraction predicted positive", reference=0.5,
+            title="final fraction of pair test images predicted positive against weight")
         grad = part_melt(weighting[weighting["weight"] != 1])
         fig = plots.curves_by_panel(grad, "norm", ["regime", "w"], "class", ylabel="gradient norm (weighted)",
                                     title="per-class gradient norms on the probe set")
         for ax in fig.axes:
             ax.set_yscale("log")
         yield "gradient_norms", fig
-    imbalance = table[table["setting"] == "imbalance"]
+    imbalance = plain[plain["setting"] == "imbalance"]
     if len(imbalance):
-        last = imbalance[imbalance["epoch"] == imbalance.groupby("run")["epoch"].transform("max")]
+        last = final_rows(imbalance)
         fig, axes = plt.subplots(1, 2, figsize=(8, 3))
         plots.curves_by_panel(last.assign(panel="fraction"), "fraction_positive_pair", ["panel"], "variant",
                               x="ratio", axes=[axes[0]], ylabel="final fraction predicted positive", reference=0.5)
@@ -291,6 +357,18 @@ def figures(table: pd.DataFrame) -> Iterator[tuple[str, "plt.Figure"]]:
         fig.suptitle("imbalance: positive:negative training ratio")
         fig.tight_layout()
         yield "imbalance", fig
+    if table["remedy"].nunique() > 1:  # remedies against plain weighted cross-entropy
+        final = final_rows(table)
+        for setting, x, metric, label in (("weighting", "weight", "fraction_positive_pair", "final fraction predicted positive"),
+                                           ("imbalance", "ratio", "test_balanced_accuracy", "final balanced accuracy")):
+            part = final[(final["setting"] == setting) & (final["variant"] != "weighted+l2")]
+            if setting == "imbalance":
+                part = part[part["variant"] == "weighted"]
+            if part["remedy"].nunique() > 1:
+                yield f"remedies_{setting}", plots.curves_by_panel(
+                    part.assign(panel=setting), metric, ["panel"], "remedy", x=x, ylabel=label,
+                    reference=0.5 if setting == "weighting" else None,
+                    title=f"remedies, {setting} setting (early_stop: best validation checkpoint)")
 
 
 def parse_fmt(text: str) -> float:

@@ -175,6 +175,14 @@ def override_from_argv(
     return {name: getattr(args, name) for name in names}
 
 
+def flags_given(argv: Sequence[str] | None, names: Iterable[str]) -> set[str]:
+    """The constants among ``names`` whose flag appears on the command line (so that a flag given
+    explicitly wins over a preset even when its value equals the default)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    words = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    return {n for n in names if flag_name(n) in words or "--no-" + flag_name(n)[2:] in words}
+
+
 @contextmanager
 def exit_on_config_error(prog: str | None = None) -> Iterator[None]:
     """Turn a :class:`ConfigError` into one line on stderr and exit status 2 (no traceback)."""

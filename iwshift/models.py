@@ -139,6 +139,7 @@ class StackedCNN(nn.Module):
         self.fc_weights = nn.ParameterList(nn.Parameter(torch.empty(K, a, b)) for a, b in zip(sizes, sizes[1:]))
         self.fc_biases = nn.ParameterList(nn.Parameter(torch.empty(K, 1, b)) for b in sizes[1:])
         self.register_buffer("dropout", torch.as_tensor(dropout, dtype=torch.float32).expand(K).clone())
+        self.has_dropout = bool((self.dropout > 0).any())  # a Python flag: no device sync per forward
         self.reset_parameters([0] * K)
 
     def reset_parameters(self, seeds: Sequence[int]) -> None:
@@ -163,7 +164,7 @@ class StackedCNN(nn.Module):
                     norm.reset_parameters()
 
     def _dropout(self, h: torch.Tensor) -> torch.Tensor:
-        if not self.training or not bool((self.dropout > 0).any()):
+        if not self.training or not self.has_dropout:
             return h
         keep = (1 - self.dropout).view(-1, 1, 1).to(h.dtype)
         return h * torch.bernoulli(keep.expand_as(h)) / keep

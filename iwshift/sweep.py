@@ -23,7 +23,7 @@ from . import config as v
 from . import results
 from .config import ConfigError
 from .models import StackedCNN
-from .train import StackedRuns, Trainer
+from .train import LossSpec, StackedRuns, Trainer
 
 REGIMES = ("none", "l2", "dropout", "batchnorm")
 CPU_PRECISION = "fp32"  # measured here: see README, "Speed"
@@ -77,14 +77,64 @@ class CnnConfig:
         self.max_stack = v.at_least("max_stack", self.max_stack, 1)
 
     def eval_epochs(self) -> list[int]:
-        """Dense early, sparser later: every epoch up to 10, every 5th to 50, every 10th to 200,
-        every 25th after (or epochs 1, 2, 3, 5, 7 and every ``eval_every``-th); always the last."""
+        """Dense early, sparser later: every epoch up to 10, every 5th to 50, every 10th to 200, and
+        every 25th (or epochs 1, 2, 3, 5, 7 and every ``eval_every``-th); always the last."""
         if self.eval_every:
             epochs = {1, 2, 3, 5, 7} | set(range(self.eval_every, self.epochs + 1, self.eval_every))
         else:
             epochs = {e for e in range(1, self.epochs + 1)
                       if e <= 10 or (e <= 50 and e % 5 == 0) or (e <= 200 and e % 10 == 0) or e % 25 == 0}
         return sorted(e for e in epochs | {self.epochs} if e <= self.epochs)
+
+
+@dataclass
+class TrainingSet:
+    """A run's training examples (indices into the device images) and their importance weights, with an
+    optional held-out validation split (early stopping)."""
+
+    index: np.ndarray
+    weights: np.ndarray
+    val_index: np.ndarray | None = None
+    val_weights: np.ndarray | None = None
+
+    def __iter__(self):  # unpacks as (index, weights)
+        return iter((self.index, self.weights))
+
+
+def validation_size(n: int, fraction: float) -> int:
+    return max(2, int(round(fraction * n)))
+
+
+def split_validation(index: np.ndarray, weights: np.ndarray, labels: np.ndarray, fraction: float,
+                     seed: Any) -> TrainingSet:
+    """Hold out a random ``fraction`` of a training set (with its weights) for early stopping."""
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(index), bool)
+    held[rng.choice(len(index), validation_size(len(index), fraction), replace=False)] = True
+    return TrainingSet(index[~held], np.asarray(weights, np.float64)[~held], index[held],
+                       np.asarray(weights, np.float64)[held])
+
+
+def validation_losses(trainer: Trainer, sets: Sequence[TrainingSet], images: torch.Tensor,
+                      labels: torch.Tensor) -> np.ndarray:
+    """Importance-weighted validation loss of each run on its own held-out split (NaN without one):
+    sum_i w_i l_i / sum_i w_i over the split, evaluation mode."""
+    out = np.full(len(sets), np.nan)
+    held = [s.val_index for s in sets if s.val_index is not None]
+    if not held:
+        return out
+    union = np.unique(np.concatenate(held))
+    position = {image: i for i, image in enumerate(union)}
+    union_t = torch.as_tensor(union, device=images.device)
+    logits = trainer.predict_logits(images[union_t])
+    per_example = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), labels[union_t].repeat(len(sets)), reduction="none").view(len(sets), -1)
+    per_example = per_example.cpu().numpy()
+    for k, s in enumerate(sets):
+        if s.val_index is not None:
+            cols = [position[i] for i in s.val_index]
+            out[k] = float(np.sum(s.val_weights * per_example[k, cols]) / np.sum(s.val_weights))
+    return out
 
 
 def class_weight_matrix(sets: Sequence[tuple[np.ndarray, np.ndarray]], labels: np.ndarray,
@@ -101,7 +151,7 @@ def class_weight_matrix(sets: Sequence[tuple[np.ndarray, np.ndarray]], labels: n
 
 def train_stack(
     group: pd.DataFrame,
-    sets: Sequence[tuple[np.ndarray, np.ndarray]],
+    sets: Sequence[TrainingSet | tuple[np.ndarray, np.ndarray]],
     images: torch.Tensor,
     labels: torch.Tensor,
     n_classes: int,
@@ -109,16 +159,20 @@ def train_stack(
     evaluate: Callable[[Trainer, torch.Tensor], dict[str, np.ndarray]],
     id_columns: Sequence[str],
     progress: Any = None,
+    losses: Sequence[LossSpec] | None = None,
+    defer_until: Sequence[int] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Train the runs of ``group`` together (run k on ``sets[k]`` = (image indices, weights)) and return
     each run's tidy metrics table: ``id_columns`` of the group, the epoch, the epoch's running train
     loss (weighted and not) and accuracy, and whatever ``evaluate(trainer, class_weights)`` measures."""
     K = len(group)
     regimes = group["regime"].tolist()
-    runs = StackedRuns(seeds=group["seed"].tolist(), train_index=np.stack([s[0] for s in sets]),
-                       example_weights=np.stack([s[1] for s in sets]),
+    sets = [s if isinstance(s, TrainingSet) else TrainingSet(*s) for s in sets]
+    runs = StackedRuns(seeds=group["seed"].tolist(), train_index=np.stack([s.index for s in sets]),
+                       example_weights=np.stack([s.weights for s in sets]),
                        l2=[cfg.l2 if r == "l2" else 0.0 for r in regimes],
-                       dropout=[cfg.dropout if r == "dropout" else 0.0 for r in regimes])
+                       dropout=[cfg.dropout if r == "dropout" else 0.0 for r in regimes],
+                       loss=losses, defer_until=defer_until)
     batch_norm = {r == "batchnorm" for r in regimes}
     if len(batch_norm) != 1:
         raise ValueError("a stack mixes batch-norm and plain runs")
@@ -211,14 +265,17 @@ def resolve_device(name: str) -> str:
 
 
 def preset_fields(values: dict[str, Any], defaults: dict[str, Any], fields: dict[str, str],
-                  presets: dict[str, dict[str, Any]], device: str) -> tuple[str, dict[str, Any]]:
+                  presets: dict[str, dict[str, Any]], device: str,
+                  argv: Sequence[str] | None = None) -> tuple[str, dict[str, Any]]:
     """Config fields from a script's constants: the preset (``auto``: paper on CUDA, cpu otherwise)
     fills every field whose flag was not given explicitly. Returns (preset name, fields)."""
     preset = values["PRESET"]
     if preset == "auto":
         preset = "paper" if device.startswith("cuda") else "cpu"
     v.one_of("preset", preset, presets)
-    explicit = {field_name for const, field_name in fields.items() if values[const] != defaults[const]}
+    given = v.flags_given(argv, fields)
+    explicit = {field_name for const, field_name in fields.items()
+                if const in given or values[const] != defaults[const]}
     chosen = {field_name: values[const] for const, field_name in fields.items()}
     chosen.update({k: val for k, val in presets[preset].items() if k not in explicit})
     return preset, chosen

@@ -30,11 +30,29 @@ def to_device_images(images: np.ndarray, device: torch.device | str) -> torch.Te
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
 
 
-def normalize(images_uint8: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 images (..., 3, H, W) -> standardised floats, on their device."""
-    mean = torch.tensor(CIFAR_MEAN, device=images_uint8.device, dtype=dtype).view(3, 1, 1)
-    std = torch.tensor(CIFAR_STD, device=images_uint8.device, dtype=dtype).view(3, 1, 1)
-    return (images_uint8.to(dtype) / 255.0 - mean) / std
+def normalize(images_uint8: torch.Tensor, scale: torch.Tensor | None = None,
+              shift: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 images (..., 3, H, W) -> standardised floats x * scale + shift, on their device (pass the
+    constants from :func:`normalization_constants` in a hot loop: no host-to-device copy per batch)."""
+    if scale is None or shift is None:
+        scale, shift = normalization_constants(images_uint8.device)
+    return images_uint8.float() * scale + shift
+
+
+def normalization_constants(device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) with x / 255 standardised by the CIFAR-10 channel means and deviations."""
+    mean, std = torch.tensor(CIFAR_MEAN), torch.tensor(CIFAR_STD)
+    return (1 / (255 * std)).view(3, 1, 1).to(device), (-mean / std).view(3, 1, 1).to(device)
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A run's per-example loss (see :func:`iwshift.losses.per_example_loss`)."""
+
+    name: str = "ce"        # ce | poly | logit_adjusted
+    alpha: float = 1.0      # poly: tail exponent
+    beta: float = 0.0       # poly: switch point
+    tau: float = 1.0        # logit_adjusted: strength
 
 
 @dataclass
@@ -46,6 +64,8 @@ class StackedRuns:
     example_weights: np.ndarray       # (K, n) importance weight of each of those training examples
     l2: Sequence[float]               # weight decay per run
     dropout: Sequence[float]          # dropout probability per run
+    loss: Sequence[LossSpec] | None = None  # per run (default: cross-entropy for all)
+    defer_until: Sequence[int] | None = None  # deferred re-weighting: unweighted before this epoch (0: never)
 
     def __post_init__(self) -> None:
         self.train_index = np.asarray(self.train_index, np.int64)
@@ -55,6 +75,13 @@ class StackedRuns:
             raise ValueError("train_index and example_weights must be (K, n) with one row per seed")
         if len(self.l2) != K or len(self.dropout) != K:
             raise ValueError("l2 and dropout need one value per run")
+        self.loss = list(self.loss) if self.loss is not None else [LossSpec()] * K
+        self.defer_until = list(self.defer_until) if self.defer_until is not None else [0] * K
+        if len(self.loss) != K or len(self.defer_until) != K:
+            raise ValueError("loss and defer_until need one value per run")
+        poly = {(spec.alpha, spec.beta) for spec in self.loss if spec.name == "poly"}
+        if len(poly) > 1:
+            raise ValueError("the runs of a stack share one (alpha, beta) of the polynomially-tailed loss")
 
     @property
     def n_models(self) -> int:
@@ -129,6 +156,30 @@ class Trainer:
         self.optimizer = StackedSGD(list(model.parameters()), runs.n_models, lr, momentum, runs.l2)
         self.generators = [torch.Generator().manual_seed(int(s)) for s in runs.seeds]
         self.epoch = 0
+        self.scale, self.shift = normalization_constants(self.device)
+        self._prepare_losses(n_classes=int(labels.max()) + 1)
+
+    def _prepare_losses(self, n_classes: int) -> None:
+        """Per-run loss tensors: which runs use the polynomial tail, and tau * log(prior) of each run's
+        own training set for logit adjustment (zero for the other runs, which makes it plain CE)."""
+        specs = self.runs.loss
+        self.poly_mask = torch.tensor([s.name == "poly" for s in specs], device=self.device)
+        poly = [s for s in specs if s.name == "poly"]
+        self.poly_params = (poly[0].alpha, poly[0].beta) if poly else None
+        train_labels = self.labels[self.index].cpu()  # (K, n)
+        counts = torch.stack([torch.bincount(row, minlength=n_classes) for row in train_labels]).float()
+        log_prior = torch.log(counts.clamp_min(1) / counts.sum(1, keepdim=True))
+        tau = torch.tensor([s.tau if s.name == "logit_adjusted" else 0.0 for s in specs])
+        self.logit_offset = (tau[:, None] * log_prior).to(self.device)[:, None, :]  # (K, 1, C)
+        self.defer = torch.tensor(self.runs.defer_until, device=self.device)
+
+    def example_losses(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(K, B) per-example training loss of every run under its own loss."""
+        per_example = losses.per_example_loss(logits + self.logit_offset, labels, "ce")
+        if self.poly_params is not None:
+            poly = losses.per_example_loss(logits, labels, "poly", *self.poly_params)
+            per_example = torch.where(self.poly_mask[:, None], poly, per_example)
+        return per_example
 
     def autocast(self):
         if self.precision == "bf16":
@@ -147,16 +198,17 @@ class Trainer:
         orders = self.batch_orders()
         rows = torch.arange(K, device=self.device).unsqueeze(1)
         sums = torch.zeros(3, K, device=self.device)
+        deferred = (self.epoch + 1 < self.defer)[:, None]  # deferred re-weighting: uniform weights until then
         for start in range(0, n, self.batch_size):
             pos = orders[:, start:start + self.batch_size]
             idx = self.index[rows, pos]                       # (K, B) image indices
-            x = normalize(self.images[idx])                   # (K, B, 3, 32, 32) on the device
+            x = normalize(self.images[idx], self.scale, self.shift)  # (K, B, 3, 32, 32) on the device
             y = self.labels[idx]
-            w = self.weights[rows, pos]
+            w = torch.where(deferred, 1.0, self.weights[rows, pos])
             with self.autocast():
                 logits = self.forward(x)
             logits = logits.float()
-            loss = losses.weighted_cross_entropy(logits, y, w, self.normalization)  # (K,)
+            loss = losses.reduce_weighted(self.example_losses(logits, y), w, self.normalization)  # (K,)
             self.optimizer.zero_grad()
             loss.sum().backward()  # runs are independent: each gets its own gradient
             self.optimizer.step()
@@ -180,7 +232,7 @@ class Trainer:
         batch_size = batch_size or max(16, 2048 // K)
         out = []
         for start in range(0, len(images), batch_size):
-            x = normalize(images[start:start + batch_size])
+            x = normalize(images[start:start + batch_size], self.scale, self.shift)
             with self.autocast():
                 out.append(self.forward(x.unsqueeze(0).expand(K, *x.shape)).float())
         return torch.cat(out, 1)
@@ -194,7 +246,7 @@ class Trainer:
         """
         self.model.eval()
         K = self.runs.n_models
-        x = normalize(images).unsqueeze(0).expand(K, *images.shape)
+        x = normalize(images, self.scale, self.shift).unsqueeze(0).expand(K, *images.shape)
         per_example = torch.nn.functional.cross_entropy(
             self.model(x).float().flatten(0, 1), labels.repeat(K), reduction="none").view(K, -1)
         params = [p for p in self.model.parameters() if p.requires_grad]
