@@ -29,6 +29,12 @@ BATCH_SIZE = 8
 LR_SCALE = 0.01                       # learning rate = LR_SCALE / sigma_max(X_train)
 NORMALIZATION = "mean"                # mean: sum w*l / n (IW-ERM); weight_sum: sum w*l / sum w (torch)
 EVALS_PER_DECADE = 3                  # metric snapshots per decade of epochs (3: 1, 2, 5, 10, ...)
+REMEDIES = ["plain"]                  # and/or: poly logit_adjusted drw exponent (in the `none` regime)
+POLY_ALPHA = 1.0                      # polynomially-tailed loss: tail exponent alpha > 0
+POLY_BETA = 0.0                       # ... switch point beta
+TAU = 1.0                             # logit adjustment strength
+DRW_EPOCH = 0                         # deferred re-weighting: weights from this epoch on (0: half)
+WEIGHT_POWER = 0.5                    # weight exponent k
 FIGURES_ON = True                     # draw the figures (--no-figures-on to skip)
 PROGRESS = True                       # progress bar
 
@@ -45,7 +51,9 @@ def main(argv=None) -> int:
             weight=values["WEIGHT"], l2_lr=values["L2_LR"], l2_mlp=values["L2_MLP"],
             dropout=values["DROPOUT"], hidden=values["HIDDEN"], epochs=values["EPOCHS"],
             batch_size=values["BATCH_SIZE"], lr_scale=values["LR_SCALE"],
-            normalization=values["NORMALIZATION"], evals_per_decade=values["EVALS_PER_DECADE"])
+            normalization=values["NORMALIZATION"], evals_per_decade=values["EVALS_PER_DECADE"],
+            remedies=values["REMEDIES"], poly_alpha=values["POLY_ALPHA"], poly_beta=values["POLY_BETA"],
+            tau=values["TAU"], drw_epoch=values["DRW_EPOCH"], weight_power=values["WEIGHT_POWER"])
     progress = values["PROGRESS"] and sys.stderr.isatty()
     result = synthetic.run_study(cfg, progress=progress)
     synthetic.save(result, out)

@@ -100,13 +100,29 @@ def _sigmoid(z):
     return e / (1.0 + e)
 
 
+@njit(inline="always")
+def _loss_slope(z, label, kind, offset, alpha, beta, tail_a, tail_s):
+    """d loss / d logit of one example: logistic (binary cross-entropy) on the logit shifted by
+    ``offset`` (logit adjustment; 0 for plain), or the polynomially-tailed loss of the margin (kind 1)."""
+    if kind == 1:
+        sign = 2.0 * label - 1.0
+        margin = sign * z
+        if margin < beta:
+            return sign * -_sigmoid(-margin)
+        return sign * -alpha * tail_a * (margin - beta + tail_s) ** (-alpha - 1.0)
+    return _sigmoid(z + offset) - label
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def train_epochs(x, y, class_w, W1, b1, w2, b2, lr, l2, p_drop, seeds,
-                 epoch_start, epoch_end, batch_size, normalize_by_weight_sum):  # pragma: no cover
+                 epoch_start, epoch_end, batch_size, normalize_by_weight_sum,
+                 loss_kind, logit_offset, poly):  # pragma: no cover
     """Train K runs in place from ``epoch_start`` to ``epoch_end`` (0-based, end exclusive).
 
     x (n, 2) float32 and y (n,) int64 are shared; ``class_w`` (K, 2) gives each run's importance weight
-    per class; ``lr``, ``l2``, ``p_drop`` (float32) and ``seeds`` (int64) have one entry per run.
+    per class; ``lr``, ``l2``, ``p_drop`` (float32) and ``seeds`` (int64) have one entry per run; so do
+    ``loss_kind`` (0: cross-entropy, 1: polynomially tailed), ``logit_offset`` (logit adjustment) and
+    ``poly`` (K, 4): alpha, beta and the tail constants A, s.
     """
     n = x.shape[0]
     K = w2.shape[0]
@@ -152,7 +168,9 @@ def train_epochs(x, y, class_w, W1, b1, w2, b2, lr, l2, p_drop, seeds,
                             feats[i, j] = pre * scale
                             dfeat[i, j] = scale
                             z += feats[i, j] * w2[k, j]
-                    g[i] = class_w[k, y[e]] * (_sigmoid(z) - y[e]) / norm
+                    slope = _loss_slope(z, y[e], loss_kind[k], logit_offset[k], poly[k, 0], poly[k, 1],
+                                        poly[k, 2], poly[k, 3])
+                    g[i] = class_w[k, y[e]] * slope / norm
                 # backward
                 gb2 = np.float32(0.0)
                 gw2[:] = 0.0
@@ -197,8 +215,14 @@ def train_stacked(
     epoch_end: int,
     batch_size: int,
     normalization: str = "mean",
+    loss_kind: np.ndarray | None = None,
+    logit_offset: np.ndarray | None = None,
+    poly: np.ndarray | None = None,
 ) -> None:
-    """Typed front door of :func:`train_epochs`: trains the stacked ``params`` in place."""
+    """Typed front door of :func:`train_epochs`: trains the stacked ``params`` in place.
+
+    ``loss_kind`` per run: 0 = cross-entropy (default), 1 = polynomially tailed with ``poly`` rows
+    (alpha, beta); ``logit_offset`` per run: tau * log(pi_1 / pi_0) for logit adjustment (default 0)."""
     if normalization not in ("mean", "weight_sum"):
         raise ValueError(f"unknown normalization {normalization!r}")
     K = params["w2"].shape[0]
@@ -207,11 +231,20 @@ def train_stacked(
         values = np.broadcast_to(np.asarray(values, dtype), (K,) + np.shape(values)[1:])
         return np.ascontiguousarray(values)
 
+    from .losses import poly_tail_constants
+
+    kinds = np.zeros(K, np.int64) if loss_kind is None else per_run(loss_kind, np.int64)
+    poly_rows = np.zeros((K, 4), np.float32)
+    if poly is not None:
+        for k, (alpha, beta) in enumerate(np.broadcast_to(np.asarray(poly, np.float64), (K, 2))):
+            if kinds[k] == 1:
+                poly_rows[k] = (alpha, beta, *poly_tail_constants(alpha, beta))
     train_epochs(
         np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.int64),
         per_run(class_weights, np.float32),
         params["W1"], params["b1"], params["w2"], params["b2"],
         per_run(lr, np.float32), per_run(l2, np.float32), per_run(dropout, np.float32),
         per_run(seeds, np.int64), int(epoch_start), int(epoch_end), int(batch_size),
-        normalization == "weight_sum",
+        normalization == "weight_sum", kinds,
+        np.zeros(K, np.float32) if logit_offset is None else per_run(logit_offset, np.float32), poly_rows,
     )

@@ -26,7 +26,7 @@ import torch
 
 from . import config as cfgmod
 from . import data as datamod
-from . import metrics, models, results, sgd2d, shifts
+from . import losses, metrics, models, results, sgd2d, shifts
 from .config import ConfigError
 
 if TYPE_CHECKING:
@@ -34,8 +34,11 @@ if TYPE_CHECKING:
 
 DATASETS = ("separable", "moons", "moons_minority0", "moons_minority1")
 REGIMES = ("none", "l2", "dropout")
-RUN_COLUMNS = ["run", "dataset", "model", "weighting", "regime", "seed", "data_seed",
+RUN_COLUMNS = ["run", "dataset", "model", "weighting", "regime", "remedy", "seed", "data_seed",
                "weight_class0", "weight_class1", "l2", "dropout", "lr"]
+# plain weighted cross-entropy, and the remedies that apply to the 2-D study (early stopping needs a
+# validation split that the paper's 2-D protocol does not have)
+REMEDIES = ("plain", "poly", "logit_adjusted", "drw", "exponent")
 BOUNDARY_EPOCHS = (1, 10, 100, 1000, 10000)
 
 
@@ -60,6 +63,12 @@ class SyntheticConfig:
     n_moons: int = 1024
     minority_fraction: float = 0.1
     evals_per_decade: int = 3
+    remedies: Sequence[str] = ("plain",)  # remedies beyond plain run in the `none` regime
+    poly_alpha: float = 1.0
+    poly_beta: float = 0.0
+    tau: float = 1.0
+    drw_epoch: int = 0                # deferred re-weighting: weights from this epoch on (0: half the epochs)
+    weight_power: float = 0.5
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept in the manifest
 
     def __post_init__(self) -> None:
@@ -84,6 +93,16 @@ class SyntheticConfig:
         if not 0 < self.minority_fraction <= 1:
             raise ConfigError("minority_fraction", f"must be in (0, 1] (got {self.minority_fraction:g})")
         self.evals_per_decade = v.at_least("evals_per_decade", self.evals_per_decade, 1)
+        self.remedies = v.all_of("remedies", self.remedies, REMEDIES)
+        losses.check_loss_parameters("poly", self.poly_alpha, self.poly_beta)
+        losses.check_loss_parameters("logit_adjusted", tau=self.tau)
+        if isinstance(self.drw_epoch, bool) or int(self.drw_epoch) != self.drw_epoch or self.drw_epoch < 0:
+            raise ConfigError("drw_epoch", f"must be an integer >= 0 (got {self.drw_epoch})")
+        self.weight_power = v.non_negative_finite("weight_power", self.weight_power)
+
+    def drw_start(self) -> int:
+        """First (1-based) epoch of deferred re-weighting that uses the weights."""
+        return self.drw_epoch or max(1, self.epochs // 2)
 
     def eval_epochs(self) -> list[int]:
         """Epochs after which metrics and parameters are recorded: log-spaced (1, 2, 5, 10, ... for 3
@@ -132,14 +151,19 @@ def build_runs(cfg: SyntheticConfig, datasets: dict[str, datamod.Dataset]) -> pd
                 if regime == "dropout" and model != "mlp":
                     continue
                 for weighting in weightings:
-                    w0, w1 = shifts.class_weights(weighting, cfg.weight)
-                    for seed in cfg.seeds:
-                        rows.append({
-                            "dataset": dataset, "model": model, "weighting": weighting,
-                            "regime": regime, "seed": seed, "data_seed": cfg.data_seed,
-                            "weight_class0": w0, "weight_class1": w1,
-                            "l2": (cfg.l2_lr if model == "lr" else cfg.l2_mlp) if regime == "l2" else 0.0,
-                            "dropout": cfg.dropout if regime == "dropout" else 0.0, "lr": lr})
+                    for remedy in cfg.remedies if regime == "none" else [r for r in cfg.remedies if r == "plain"]:
+                        w0, w1 = shifts.class_weights(weighting, cfg.weight)
+                        if remedy == "exponent":  # w**k renormalised to mean 1 over the training set
+                            counts = datasets[dataset].train.class_counts()
+                            w0, w1 = losses.weight_exponent(np.array([w0, w1]), cfg.weight_power)
+                            w0, w1 = np.array([w0, w1]) * len(datasets[dataset].train) / (counts @ [w0, w1])
+                        for seed in cfg.seeds:
+                            rows.append({
+                                "dataset": dataset, "model": model, "weighting": weighting,
+                                "regime": regime, "remedy": remedy, "seed": seed, "data_seed": cfg.data_seed,
+                                "weight_class0": w0, "weight_class1": w1,
+                                "l2": (cfg.l2_lr if model == "lr" else cfg.l2_mlp) if regime == "l2" else 0.0,
+                                "dropout": cfg.dropout if regime == "dropout" else 0.0, "lr": lr})
     runs = pd.DataFrame(rows)
     runs.insert(0, "run", np.arange(len(runs)))
     return runs[RUN_COLUMNS]
@@ -220,18 +244,30 @@ def run_study(cfg: SyntheticConfig, progress: bool = True) -> SyntheticResult:
         svm_normal = metrics.max_margin_normal(ds.train.x, ds.train.y) if dataset == "separable" else None
         p = models.init_stacked(model, group["seed"].tolist(), cfg.hidden)
         snapshots: dict[str, list[np.ndarray]] = {k: [] for k in p}
+        class_w = group[["weight_class0", "weight_class1"]].to_numpy()
+        remedy = group["remedy"].to_numpy()
+        counts = ds.train.class_counts()
+        log_ratio = float(np.log(max(counts[1], 1) / max(counts[0], 1)))  # log(pi_1 / pi_0) of the training set
+        kernel_loss = dict(loss_kind=(remedy == "poly").astype(np.int64),
+                           logit_offset=np.where(remedy == "logit_adjusted", cfg.tau * log_ratio, 0.0),
+                           poly=[(cfg.poly_alpha, cfg.poly_beta)] * len(group))
+        drw = cfg.drw_start() - 1  # 0-based first weighted epoch of deferred re-weighting
         done = 0
         for epoch in eval_epochs:
             t0 = time.perf_counter()
-            sgd2d.train_stacked(
-                p, ds.train.x, ds.train.y, group[["weight_class0", "weight_class1"]].to_numpy(),
-                group["lr"].to_numpy(), group["l2"].to_numpy(), group["dropout"].to_numpy(),
-                group["seed"].to_numpy(), done, epoch, cfg.batch_size, cfg.normalization)
+            for first, end in ((done, min(max(done, drw), epoch)), (max(done, drw), epoch)):
+                if end <= first:
+                    continue
+                deferred = (remedy == "drw") & (end <= drw)  # unweighted before the deferral ends
+                sgd2d.train_stacked(
+                    p, ds.train.x, ds.train.y, np.where(deferred[:, None], 1.0, class_w),
+                    group["lr"].to_numpy(), group["l2"].to_numpy(), group["dropout"].to_numpy(),
+                    group["seed"].to_numpy(), first, end, cfg.batch_size, cfg.normalization, **kernel_loss)
             train_seconds += time.perf_counter() - t0
             bar.update(epoch - done)
             done = epoch
             measured = _group_metrics(group, p, ds, svm_normal, cfg.normalization)
-            frame = group[["run", "dataset", "model", "weighting", "regime", "seed"]].copy()
+            frame = group[["run", "dataset", "model", "weighting", "regime", "remedy", "seed"]].copy()
             frame.insert(len(frame.columns), "epoch", epoch)
             for name, values in measured.items():
                 frame[name] = values
@@ -306,6 +342,9 @@ def figures(table: pd.DataFrame, params: dict[str, np.ndarray], cfg: SyntheticCo
 
     seed = cfg.seeds[0] if boundary_seed is None else boundary_seed
     recorded = set(params["epochs"].tolist())
+    if "remedy" not in table:
+        table = table.assign(remedy="plain")
+    everything, table = table, table[table["remedy"] == "plain"]
     snapshot_epochs = [e for e in BOUNDARY_EPOCHS if e in recorded] or [max(recorded)]
     for dataset in table["dataset"].unique():
         ds = load_dataset(dataset, cfg)
@@ -330,3 +369,14 @@ def figures(table: pd.DataFrame, params: dict[str, np.ndarray], cfg: SyntheticCo
                 part, "angle_to_svm", ["model", "regime"], "weighting",
                 ylabel="angle to max-margin boundary (deg)", colors=plots.WEIGHTING_COLORS,
                 title="separable: angle between the boundary and the max-margin boundary")
+    for dataset, part in everything.groupby("dataset", sort=False):
+        part = part[(part["regime"] == "none") & (part["weighting"] != "equal")]
+        if part["remedy"].nunique() < 2:
+            continue
+        shown = [("test_fraction_positive", "fraction predicted positive (test)")]
+        if dataset == "separable":
+            shown.append(("angle_to_svm", "angle to max-margin boundary (deg)"))
+        for metric, label in shown:
+            yield f"remedies_{metric}_{dataset}", plots.curves_by_panel(
+                part, metric, ["model", "weighting"], "remedy", ylabel=label,
+                title=f"{dataset}: remedies against plain weighted cross-entropy (regime none)")

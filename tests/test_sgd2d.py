@@ -8,7 +8,8 @@ from iwshift import losses, models, sgd2d
 from iwshift.data import make_moons_split
 
 
-def reference_sgd(model_name, seed, x, y, class_w, lr, l2, p, epochs, batch, normalization):
+def reference_sgd(model_name, seed, x, y, class_w, lr, l2, p, epochs, batch, normalization, loss="ce",
+                  offset=0.0, poly=(1.0, 0.0)):
     """Plain one-run PyTorch training with the kernel's batch order and dropout masks."""
     model = models.make_2d_model(model_name, hidden=16, seed=seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=l2)
@@ -24,28 +25,38 @@ def reference_sgd(model_name, seed, x, y, class_w, lr, l2, p, epochs, batch, nor
             else:
                 mask = torch.from_numpy(sgd2d.dropout_scales(seed, epoch * steps + step, len(idx), 16, p))
                 logits = model.out(torch.relu(model.hidden(xt[idx])) * mask).squeeze(-1)
-            loss = losses.weighted_bce_with_logits(logits, yt[idx], weights[idx], normalization)
+            if loss == "poly":
+                per_example = losses.poly_tailed((2 * yt[idx] - 1) * logits, *poly)
+                value = losses.reduce_weighted(per_example, weights[idx], normalization)
+            else:
+                value = losses.weighted_bce_with_logits(logits + offset, yt[idx], weights[idx], normalization)
             opt.zero_grad()
-            loss.backward()
+            value.backward()
             opt.step()
     return models.module_to_stacked(model)
 
 
-@pytest.mark.parametrize("model_name,p,l2,normalization", [
-    ("lr", 0.0, 0.0, "mean"),
-    ("lr", 0.0, 0.1, "weight_sum"),
-    ("mlp", 0.0, 0.01, "mean"),
-    ("mlp", 0.5, 0.0, "weight_sum"),
+@pytest.mark.parametrize("model_name,p,l2,normalization,loss", [
+    ("lr", 0.0, 0.0, "mean", "ce"),
+    ("lr", 0.0, 0.1, "weight_sum", "ce"),
+    ("mlp", 0.0, 0.01, "mean", "ce"),
+    ("mlp", 0.5, 0.0, "weight_sum", "ce"),
+    ("lr", 0.0, 0.0, "mean", "poly"),
+    ("mlp", 0.0, 0.0, "mean", "poly"),
+    ("mlp", 0.0, 0.0, "mean", "logit_adjusted"),
 ])
-def test_kernel_matches_autograd(model_name, p, l2, normalization):
+def test_kernel_matches_autograd(model_name, p, l2, normalization, loss):
     data = make_moons_split(n_samples=84, seed=3).train  # 42 examples: the last batch is partial
     class_w = np.array([1.0, 10.0])
     seed, lr, epochs, batch = 7, 0.05, 3, 8
+    offset = 0.7 if loss == "logit_adjusted" else 0.0
+    poly = (2.0, 0.5)
     expected = reference_sgd(model_name, seed, data.x, data.y, class_w, lr, l2, p, epochs, batch,
-                             normalization)
+                             normalization, loss, offset, poly)
     params = models.init_stacked(model_name, [seed], hidden=16)
     sgd2d.train_stacked(params, data.x, data.y, class_w[None], [lr], [l2], [p], [seed], 0, epochs,
-                        batch, normalization)
+                        batch, normalization, loss_kind=[int(loss == "poly")], logit_offset=[offset],
+                        poly=[poly])
     for key, value in expected.items():
         np.testing.assert_allclose(params[key][0], value, rtol=1e-4, atol=1e-5, err_msg=key)
 

@@ -136,3 +136,20 @@ def test_bad_input_gives_one_line_and_nonzero_exit(args, message, tmp_path):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_synthetic_remedies_deferral_and_zero_exponent_behave_as_unweighted():
+    cfg = synthetic.SyntheticConfig(datasets=["separable"], models=["mlp"], regimes=["none"], seeds=[0],
+                                    weightings=["equal", "up"], epochs=20, hidden=16,
+                                    remedies=["plain", "drw", "exponent", "poly", "logit_adjusted"],
+                                    drw_epoch=6, weight_power=0.0)
+    t = synthetic.run_study(cfg, progress=False).table
+    key = ["epoch", "test_fraction_positive", "train_loss"]
+    unweighted = t[(t.weighting == "equal") & (t.remedy == "plain")][key].reset_index(drop=True)
+    drw = t[(t.weighting == "up") & (t.remedy == "drw")][key].reset_index(drop=True)
+    early = unweighted.epoch <= 5
+    pd.testing.assert_frame_equal(drw[early], unweighted[early])  # unweighted before epoch 6 ...
+    assert not drw[~early].equals(unweighted[~early])             # ... weighted after
+    exponent0 = t[(t.weighting == "up") & (t.remedy == "exponent")][key].reset_index(drop=True)
+    pd.testing.assert_frame_equal(exponent0, unweighted)  # k = 0: uniform weights
+    assert set(t.remedy) == set(cfg.remedies)
