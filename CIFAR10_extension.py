@@ -45,7 +45,7 @@ DROPOUT = 0.5
 NORMALIZATION = "weight_sum"
 PRECISION = "auto"
 COMPILE = False
-MAX_STACK = 28
+MAX_STACK = 84                   # runs trained together at most (a GPU wants many)
 FIGURES_ON = True
 PROGRESS = True
 

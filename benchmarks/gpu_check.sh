@@ -3,9 +3,9 @@
 #
 #   0. extracts .devdata/cifar10-jpeg.tar.gz (ImageFolder: train/ and test/ at its top) to /tmp/cifar10;
 #   1. benchmarks/bench_cifar.py at full width, fp32 and bf16 (plain DataLoader loop vs the stacked trainer);
-#   2. a 2-epoch slice of the paper preset (the 28-run weighting sweep: a 21-run stack and a 7-run batch-norm
-#      stack), then prints seconds per epoch of the whole sweep and the projected wall time of the full study
-#      (3 seeds x 500 epochs).
+#   2. a 3-epoch slice of the paper preset with torch.compile (the 84-run weighting sweep, 3 seeds: a 63-run
+#      stack and a 21-run batch-norm stack), then prints seconds per epoch of the whole sweep and the projected
+#      wall time of the full study (500 epochs).
 # Each step survives the other's failure or timeout; the whole script stays under ~8 minutes.
 # Everything printed also goes to $OUT/gpu_check.log; $OUT also receives bench_cifar.log, paper_slice.log,
 # merged.csv and figures/. Exit status 0 when at least one step produced its output, 1 otherwise.
@@ -81,10 +81,10 @@ print(f"python {sys.version.split()[0]}; torch {torch.__version__} (CUDA {torch.
     local left=$((BUDGET_S - (SECONDS - start)))
     local limit=$((left < 300 ? left : 300))
     limit=$((limit < 60 ? 60 : limit))
-    echo "=== step 2: paper preset, seed 0, 2 epochs (timeout $limit s), $((SECONDS - start)) s elapsed"
+    echo "=== step 2: paper preset, 3 seeds, 3 epochs, torch.compile (timeout $limit s), $((SECONDS - start)) s elapsed"
     rm -rf "$SLICE"
     if timeout -k 10 "$limit" python3 CIFAR10_binary_classifier.py --preset paper --device cuda --data-dir "$DATA" \
-            --seeds 0 --epochs 2 --out "$SLICE" --figures "$OUT/figures" --no-progress 2>&1 \
+            --seeds 0 1 2 --epochs 3 --compile --out "$SLICE" --figures "$OUT/figures" --no-progress 2>&1 \
             | tee "$OUT/paper_slice.log"; then
         echo "step 2: ok"
     else
@@ -97,84 +97,33 @@ print(f"python {sys.version.split()[0]}; torch {torch.__version__} (CUDA {torch.
     if compgen -G "$SLICE/*/config.json" >/dev/null; then
         slice_ok=1
         echo "=== step 2 summary"
-        SLICE_DIR=$SLICE SLICE_LOG=$OUT/paper_slice.log FULL_SEEDS=3 FULL_EPOCHS=500 python3 - <<'PY' || echo "summary: FAILED"
-"""Seconds per epoch of the 28-run weighting sweep from a short slice, and the full study's projected time."""
-import json
+        SLICE_DIR=$SLICE FULL_EPOCHS=500 python3 - <<'PY' || echo "summary: FAILED"
+"""Seconds per epoch of the whole weighting sweep (every stack) from a short slice, and the projection."""
 import os
-import re
 import sys
 from pathlib import Path
 
-import pandas as pd
+sys.path.insert(0, os.getcwd())
+from iwshift.cifar_binary import BinaryConfig, merge  # noqa: E402
 
-root, log = Path(os.environ["SLICE_DIR"]), Path(os.environ.get("SLICE_LOG", ""))
-full_seeds, full_epochs = int(os.environ.get("FULL_SEEDS", 3)), int(os.environ.get("FULL_EPOCHS", 500))
-
-stacks: dict[tuple, dict] = {}   # runs of one stack share seed, batch norm and their `seconds` column
-expected: dict[int, int] = {}    # runs per seed in the configured grid
-device = "?"
-for cfg_path in sorted(root.glob("*/config.json")):
-    metrics_path = cfg_path.parent / "metrics.csv"
-    if not metrics_path.exists():
-        continue
-    record = json.loads(cfg_path.read_text())
-    run, config = record["run"], record.get("config", {})
-    device = record.get("device_name", record.get("device", device))
-    metrics = pd.read_csv(metrics_path).sort_values("epoch")
-    epochs, seconds = metrics["epoch"].tolist(), metrics["seconds"].tolist()
-    key = (int(run["seed"]), run["regime"] == "batchnorm", tuple(round(s, 6) for s in seconds))
-    entry = stacks.setdefault(key, {"runs": 0, "epochs": epochs, "seconds": seconds,
-                                    "stack_size": record.get("stack_size")})
-    entry["runs"] += 1
-    if config.get("weights") and config.get("regimes"):
-        expected[int(run["seed"])] = len(config["weights"]) * len(config["regimes"])
-    evaluated = (f"the pair's test images, {config.get('other_eval', '?')} other-class and "
-                 f"{config.get('noise_eval', '?')} noise images, the gradient-norm probe")
-
-if not stacks:
-    sys.exit("no complete runs in " + str(root))
-print(f"device: {device}")
-per_seed: dict[int, float] = {}
-runs_per_seed: dict[int, int] = {}
-for (seed, bn, _), s in sorted(stacks.items(), key=lambda kv: kv[0][:2]):
-    e, t = s["epochs"], s["seconds"]
-    if len(e) >= 2:
-        per_epoch = (t[-1] - t[0]) / (e[-1] - e[0])   # after the first epoch (warm-up, cuDNN autotuning)
-    else:
-        per_epoch = t[-1] / e[-1]
-    per_seed[seed] = per_seed.get(seed, 0.0) + per_epoch
-    runs_per_seed[seed] = runs_per_seed.get(seed, 0) + s["runs"]
-    print(f"seed {seed} {'batch-norm' if bn else 'plain':10s} stack of {s['runs']:2d} runs: first epoch "
-          f"{t[0]:.1f} s, then {per_epoch:.2f} s/epoch (epochs {e}; cumulative s {[round(x, 1) for x in t]})")
-
-lines = [line.strip() for line in (log.read_text(errors="replace").splitlines() if log.is_file() else [])
-         if re.search(r"stack \d+/\d+: \d+ runs x \d+ epochs in \d+ s", line)]
-for line in lines:
-    print("log:", line)
-
-for seed, per_epoch in sorted(per_seed.items()):
-    n, want = runs_per_seed[seed], expected.get(seed, runs_per_seed[seed])
-    note = "" if n == want else f"  (INCOMPLETE: {n} of {want} runs finished; the projection misses the rest)"
-    hours = full_seeds * full_epochs * per_epoch / 3600
-    print(f"seed {seed}: the {n}-run sweep takes {per_epoch:.2f} s per epoch ({per_epoch / n * 1000:.0f} ms per "
-          f"run-epoch){note}")
-    print(f"PROJECTED full paper study ({full_seeds} seeds x {full_epochs} epochs x {per_epoch:.2f} s/epoch): "
-          f"{hours:.2f} h")
-if lines:
-    total = sum(float(re.search(r"in (\d+) s", line).group(1)) for line in lines)
-    epochs = int(re.search(r"x (\d+) epochs", lines[0]).group(1))
-    print(f"from the stack log lines (model set-up and the first epoch included): {total:.0f} s for {epochs} "
-          f"epochs -> {full_seeds * full_epochs * total / epochs / 3600:.2f} h")
-try:
-    sys.path.insert(0, os.getcwd())
-    from iwshift.cifar_binary import BinaryConfig
-    n_evals = len(BinaryConfig(epochs=full_epochs).eval_epochs())
-except Exception:  # noqa: BLE001  (the count is only for the note)
-    n_evals = None
-print(f"note: evaluation time is included: every epoch of this slice was evaluated ({evaluated}), "
-      "while the full study evaluates "
-      + (f"{n_evals} of its {full_epochs} epochs" if n_evals else f"a few dozen of its {full_epochs} epochs")
-      + ", so the projection leans high by up to the evaluation's cost per epoch.")
+table = merge(Path(os.environ["SLICE_DIR"]))
+full_epochs = int(os.environ.get("FULL_EPOCHS", 500))
+if table.empty:
+    sys.exit("no complete runs")
+total = 0.0
+stacks = table.groupby(table["regime"] == "batchnorm")
+for bn, part in stacks:
+    per_run = part.groupby("epoch")["seconds"].first().sort_index()
+    e, t = per_run.index.to_list(), per_run.to_list()
+    per_epoch = (t[-1] - t[0]) / (e[-1] - e[0]) if len(e) > 1 else t[-1] / e[-1]
+    total += per_epoch
+    print(f"{'batch-norm' if bn else 'plain':10s} stack: {part['run'].nunique()} runs; first epoch {t[0]:.1f} s "
+          f"(compilation included), then {per_epoch:.2f} s/epoch (cumulative s {[round(x, 1) for x in t]})")
+n_runs = table["run"].nunique()
+evals = len(BinaryConfig(epochs=full_epochs).eval_epochs())
+print(f"the {n_runs}-run paper sweep: {total:.2f} s per epoch, every epoch evaluated in this slice")
+print(f"PROJECTED full paper study ({full_epochs} epochs, all seeds together): {full_epochs * total / 3600:.2f} h "
+      f"(an upper bound: the full study evaluates {evals} of its {full_epochs} epochs)")
 PY
     else
         echo "step 2: no complete runs in $SLICE"

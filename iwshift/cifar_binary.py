@@ -225,10 +225,11 @@ def train_size(run: pd.Series, cfg: BinaryConfig) -> int:
 
 
 def stacks(runs: pd.DataFrame, cfg: BinaryConfig) -> Iterator[pd.DataFrame]:
-    """Groups of runs that can train together: same architecture and training-set size."""
+    """Groups of runs that can train together: same architecture and training-set size (seeds, weights,
+    regularisation and losses may differ within a stack)."""
     keys = pd.DataFrame({"batch_norm": runs["regime"] == "batchnorm", "seed": runs["seed"],
                          "n_train": [train_size(run, cfg) for _, run in runs.iterrows()]})
-    for _, group in runs.groupby([keys["batch_norm"], keys["n_train"], keys["seed"]], sort=False):
+    for _, group in runs.groupby([keys["batch_norm"], keys["n_train"]], sort=False):
         for start in range(0, len(group), cfg.max_stack):
             yield group.iloc[start:start + cfg.max_stack]
 

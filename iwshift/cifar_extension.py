@@ -271,7 +271,7 @@ def build_runs(cfg: ExtensionConfig) -> pd.DataFrame:
 
 
 def stacks(runs: pd.DataFrame, cfg: ExtensionConfig) -> Iterator[pd.DataFrame]:
-    for _, group in runs.groupby([runs["regime"] == "batchnorm", runs["seed"]], sort=False):
+    for _, group in runs.groupby(runs["regime"] == "batchnorm", sort=False):
         for start in range(0, len(group), cfg.max_stack):
             yield group.iloc[start:start + cfg.max_stack]
 

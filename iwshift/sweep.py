@@ -55,7 +55,7 @@ class CnnConfig:
     compile: bool = False            # torch.compile the stacked model (CUDA)
     probe_per_class: int = 64        # training images per class for the gradient norms
     eval_every: int = 0              # 0: dense early then sparser (see eval_epochs); k: 1, 2, 3, 5, 7, k, 2k, ...
-    max_stack: int = 28              # runs trained together in one stack at most
+    max_stack: int = 84              # runs trained together in one stack at most (a GPU wants many)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
