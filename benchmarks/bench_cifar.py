@@ -24,10 +24,11 @@ inside an epoch, via its ``on_step`` hook), so epoch overheads (batch orders, th
 are included whenever an epoch boundary falls in the timed span; the plain loop likewise pays for
 re-creating its ``DataLoader`` iterator at each epoch.
 
-The unit, ``img/s per model``, is the rate at which *each* model of a stack trains: K runs stepping
-together on batches of 16 each advance by 16 images per step. ``case / plain`` therefore says how much
-faster every run of a sweep progresses than the plain loop's one model. Each case's line also shows the
-rate summed over the K models (the sweep's total work rate, K times larger).
+The unit, ``img/s per model``, is model-images per second: one image seen by one model counts one, so K
+runs stepping together on batches of 16 do 16 K per step. It is the rate at which the study's (model,
+image) training work gets done, so ``case / plain`` is the speed-up on a sweep of many runs over the plain
+loop that trains them one after another (the issue's "per model-image"). Each case's line also shows the
+rate of a single run (img/s per run = img/s per model / K).
 
 Run from the repository root: ``python benchmarks/bench_cifar.py`` (defaults: width 1.0 and 200 steps on
 CUDA, width 0.25 and 30 steps on CPU). The last line is ``device=D plain_img_s=A k1_img_s=B k8_img_s=C
@@ -133,14 +134,14 @@ class Timing:
     n_models: int
 
     @property
-    def per_model(self) -> float:
-        """Images per second that each model (run) of the stack trains on."""
+    def per_run(self) -> float:
+        """Images per second of one run."""
         return self.images_per_run / self.seconds
 
     @property
-    def all_models(self) -> float:
-        """Images per second summed over the K models (one image seen by one model counts one)."""
-        return self.n_models * self.per_model
+    def per_model(self) -> float:
+        """Images per second summed over the models (one image seen by one model counts one)."""
+        return self.n_models * self.per_run
 
 
 def time_plain(pair: PairImages, width: float, device: torch.device, warmup: int, steps: int) -> Timing:
@@ -323,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                   args.warmup, steps)
             results[k, precision] = timing
             print(f"K = {k:<3d} (Trainer, {precision}): {timing.per_model:9.1f} img/s per model = "
-                  f"{timing.per_model / plain.per_model:6.2f} x plain  ({timing.all_models:.1f} img/s all {k} models; "
+                  f"{timing.per_model / plain.per_model:6.2f} x plain  ({timing.per_run:.1f} img/s per run; "
                   f"{timing.seconds:.2f} s for {steps} steps)", flush=True)
             if cuda:
                 torch.cuda.empty_cache()
