@@ -325,8 +325,9 @@ def figures(table: pd.DataFrame) -> Iterator[tuple[str, "plt.Figure"]]:
     plain = table[table["remedy"] == "plain"]
     weighting = plain[plain["setting"] == "weighting"]
     if len(weighting):
-        weighting = weighting.assign(w=weighting["weight"].map(fmt))
-        order = sorted(weighting["w"].unique(), key=parse_fmt)
+        order = [plots.fraction_label(w) for w in sorted(weighting["weight"].unique())]
+        labels = pd.Categorical(weighting["weight"].map(plots.fraction_label), categories=order, ordered=True)
+        weighting = weighting.assign(w=labels)  # categorical: panels and legends in numeric order
         cmap = plt.get_cmap("coolwarm", len(order))
         colors = {w: cmap(i) for i, w in enumerate(order)}
         for regime, part in weighting.groupby("regime", sort=False):
@@ -339,22 +340,30 @@ def figures(table: pd.DataFrame) -> Iterator[tuple[str, "plt.Figure"]]:
             yield f"fraction_vs_epoch_{regime}", fig
         yield "final_fraction_vs_weight", plots.curves_by_panel(
             final_rows(weighting), "fraction_positive_pair", ["regime"], "setting", x="weight",
-            ylabel="final fraction predicted positive", reference=0.5,
+            ylabel="final fraction predicted positive", reference=0.5, value_ticks=True,
             title="final fraction of pair test images predicted positive against weight")
         grad = part_melt(weighting[weighting["weight"] != 1])
-        fig = plots.curves_by_panel(grad, "norm", ["regime", "w"], "class", ylabel="gradient norm (weighted)",
-                                    title="per-class gradient norms on the probe set")
-        for ax in fig.axes:
-            ax.set_yscale("log")
+        regimes, columns = list(dict.fromkeys(grad["regime"])), grad["w"].nunique()
+        fig, axes = plt.subplots(len(regimes), columns, figsize=(2.4 * columns, 2.2 * len(regimes)),
+                                 squeeze=False, sharex=True)
+        for row, regime in zip(axes, regimes):  # rows: regime; columns: weight
+            plots.curves_by_panel(grad[grad["regime"] == regime], "norm", ["regime", "w"], "class", axes=row,
+                                  ylabel="gradient norm")
+            for ax in row:
+                ax.set_yscale("log")
+        fig.suptitle("norm of the weighted loss gradient from each class's probe images")
+        fig.tight_layout()
         yield "gradient_norms", fig
     imbalance = plain[plain["setting"] == "imbalance"]
     if len(imbalance):
         last = final_rows(imbalance)
         fig, axes = plt.subplots(1, 2, figsize=(8, 3))
         plots.curves_by_panel(last.assign(panel="fraction"), "fraction_positive_pair", ["panel"], "variant",
-                              x="ratio", axes=[axes[0]], ylabel="final fraction predicted positive", reference=0.5)
+                              x="ratio", axes=[axes[0]], ylabel="final fraction predicted positive", reference=0.5,
+                              value_ticks=True)
         plots.curves_by_panel(last.assign(panel="balanced accuracy"), "test_balanced_accuracy", ["panel"],
-                              "variant", x="ratio", axes=[axes[1]], ylabel="final balanced accuracy")
+                              "variant", x="ratio", axes=[axes[1]], ylabel="final balanced accuracy",
+                              value_ticks=True)
         fig.suptitle("imbalance: positive:negative training ratio")
         fig.tight_layout()
         yield "imbalance", fig
@@ -368,13 +377,8 @@ def figures(table: pd.DataFrame) -> Iterator[tuple[str, "plt.Figure"]]:
             if part["remedy"].nunique() > 1:
                 yield f"remedies_{setting}", plots.curves_by_panel(
                     part.assign(panel=setting), metric, ["panel"], "remedy", x=x, ylabel=label,
-                    reference=0.5 if setting == "weighting" else None,
+                    reference=0.5 if setting == "weighting" else None, value_ticks=True,
                     title=f"remedies, {setting} setting (early_stop: best validation checkpoint)")
-
-
-def parse_fmt(text: str) -> float:
-    """Inverse of :func:`fmt` ('1_32' -> 1/32)."""
-    return 1 / float(text[2:]) if text.startswith("1_") else float(text)
 
 
 def part_melt(table: pd.DataFrame) -> pd.DataFrame:

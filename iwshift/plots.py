@@ -37,6 +37,14 @@ def summarize(table: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
+def fraction_label(value: float) -> str:
+    """0.03125 -> '1/32', 8.0 -> '8', 0.3 -> '0.3'."""
+    if value >= 1 or value <= 0:
+        return f"{value:g}"
+    inverse = 1 / value
+    return f"1/{inverse:g}" if abs(inverse - round(inverse)) < 1e-9 else f"{value:g}"
+
+
 def line_with_band(ax: plt.Axes, summary: pd.DataFrame, x: str, label: str | None = None,
                    color: str | None = None, marker: str | None = None) -> None:
     summary = summary.sort_values(x)
@@ -49,6 +57,7 @@ def curves_by_panel(
     table: pd.DataFrame, metric: str, panel: Sequence[str], hue: str, x: str = "epoch",
     ylabel: str | None = None, logx: bool = True, colors: dict[str, str] | None = None,
     title: str = "", reference: float | None = None, axes: Sequence[plt.Axes] | None = None,
+    value_ticks: bool = False,
 ) -> plt.Figure:
     """One panel per value of the ``panel`` columns; in each, ``metric`` against ``x`` for each ``hue``
     value, mean +- 95 % interval over seeds."""
@@ -68,6 +77,10 @@ def curves_by_panel(
             ax.axhline(reference, color="k", lw=0.6, ls=":")
         if logx:
             ax.set_xscale("log")
+        if value_ticks:  # a grid of weights or ratios: label each value (1/32, 1, 32), no minor ticks
+            values = sorted(sub[x].unique())
+            ax.set_xticks(values, [fraction_label(v) for v in values], fontsize=7)
+            ax.minorticks_off()
         ax.set_title(" / ".join(map(str, key)), fontsize=9)
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
