@@ -35,6 +35,9 @@ POLY_BETA = 0.0                       # ... switch point beta
 TAU = 1.0                             # logit adjustment strength
 DRW_EPOCH = 0                         # deferred re-weighting: weights from this epoch on (0: half)
 WEIGHT_POWER = 0.5                    # weight exponent k
+EXTREME = True                        # also run the extreme-weighting stability study
+EXTREME_WEIGHTS = [1.0, 10.0, 100.0, 1000.0]  # weights on either class (separable, moons; LR, MLP; regime none)
+OUT_EXTREME = "results/synthetic_extreme"
 FIGURES_ON = True                     # draw the figures (--no-figures-on to skip)
 PROGRESS = True                       # progress bar
 
@@ -45,6 +48,8 @@ def main(argv=None) -> int:
     with cli.exit_on_config_error("synthetic_study.py"):
         out = cli.writable_folder("out", values["OUT"])
         figures_dir = cli.writable_folder("figures", values["FIGURES"]) if values["FIGURES_ON"] else None
+        extreme_weights = [cli.positive_finite("extreme_weights", w) for w in values["EXTREME_WEIGHTS"]]
+        out_extreme = cli.writable_folder("out_extreme", values["OUT_EXTREME"]) if values["EXTREME"] else None
         cfg = synthetic.SyntheticConfig(
             datasets=values["DATASETS"], models=values["MODELS"], weightings=values["WEIGHTINGS"],
             regimes=values["REGIMES"], seeds=values["SEEDS"], data_seed=values["DATA_SEED"],
@@ -68,7 +73,28 @@ def main(argv=None) -> int:
             plots.save_figure(fig, figures_dir / f"{name}.png")
             count += 1
         print(f"{count} figures in {figures_dir}/ ({time.perf_counter() - t0:.1f} s)")
+    if out_extreme is not None:
+        run_extreme(cfg, extreme_weights, out_extreme, figures_dir, progress)
     return 0
+
+
+def run_extreme(cfg, weights, out, figures_dir, progress) -> None:
+    """The extreme-weighting stability study: per-run boundary movement, seed spread, divergence flags."""
+    from dataclasses import asdict, replace
+
+    from iwshift import plots, results
+
+    base = replace(cfg, datasets=[d for d in cfg.datasets if d in ("separable", "moons")] or ["separable"])
+    stab, spread, seconds = synthetic.run_extreme_study(base, weights, progress=progress)
+    results.write_table(out / "stability.csv", stab)
+    results.write_table(out / "seed_spread.csv", spread)
+    results.write_json(out / "manifest.json", {"study": "synthetic_extreme", "config": asdict(base),
+                                               "weights": list(weights), "train_seconds": round(seconds, 3),
+                                               **results.environment("cpu")})
+    print(f"extreme weighting: {len(stab)} runs in {seconds:.1f} s of training; "
+          f"{int(stab['diverged'].sum())} diverged; results in {out}/")
+    if figures_dir is not None:
+        plots.save_figure(synthetic.instability_figure(stab), figures_dir / "instability_vs_weight.png")
 
 
 if __name__ == "__main__":

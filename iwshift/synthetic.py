@@ -15,8 +15,9 @@ Protocol: plain SGD, learning rate ``lr_scale / sigma_max(X_train)``, batch 8, 1
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -380,3 +381,114 @@ def figures(table: pd.DataFrame, params: dict[str, np.ndarray], cfg: SyntheticCo
             yield f"remedies_{metric}_{dataset}", plots.curves_by_panel(
                 part, metric, ["model", "weighting"], "remedy", ylabel=label,
                 title=f"{dataset}: remedies against plain weighted cross-entropy (regime none)")
+
+
+# ------------------------------------------------------------------------- extreme weighting
+
+
+EXTREME_WEIGHTS = (1.0, 10.0, 100.0, 1000.0)
+
+
+def _normals_over_time(params: dict[str, np.ndarray], group_key: str, x_train: np.ndarray) -> np.ndarray:
+    """Boundary normals (runs, epochs, 2) of one saved (dataset, model) group."""
+    names = ("W1", "b1", "w2", "b2")
+    stacked = {k: params[f"{group_key}__{k}"] for k in names}
+    runs, epochs = stacked["w2"].shape[:2]
+    out = np.empty((runs, epochs, 2))
+    x = torch.from_numpy(x_train)
+    for t in range(epochs):
+        at_t = {k: torch.from_numpy(np.ascontiguousarray(v[:, t], np.float32)) for k, v in stacked.items()}
+        out[:, t] = metrics.boundary_normals(at_t, x)
+    return out
+
+
+def stability(result: SyntheticResult) -> pd.DataFrame:
+    """One row per run: how much the boundary moves and whether training misbehaved.
+
+    ``boundary_movement``: mean angle (degrees) between the boundary normals of consecutive evaluated
+    epochs (1, 2, 5, 10, ...), i.e. how far the boundary turns per snapshot; ``late_movement``: the same over
+    the last decade of epochs; ``loss_spikes``: snapshots whose weighted train loss is more than twice the
+    previous one; ``diverged``: a non-finite parameter or loss at any snapshot (flagged, never raised)."""
+    params, table = result.params, result.table
+    epochs = params["epochs"]
+    rows = []
+    for key in [k[: -len("__run")] for k in params if k.endswith("__run")]:
+        dataset = key.split("__")[0]
+        run_ids = params[f"{key}__run"]
+        with np.errstate(invalid="ignore"):
+            normals = _normals_over_time(params, key, result.datasets[dataset].train.x)
+            turn = metrics.angle_degrees(normals[:, 1:], normals[:, :-1])  # (runs, epochs - 1)
+        late = epochs[1:] > epochs[-1] / 10
+        finite = np.isfinite(np.stack([params[f"{key}__{k}"].reshape(len(run_ids), len(epochs), -1).sum(-1)
+                                       for k in ("W1", "b1", "w2", "b2")])).all(0)  # (runs, epochs)
+        for i, run in enumerate(run_ids):
+            loss = table.loc[table["run"] == run].sort_values("epoch")["train_loss_weighted"].to_numpy()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                spikes = int(np.sum(loss[1:] > 2 * loss[:-1]))
+            rows.append({"run": int(run), "boundary_movement": float(np.nanmean(turn[i])) if np.isfinite(turn[i]).any() else np.nan,
+                         "late_movement": float(np.nanmean(turn[i, late])) if np.isfinite(turn[i, late]).any() else np.nan,
+                         "final_normal_x": normals[i, -1, 0], "final_normal_y": normals[i, -1, 1],
+                         "loss_spikes": spikes,
+                         "diverged": int(not finite[i].all() or not np.isfinite(loss).all())})
+    out = result.runs.merge(pd.DataFrame(rows), on="run")
+    final = table[table["epoch"] == table["epoch"].max()][["run", "angle_to_svm", "test_accuracy"]]
+    return out.merge(final, on="run", how="left")
+
+
+def seed_spread(stab: pd.DataFrame) -> pd.DataFrame:
+    """Across-seed variation of the final boundary per configuration: the mean angle (degrees) between each
+    seed's final normal and the configuration's mean normal direction."""
+    rows = []
+    keys = ["dataset", "model", "weighting", "weight"]
+    for key, part in stab.groupby(keys, sort=True):
+        normals = part[["final_normal_x", "final_normal_y"]].to_numpy(np.float64)
+        normals = normals / np.linalg.norm(normals, axis=1, keepdims=True)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a diverged configuration has no direction
+            spread = float(np.nanmean(metrics.angle_degrees(normals, np.nanmean(normals, 0))))
+        rows.append({**dict(zip(keys, key)), "seed_spread": spread, "n_seeds": len(part),
+                     "diverged_runs": int(part["diverged"].sum())})
+    return pd.DataFrame(rows)
+
+
+def run_extreme_study(base: SyntheticConfig, weights: Sequence[float] = EXTREME_WEIGHTS,
+                      progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """Weights 1, 10, 100, 1,000 on either class (separable and moons; LR and MLP; regime none): per-run
+    stability rows, the per-configuration seed spread, and the training seconds."""
+    frames, seconds = [], 0.0
+    for w in weights:
+        cfg = replace(base, weight=float(w), regimes=["none"], remedies=["plain"],
+                      weightings=["equal"] if w == 1 else ["up", "down"])
+        result = run_study(cfg, progress=progress)
+        seconds += result.train_seconds
+        stab = stability(result)
+        stab.insert(1, "weight", float(w))
+        stab["weighted_class"] = stab["weighting"].map({"up": 1, "down": 0, "equal": -1})
+        frames.append(stab)
+    stab = pd.concat(frames, ignore_index=True)
+    stab["run"] = np.arange(len(stab))
+    return stab, seed_spread(stab), seconds
+
+
+def instability_figure(stab: pd.DataFrame) -> "plt.Figure":
+    """Boundary movement per snapshot and across-seed spread of the final boundary against the weight."""
+    import matplotlib.pyplot as plt
+
+    from . import plots
+
+    spread = seed_spread(stab)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    data = stab.assign(config=stab["dataset"] + " / " + stab["model"])
+    plots.curves_by_panel(data.assign(panel="movement"), "boundary_movement", ["panel"], "config", x="weight",
+                          axes=[axes[0]], ylabel="boundary turn per snapshot (deg)", value_ticks=True)
+    for (dataset, model), part in spread.groupby(["dataset", "model"]):
+        part = part.groupby("weight")["seed_spread"].mean()
+        axes[1].plot(part.index, part.values, marker="o", ms=3, label=f"{dataset} / {model}")
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("weight")
+    axes[1].set_ylabel("across-seed spread of final boundary (deg)")
+    axes[1].grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.suptitle("extreme weighting: instability of the decision boundary (regime none)")
+    fig.tight_layout()
+    return fig

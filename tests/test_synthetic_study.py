@@ -1,6 +1,7 @@
 """The synthetic study: reproducibility, the paper's qualitative claims, saved results, the script's CLI."""
 
 import subprocess
+from dataclasses import replace
 import sys
 from pathlib import Path
 
@@ -153,3 +154,16 @@ def test_synthetic_remedies_deferral_and_zero_exponent_behave_as_unweighted():
     exponent0 = t[(t.weighting == "up") & (t.remedy == "exponent")][key].reset_index(drop=True)
     pd.testing.assert_frame_equal(exponent0, unweighted)  # k = 0: uniform weights
     assert set(t.remedy) == set(cfg.remedies)
+
+
+def test_extreme_weights_are_measured_and_divergence_is_flagged_not_raised():
+    base = synthetic.SyntheticConfig(datasets=["separable"], models=["lr", "mlp"], seeds=[0, 1], epochs=20,
+                                     hidden=16, lr_scale=50.0)  # a step far too large on purpose
+    stab, spread, _ = synthetic.run_extreme_study(base, weights=[1.0, 1e30], progress=False)
+    assert set(stab["weight"]) == {1.0, 1e30}
+    assert set(stab.loc[stab.weight > 1, "weighting"]) == {"up", "down"}
+    assert stab.loc[(stab.weight > 1) & (stab.model == "mlp"), "diverged"].all()  # overflowed, and said so
+    assert not stab.loc[stab.weight == 1, "diverged"].any()
+    assert len(spread) == 2 * 3  # (lr, mlp) x (equal at 1; up, down at 1e30)
+    calm = synthetic.run_extreme_study(replace(base, lr_scale=0.01), weights=[1.0], progress=False)[0]
+    assert not calm["diverged"].any() and calm["boundary_movement"].notna().all()
