@@ -134,7 +134,7 @@ def _element_type(default: Any) -> Callable[[str], Any]:
     return str
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
         self.exit(2, f"{self.prog}: error: {message}\n")
 
@@ -152,7 +152,7 @@ def override_from_argv(
     type. ``--help`` lists every constant with its default.
     """
     help_text = help_text or {}
-    parser = _OneLineParser(
+    parser = OneLineParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     names = [n for n in constants if n.isupper() and not n.startswith("_")]

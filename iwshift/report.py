@@ -1,0 +1,833 @@
+"""Claims report: every results folder -> ``REPORT.md`` with a verdict on each of the paper's claims.
+
+``python -m iwshift.report --results results --out results/REPORT.md [--docs docs]`` reads
+
+* ``synthetic/`` (``metrics.csv``, ``manifest.json``) and ``synthetic_extreme/`` (``stability.csv``);
+* ``cifar_binary/<run>/`` and ``cifar_extension/<run>/`` (``metrics.csv``, ``config.json``; the
+  extension's ``weights_covariate.csv`` / ``weights_label.csv``),
+
+measures one quantity per claim with a 95 % interval over seeds, and applies the verdict rules in
+:data:`RULES` (also printed in the report). A study that has not been run gives "not run" rows. The report
+holds nothing that is not in the results (no current time, no absolute paths), so the same results give
+the same bytes. Figures go to ``report_figures/`` beside the report, and to ``--docs`` when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import config as v
+from . import results, sweep
+from .config import ConfigError
+from .metrics import mean_confidence_interval
+
+CONFIDENCE = 0.95
+DELTA = 0.02        # practical threshold for differences in fractions and accuracies
+DELTA_SLOPE = 0.01  # ... for slopes: fraction predicted positive per doubling of the weight
+DELTA_DEGREES = 1.0  # practical threshold for boundary movement (degrees per snapshot)
+FIT = 0.99          # mean final train accuracy of the unregularised CIFAR runs below this: "did not fit"
+TRAINED = 0.90      # ... of the regime a claim is about below this: "did not train"
+
+SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_RUN = "supported", "contradicted", "inconclusive", "not run"
+STUDIES = ("synthetic", "synthetic_extreme", "cifar_binary", "cifar_extension")
+
+RULES = f"""\
+* **Intervals.** A mean over seeds (or over paired observations) has the 95 % Student-t interval
+  mean ± t(0.975, n−1)·sd/√n; with n < 2 there is no interval and the verdict is *inconclusive*.
+  A slope is the ordinary least-squares slope of the final value on log2(weight) over all (weight, seed)
+  points, with interval slope ± t(0.975, n−2)·SE (n ≥ 3 points); with one seed it reflects only the
+  scatter of the points about the line.
+* **Practical thresholds** δ: {DELTA} for differences in fractions and accuracies; {DELTA_SLOPE} for slopes
+  (fraction predicted positive per doubling of the weight: a 100× weight, 6.6 doublings, then moves the
+  fraction by less than {6.64 * DELTA_SLOPE:.2f}); {DELTA_DEGREES:g}° for boundary movement.
+* **Reading an interval [lo, hi]:** *negligible* if −δ < lo and hi < δ; otherwise *positive* if lo > 0,
+  *negative* if hi < 0, *unclear* if it contains 0.
+* **Effect rule** (a, c, e simple models, g, remedies): *supported* if positive; *contradicted* if
+  negligible or negative; *inconclusive* if unclear.
+* **No-dependence rule** (b, d): *supported* if negligible; *contradicted* if positive or negative;
+  *inconclusive* if unclear (an interval too wide to rule out a dependence of δ supports nothing).
+* **No-gain rule** (e deep networks, f): *contradicted* if lo > 0 (a significant gain); *supported*
+  otherwise (the interval contains 0 or lies below it).
+* **Fit** (b, c, d, CIFAR remedies): *inconclusive* when the unregularised plain CIFAR runs have mean
+  final train accuracy < {FIT} ("did not fit": the claims are about networks that fit their training
+  data); c and d also when their own regime's is < {TRAINED} ("did not train").
+* **Extreme weights** (g): also *supported* when a run at the largest weight diverged and none at weight 1.
+* **Several rows:** a claim is supported if every row is, contradicted if any row is, *not run* if no row
+  ran, and inconclusive otherwise.
+"""
+
+
+# ----------------------------------------------------------------------------------------- statistics
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate with its 95 % interval (NaN bounds: no interval) and the number of observations."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def defined(self) -> bool:
+        return bool(np.isfinite([self.mean, self.low, self.high]).all())
+
+    def text(self, digits: int = 3, unit: str = "") -> str:
+        if not np.isfinite(self.mean):
+            return "—"
+        if not self.defined:
+            return f"{number(self.mean, digits)}{unit} [no interval, n = {self.n}]"
+        return f"{number(self.mean, digits)} [{number(self.low, digits)}, {number(self.high, digits)}]{unit}"
+
+
+def number(x: float, digits: int = 3) -> str:
+    text = f"{x:+.{digits}f}"
+    return text[1:] if float(text) == 0 else text  # no "-0.000" / "+0.000"
+
+
+def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
+    """Mean of the finite ``values`` with its Student-t interval (none for fewer than two)."""
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    mean, half = mean_confidence_interval(values, confidence)
+    if len(values) < 2:
+        half = float("nan")
+    return Interval(mean, mean - half, mean + half, len(values))
+
+
+def ols_slope(x: Sequence[float], y: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
+    """OLS slope of ``y`` on ``x`` with its t interval (n − 2 degrees of freedom; none below 3 points)."""
+    from scipy import stats
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    n = len(x)
+    sxx = float(np.sum((x - x.mean()) ** 2)) if n else 0.0
+    if n < 2 or sxx == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), n)
+    slope = float(np.sum((x - x.mean()) * (y - y.mean())) / sxx)
+    if n < 3:
+        return Interval(slope, float("nan"), float("nan"), n)
+    residuals = y - y.mean() - slope * (x - x.mean())
+    se = float(np.sqrt(np.sum(residuals ** 2) / (n - 2) / sxx))
+    half = se * float(stats.t.ppf(0.5 + confidence / 2, n - 2))
+    return Interval(slope, slope - half, slope + half, n)
+
+
+def classify(interval: Interval, delta: float = DELTA) -> str:
+    """negligible | positive | negative | unclear | undefined (see :data:`RULES`)."""
+    if not interval.defined:
+        return "undefined"
+    if -delta < interval.low and interval.high < delta:
+        return "negligible"
+    if interval.low > 0:
+        return "positive"
+    if interval.high < 0:
+        return "negative"
+    return "unclear"
+
+
+def effect_verdict(interval: Interval, delta: float = DELTA) -> str:
+    return {"positive": SUPPORTED, "negligible": CONTRADICTED, "negative": CONTRADICTED}.get(
+        classify(interval, delta), INCONCLUSIVE)
+
+
+def no_dependence_verdict(interval: Interval, delta: float = DELTA) -> str:
+    return {"negligible": SUPPORTED, "positive": CONTRADICTED, "negative": CONTRADICTED}.get(
+        classify(interval, delta), INCONCLUSIVE)
+
+
+def no_gain_verdict(interval: Interval) -> str:
+    if not interval.defined:
+        return INCONCLUSIVE
+    return CONTRADICTED if interval.low > 0 else SUPPORTED
+
+
+def combine(verdicts: Sequence[str]) -> str:
+    if not verdicts or all(x == NOT_RUN for x in verdicts):
+        return NOT_RUN
+    if CONTRADICTED in verdicts:
+        return CONTRADICTED
+    return SUPPORTED if all(x == SUPPORTED for x in verdicts) else INCONCLUSIVE
+
+
+def paired_difference(table: pd.DataFrame, index: Sequence[str], column: str, a: Any, b: Any,
+                      value: str) -> pd.Series:
+    """``value`` where ``column == a`` minus where ``column == b``, matched on ``index`` (complete pairs)."""
+    if table.empty:
+        return pd.Series(dtype=float)
+    wide = table.pivot_table(index=list(index), columns=column, values=value, aggfunc="mean")
+    if a not in wide or b not in wide:
+        return pd.Series(dtype=float)
+    return (wide[a] - wide[b]).dropna()
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+@dataclass
+class Study:
+    """One results folder: its tidy table, whose rows carry their data, preset and device (columns
+    ``_data``, ``_preset``, ``_device``), and the manifests / run records it was read from."""
+
+    table: pd.DataFrame
+    records: list[dict[str, Any]]
+    extra: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def preset_label(config: dict[str, Any], presets: dict[str, dict[str, Any]], keys: Sequence[str]) -> str:
+    """The preset whose ``keys`` match ``config``; else ``custom (<closest> with k=v, ...)``."""
+    def plain(x: Any) -> Any:  # JSON lists and tuples, ints and floats compare equal
+        if isinstance(x, (list, tuple)):
+            return [plain(y) for y in x]
+        return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x
+
+    differ = {name: [k for k in keys if plain(config.get(k)) != plain(preset.get(k))]
+              for name, preset in presets.items()}
+    best = min(differ, key=lambda name: len(differ[name]))
+    if not differ[best]:
+        return best
+    return f"custom ({best} with " + ", ".join(f"{k}={config.get(k)}" for k in differ[best]) + ")"
+
+
+def device_label(record: dict[str, Any]) -> str:
+    device = str(record.get("device", "unknown"))
+    return f"{device} ({record['device_name']})" if record.get("device_name") else device
+
+
+def data_label(source: str) -> str:
+    return "official CIFAR-10 (torchvision)" if "official" in source else f"other copy ({source})"
+
+
+def _with_provenance(table: pd.DataFrame, data: Any, preset: Any, device: Any) -> pd.DataFrame:
+    table = table.copy()
+    if "remedy" not in table:
+        table["remedy"] = "plain"
+    table["remedy"] = table["remedy"].fillna("plain")
+    table["_data"], table["_preset"], table["_device"] = data, preset, device
+    return table
+
+
+def load_synthetic(folder: Path, file: str) -> Study | None:
+    from .synthetic import SyntheticConfig
+
+    if not (folder / file).exists():
+        return None
+    manifest = results.read_json(folder / "manifest.json") if (folder / "manifest.json").exists() else {}
+    config = manifest.get("config", {})
+    preset = preset_label(config, {"paper": asdict(SyntheticConfig())},
+                          ("epochs", "n_per_class", "n_moons", "weight", "lr_scale", "batch_size", "hidden"))
+    data = f"2-D synthetic (generated, data seed {config.get('data_seed', '?')})"
+    table = _with_provenance(results.read_table(folder / file), data, preset, device_label(manifest))
+    return Study(table, [manifest])
+
+
+def load_runs(folder: Path, presets: dict[str, dict[str, Any]], keys: Sequence[str]) -> Study | None:
+    """A per-run CIFAR results folder (:func:`iwshift.sweep.merge`) with each run's ``config.json``."""
+    table = sweep.merge(folder)
+    if table.empty:
+        return None
+    records = {run: results.read_json(folder / run / "config.json") for run in sorted(table["run"].unique())}
+    table = _with_provenance(
+        table, table["run"].map({r: data_label(str(c.get("data", "unknown"))) for r, c in records.items()}),
+        table["run"].map({r: preset_label(c.get("config", {}), presets, keys) for r, c in records.items()}),
+        table["run"].map({r: device_label(c) for r, c in records.items()}))
+    extra = {p.stem: results.read_table(p) for p in sorted(folder.glob("weights_*.csv"))}
+    return Study(table, list(records.values()), extra)
+
+
+def load(root: str | Path) -> dict[str, Study | None]:
+    """Every study under ``root`` (None where it has not been run)."""
+    from . import cifar_binary, cifar_extension
+
+    root = Path(root)
+    binary = {name: asdict(cifar_binary.with_preset(cifar_binary.BinaryConfig(), name))
+              for name in cifar_binary.PRESETS}
+    extension = {name: asdict(cifar_extension.with_preset(cifar_extension.ExtensionConfig(), name))
+                 for name in cifar_extension.PRESETS}
+    return {"synthetic": load_synthetic(root / "synthetic", "metrics.csv"),
+            "synthetic_extreme": load_synthetic(root / "synthetic_extreme", "stability.csv"),
+            "cifar_binary": load_runs(root / "cifar_binary", binary, ("width", "per_class", "epochs")),
+            "cifar_extension": load_runs(root / "cifar_extension", extension,
+                                         ("width", "per_class", "epochs", "source_counts"))}
+
+
+# ------------------------------------------------------------------------------------------- claims
+
+
+@dataclass(frozen=True)
+class Source:
+    data: str = "—"
+    preset: str = "—"
+    device: str = "—"
+
+
+def source_of(rows: pd.DataFrame) -> Source:
+    join = lambda column: ", ".join(sorted(set(map(str, rows[column])))) or "—"  # noqa: E731
+    return Source(join("_data"), join("_preset"), join("_device"))
+
+
+@dataclass
+class Row:
+    """One line of the claims table: a part of a claim, its estimate, provenance and verdict."""
+
+    label: str
+    value: str = "not run"
+    n_seeds: int | None = None
+    source: Source = Source()
+    verdict: str = NOT_RUN
+    estimate: Interval | None = None  # the interval the verdict rests on (for tests and figures)
+
+
+@dataclass
+class Claim:
+    key: str
+    statement: str
+    quantity: str  # short, for the claims table
+    measure: str   # in full, for the details
+    rule: str
+    rows: list[Row] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)  # markdown blocks
+
+    @property
+    def verdict(self) -> str:
+        return combine([row.verdict for row in self.rows])
+
+    def not_run(self, study: str, what: str = "") -> Claim:
+        self.rows = [Row("")]
+        self.details.append(f"Not run: no {what + ' ' if what else ''}results in `{study}/`.")
+        return self
+
+
+def n_seeds(rows: pd.DataFrame) -> int:
+    return int(rows["seed"].nunique()) if len(rows) else 0
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def last_epoch(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["epoch"] == table.groupby("run")["epoch"].transform("max")]
+
+
+def claim_a(studies: dict[str, Study | None]) -> Claim:
+    claim = Claim("a", "Importance weighting moves the decision boundary early in training, and the effect fades "
+                       "with prolonged training (2-D data).",
+                  "gap in fraction positive (up − down) early, and its decline",
+                  "gap = test fraction predicted positive, up − down weighting (paired by seed), at the first "
+                  "and last evaluated epoch; decline = early gap − late gap (regime none, plain loss)",
+                  "effect rule on the early gap and on the decline; the row is supported if both are")
+    study = studies["synthetic"]
+    if study is None:
+        return claim.not_run("synthetic")
+    t = study.table.query("regime == 'none' and remedy == 'plain'")
+    lines = []
+    for dataset in ("separable", "moons"):
+        for model in ("lr", "mlp"):
+            part = t[(t["dataset"] == dataset) & (t["model"] == model)]
+            label = f"{dataset}, {model}"
+            if part.empty:
+                claim.rows.append(Row(label))
+                continue
+            first, last = int(part["epoch"].min()), int(part["epoch"].max())
+            gaps = paired_difference(part, ["seed", "epoch"], "weighting", "up", "down", "test_fraction_positive")
+            at = lambda e: gaps[gaps.index.get_level_values("epoch") == e].droplevel("epoch")  # noqa: E731
+            early, late = (at(e) if len(gaps) else gaps for e in (first, last))
+            early_i, late_i = mean_interval(early), mean_interval(late)
+            decline = mean_interval((early - late).dropna())
+            verdict = combine([effect_verdict(early_i), effect_verdict(decline)])
+            claim.rows.append(Row(label, f"gap at epoch {first}: {early_i.text()}; decline by epoch {last}: "
+                                         f"{decline.text()}", n_seeds(part), source_of(part), verdict, decline))
+            lines.append([label, early_i.text(), late_i.text(), decline.text(), early_i.n,
+                          f"{classify(early_i)} / {classify(decline)}"])
+    claim.details.append(markdown_table(["data, model", "early gap", "late gap", "decline", "seeds",
+                                         "early gap / decline"], lines))
+    return claim
+
+
+def cifar_weighting(studies: dict[str, Study | None]) -> pd.DataFrame | None:
+    """Each CIFAR weighting run's reported row (last epoch; best checkpoint for early stopping)."""
+    from .cifar_binary import final_rows
+
+    study = studies["cifar_binary"]
+    if study is None or "setting" not in study.table or not (study.table["setting"] == "weighting").any():
+        return None
+    return final_rows(study.table[study.table["setting"] == "weighting"])
+
+
+def weight_slope(rows: pd.DataFrame) -> Interval:
+    return ols_slope(np.log2(rows["weight"].astype(float)), rows["fraction_positive_pair"])
+
+
+def fit_flags(final: pd.DataFrame, regime: str, own: bool) -> list[str]:
+    """Why a CIFAR weighting verdict is inconclusive: the plain unregularised runs did not fit, or (``own``)
+    the regime's runs did not train."""
+    plain = final[final["remedy"] == "plain"]
+    flags = []
+    none = plain.loc[plain["regime"] == "none", "train_accuracy"].mean()
+    if not none >= FIT:
+        flags.append(f"none regime did not fit (train accuracy {none:.3f} < {FIT})")
+    mine = plain.loc[plain["regime"] == regime, "train_accuracy"].mean()
+    if own and regime != "none" and not mine >= TRAINED:
+        flags.append(f"{regime} regime did not train (train accuracy {mine:.3f} < {TRAINED})")
+    return flags
+
+
+def _regime_claim(key: str, regime: str, statement: str, rule: str, verdict: Callable[[Interval, float], str],
+                  studies: dict[str, Study | None]) -> Claim:
+    claim = Claim(key, statement, "slope of final fraction positive vs log2 w",
+                  "slope of the final fraction of pair test images predicted positive against log2(weight on the "
+                  f"positive class), CIFAR-10 weighting setting, plain loss, regime {regime}", rule)
+    final = cifar_weighting(studies)
+    if final is None:
+        return claim.not_run("cifar_binary", "weighting-setting")
+    rows = final[(final["regime"] == regime) & (final["remedy"] == "plain")]
+    if rows.empty:
+        claim.rows.append(Row(f"regime {regime}"))
+        claim.details.append(f"Not run: no `{regime}` runs in the CIFAR weighting results.")
+        return claim
+    slope = weight_slope(rows)
+    flags = fit_flags(final, regime, own=key != "b")
+    claim.rows.append(Row(f"regime {regime}", slope.text(unit=" per doubling"), n_seeds(rows), source_of(rows),
+                          INCONCLUSIVE if flags else verdict(slope, DELTA_SLOPE), slope))
+    claim.details.append(f"{slope.n} (weight, seed) points; mean final train accuracy "
+                         f"{rows['train_accuracy'].mean():.3f}; reading: {classify(slope, DELTA_SLOPE)}."
+                         + (" Inconclusive: " + "; ".join(flags) + "." if flags else ""))
+    if key == "b":  # every regime once, for comparison
+        table = []
+        for name, part in final[final["remedy"] == "plain"].groupby("regime", sort=True):
+            s = weight_slope(part)
+            table.append([name, s.text(), s.n, n_seeds(part), f"{part['train_accuracy'].mean():.3f}",
+                          classify(s, DELTA_SLOPE)])
+        claim.details.append("All regimes (plain loss):\n\n" + markdown_table(
+            ["regime", "slope per doubling", "points", "seeds", "mean final train accuracy", "reading"], table))
+    return claim
+
+
+def claim_b(studies: dict[str, Study | None]) -> Claim:
+    return _regime_claim("b", "none", "On CIFAR-10 without regularisation, the final fraction predicted positive "
+                         "does not depend on the importance weight.", "no-dependence rule; fit",
+                         no_dependence_verdict, studies)
+
+
+def claim_c(studies: dict[str, Study | None]) -> Claim:
+    return _regime_claim("c", "l2", "With L2 regularisation (weight decay) the dependence on the weight remains.",
+                         "effect rule; fit", effect_verdict, studies)
+
+
+def claim_d(studies: dict[str, Study | None]) -> Claim:
+    return _regime_claim("d", "dropout", "With dropout the dependence on the weight does not remain.",
+                         "no-dependence rule; fit", no_dependence_verdict, studies)
+
+
+def claim_e(studies: dict[str, Study | None]) -> Claim:
+    claim = Claim("e", "Importance weighting corrects class imbalance for simple models but gives no consistent "
+                       "benefit for deep networks.",
+                  "Δ balanced accuracy, weighted − unweighted",
+                  "test balanced accuracy at the last epoch, minority up-weighted − unweighted: 2-D imbalanced "
+                  "moons with logistic regression (paired by data set and seed), and the CIFAR-10 imbalance "
+                  "setting (paired by ratio ≠ 1 and seed)",
+                  "effect rule (simple models) and no-gain rule (deep networks); supported if both are")
+    synthetic = studies["synthetic"]
+    simple = Row("simple: 2-D imbalanced moons, lr")
+    if synthetic is not None:
+        t = last_epoch(synthetic.table.query("regime == 'none' and remedy == 'plain' and model == 'lr'"))
+        diffs, parts = [], []
+        for dataset, up in (("moons_minority0", "down"), ("moons_minority1", "up")):
+            part = t[t["dataset"] == dataset]
+            diffs.append(paired_difference(part, ["seed"], "weighting", up, "equal", "test_balanced_accuracy"))
+            parts.append(part)
+        rows = pd.concat(parts)
+        if len(rows):
+            gain = mean_interval(pd.concat(diffs))
+            simple = Row(simple.label, gain.text(), n_seeds(rows), source_of(rows), effect_verdict(gain), gain)
+            claim.details.append(f"Simple models: {gain.n} (data set, seed) pairs; reading: {classify(gain)}.")
+    deep = Row("deep: CIFAR-10 imbalance, CNN")
+    binary = studies["cifar_binary"]
+    if binary is not None and "setting" in binary.table and (binary.table["setting"] == "imbalance").any():
+        from .cifar_binary import final_rows
+
+        final = final_rows(binary.table[binary.table["setting"] == "imbalance"])
+        final = final[(final["remedy"] == "plain") & (final["ratio"] != 1)]
+        gain = mean_interval(paired_difference(final, ["ratio", "seed"], "variant", "weighted", "unweighted",
+                                               "test_balanced_accuracy"))
+        deep = Row(deep.label, gain.text(), n_seeds(final), source_of(final), no_gain_verdict(gain), gain)
+        l2 = mean_interval(paired_difference(final, ["ratio", "seed"], "variant", "weighted+l2", "unweighted",
+                                             "test_balanced_accuracy"))
+        claim.details.append(f"Deep networks: {gain.n} (ratio, seed) pairs; reading: {classify(gain)}."
+                             + (f" For reference, weighted+l2 − unweighted: {l2.text()}." if l2.n else ""))
+    claim.rows = [simple, deep]
+    for row, where in ((simple, "no imbalanced-moons results in `synthetic/`"),
+                       (deep, "no imbalance-setting results in `cifar_binary/`")):
+        if row.verdict == NOT_RUN:
+            claim.details.append(f"{row.label}: not run ({where}).")
+    return claim
+
+
+def claim_f(studies: dict[str, Study | None]) -> Claim:
+    claim = Claim("f", "Under covariate shift, importance weighting gives no significant gain.",
+                  "Δ target accuracy, true weights − none",
+                  "target accuracy (overall and worst sub-population) at the last epoch, true weights − no "
+                  "weights, paired by seed (CIFAR-10 animal/vehicle covariate shift, regime none)",
+                  "no-gain rule on both rows")
+    study = studies["cifar_extension"]
+    if study is None or not (study.table["study"] == "covariate").any():
+        return claim.not_run("cifar_extension", "covariate-shift")
+    t = last_epoch(study.table.query("study == 'covariate' and regime == 'none'"))
+    for metric, label in (("target_accuracy", "target accuracy"), ("target_worst_group_accuracy", "worst group")):
+        rows = t[t["weight_source"].isin(["true", "none"])]
+        gain = mean_interval(paired_difference(rows, ["seed"], "weight_source", "true", "none", metric))
+        claim.rows.append(Row(label, gain.text(), n_seeds(rows), source_of(rows), no_gain_verdict(gain), gain))
+    table = []
+    for source in sorted(set(t["weight_source"]) - {"none"}):
+        acc, worst = (mean_interval(paired_difference(t, ["seed"], "weight_source", source, "none", m))
+                      for m in ("target_accuracy", "target_worst_group_accuracy"))
+        table.append([source, acc.text(), worst.text(), acc.n])
+    claim.details.append("Every weight source against none (regime none):\n\n" + markdown_table(
+        ["weights", "Δ target accuracy", "Δ worst group", "seeds"], table))
+    weights = study.extra.get("weights_covariate")
+    if weights is not None and len(weights):
+        columns = [c for c in ("weight_source", "rmse", "mae", "spearman", "ess_fraction") if c in weights]
+        claim.details.append("Estimated weights against the true ones (`weights_covariate.csv`):\n\n" + markdown_table(
+            columns, [[x if isinstance(x, str) else f"{x:.3f}" for x in row] for row in weights[columns].to_numpy()]))
+    label = last_epoch(study.table.query("study == 'label' and regime == 'none'")) if "study" in study.table else None
+    if label is not None and len(label):
+        table = []
+        for source in sorted(set(label["weight_source"]) - {"none"}):
+            acc, bal = (mean_interval(paired_difference(label, ["seed"], "weight_source", source, "none", m))
+                        for m in ("target_accuracy", "target_balanced_accuracy"))
+            table.append([source, acc.text(), bal.text(), acc.n])
+        claim.details.append("For reference, 10-class label shift, each weight source against none:\n\n"
+                             + markdown_table(["weights", "Δ target accuracy", "Δ balanced accuracy", "seeds"], table))
+    return claim
+
+
+def claim_g(studies: dict[str, Study | None]) -> Claim:
+    claim = Claim("g", "Decision boundaries become unstable under extreme weights.",
+                  "Δ boundary movement, largest weight − weight 1",
+                  "boundary movement (mean turn of the boundary between consecutive snapshots, degrees) at the "
+                  "largest weight − at weight 1, paired by seed (either class weighted; regime none)",
+                  f"effect rule with δ = {DELTA_DEGREES:g}°, or a run diverged at the largest weight and none at 1")
+    study = studies["synthetic_extreme"]
+    if study is None:
+        return claim.not_run("synthetic_extreme")
+    t = study.table
+    table = []
+    for (dataset, model), part in t.groupby(["dataset", "model"], sort=True):
+        top = part["weight"].max()
+        base = part[part["weight"] == 1].groupby("seed")["boundary_movement"].mean()
+        high = part[part["weight"] == top]
+        diff = mean_interval(high["boundary_movement"].to_numpy() - high["seed"].map(base).to_numpy())
+        diverged = int(high["diverged"].sum()), int(part.loc[part["weight"] == 1, "diverged"].sum())
+        baseline = bool((part["weight"] == 1).any()) and top > 1
+        verdict = INCONCLUSIVE if not baseline else (
+            SUPPORTED if diverged[0] and not diverged[1] else effect_verdict(diff, DELTA_DEGREES))
+        label = f"{dataset}, {model}"
+        claim.rows.append(Row(label, f"{diff.text(2, '°')} (w = {top:g} vs 1)", n_seeds(part), source_of(part),
+                              verdict, diff))
+        movement = part.groupby("weight")["boundary_movement"].agg(["mean", "std"])
+        spread = lambda w: f"{movement['mean'].get(w, np.nan):.2f}° ± {movement['std'].get(w, np.nan):.2f}"  # noqa: E731
+        table.append([label, spread(1.0), spread(top), diff.text(2, "°"), f"{diverged[1]} / {diverged[0]}",
+                      int(high["loss_spikes"].sum()) if "loss_spikes" in high else "—"])
+    claim.details.append(markdown_table(["data, model", "movement at w = 1 (mean ± sd over runs)",
+                                         "at the largest w", "difference", "diverged (w = 1 / largest)",
+                                         "loss spikes (largest)"], table))
+    return claim
+
+
+def remedy_rows(studies: dict[str, Study | None], remedy: str) -> list[Row]:
+    """A remedy's rows: CIFAR weighting slope (regime none) and the 2-D separable final gap per model."""
+    final, synthetic, rows = cifar_weighting(studies), studies["synthetic"], []
+    if final is not None:
+        part = final[(final["remedy"] == remedy) & (final["regime"] == "none")]
+        row = Row("CIFAR-10 weighting")
+        if len(part):
+            slope, flags = weight_slope(part), fit_flags(final, "none", own=False)
+            row = Row(row.label, slope.text(unit=" per doubling"), n_seeds(part), source_of(part),
+                      INCONCLUSIVE if flags else effect_verdict(slope, DELTA_SLOPE), slope)
+        rows.append(row)
+    if synthetic is not None:
+        t = synthetic.table.query("regime == 'none' and dataset == 'separable'")
+        for model in ("lr", "mlp"):
+            part = last_epoch(t[(t["model"] == model) & (t["remedy"] == remedy)])
+            gap = mean_interval(paired_difference(part, ["seed"], "weighting", "up", "down", "test_fraction_positive"))
+            rows.append(Row(f"2-D separable, {model}", gap.text(), n_seeds(part), source_of(part),
+                            effect_verdict(gap), gap) if len(part) else Row(f"2-D separable, {model}"))
+    return rows
+
+
+def remedy_claims(studies: dict[str, Study | None]) -> list[Claim]:
+    """One claim per remedy: it keeps the weighting effect (CIFAR slope; 2-D gap at the last epoch)."""
+    final, synthetic = cifar_weighting(studies), studies["synthetic"]
+    found = (set(final["remedy"]) if final is not None else set()) | \
+        (set(synthetic.table["remedy"]) if synthetic is not None else set())
+    plain = "; ".join(f"{row.label}: {row.value}" for row in remedy_rows(studies, "plain"))
+    claims = []
+    for remedy in sorted(found - {"plain"}):
+        claim = Claim(f"R: {remedy}", f"Remedy `{remedy}` keeps the effect of the importance weight.",
+                      "CIFAR: slope vs log2 w; 2-D: final gap up − down",
+                      "CIFAR-10: slope of the final fraction predicted positive against log2(weight), regime none; "
+                      "2-D separable data: gap (up − down) in fraction predicted positive at the last epoch",
+                      "effect rule; fit (CIFAR)", remedy_rows(studies, remedy))
+        flags = fit_flags(final, "none", own=False) if final is not None else []
+        if flags:
+            claim.details.append("CIFAR inconclusive: " + "; ".join(flags) + ".")
+        claim.details.append(f"Plain weighted cross-entropy, for reference: {plain}.")
+        claims.append(claim)
+    if not claims:
+        claims.append(Claim("R", "Remedies (poly loss, logit adjustment, deferred re-weighting, weight exponent, "
+                                 "early stopping) keep the effect of the importance weight.", "—",
+                            "per remedy: CIFAR slope and 2-D final gap", "effect rule").not_run(
+            "cifar_binary/` or `synthetic", "remedy (--remedies)"))
+    return claims
+
+
+CLAIMS = (claim_a, claim_b, claim_c, claim_d, claim_e, claim_f, claim_g)
+
+
+def all_claims(studies: dict[str, Study | None]) -> tuple[list[Claim], list[Claim]]:
+    """The paper's claims and the remedies' claims. A study whose tables lack a column the claim needs gives
+    an inconclusive row that says so, not a failed report."""
+    def safe(make: Callable[[dict[str, Study | None]], Any]) -> Any:
+        try:
+            return make(studies)
+        except KeyError as err:
+            claims = make(dict.fromkeys(STUDIES))  # the claim's text, with nothing measured
+            for claim in claims if isinstance(claims, list) else [claims]:
+                claim.rows = [Row("", f"unreadable results: no column {err}", verdict=INCONCLUSIVE)]
+                claim.details = [f"The results lack the column {err}."]
+            return claims
+
+    return [safe(make) for make in CLAIMS], safe(remedy_claims)
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+
+def _figure_synthetic_gap(studies: dict[str, Study | None]):
+    from . import plots
+
+    study = studies["synthetic"]
+    if study is None:
+        return None
+    t = study.table.query("regime == 'none' and remedy == 'plain' and dataset in ['separable', 'moons']")
+    gaps = paired_difference(t, ["dataset", "model", "seed", "epoch"], "weighting", "up", "down",
+                             "test_fraction_positive")
+    if gaps.empty:
+        return None
+    fig = plots.curves_by_panel(gaps.rename("gap").reset_index(), "gap", ["dataset"], "model", reference=0.0,
+                                ylabel="fraction positive: up − down")
+    fig.set_size_inches(6, 2.4)
+    return fig, f"(a) 2-D data: gap in fraction predicted positive (up − down weighting) against epoch ({_where(t)})"
+
+
+def _figure_cifar_weight(studies: dict[str, Study | None]):
+    from . import plots
+
+    final = cifar_weighting(studies)
+    if final is None:
+        return None
+    rows = final[final["remedy"] == "plain"].assign(panel="final fraction predicted positive")
+    fig = plots.curves_by_panel(rows, "fraction_positive_pair", ["panel"], "regime", x="weight", reference=0.5,
+                                value_ticks=True, ylabel="fraction positive")
+    fig.set_size_inches(4.2, 2.8)
+    return fig, f"(b–d) CIFAR-10 weighting: final fraction predicted positive against the weight ({_where(rows)})"
+
+
+def _figure_imbalance(studies: dict[str, Study | None]):
+    from . import plots
+    from .cifar_binary import final_rows
+
+    study = studies["cifar_binary"]
+    if study is None or "setting" not in study.table or not (study.table["setting"] == "imbalance").any():
+        return None
+    rows = final_rows(study.table[study.table["setting"] == "imbalance"])
+    rows = rows[rows["remedy"] == "plain"].assign(panel="final balanced accuracy")
+    fig = plots.curves_by_panel(rows, "test_balanced_accuracy", ["panel"], "variant", x="ratio", value_ticks=True,
+                                ylabel="balanced accuracy")
+    fig.set_size_inches(4.2, 2.8)
+    return fig, f"(e) CIFAR-10 imbalance: final balanced accuracy against the positive:negative ratio ({_where(rows)})"
+
+
+def _figure_covariate(studies: dict[str, Study | None]):
+    import matplotlib.pyplot as plt
+
+    from . import plots
+
+    study = studies["cifar_extension"]
+    if study is None or not (study.table["study"] == "covariate").any():
+        return None
+    t = last_epoch(study.table.query("study == 'covariate' and regime == 'none'"))
+    fig, ax = plt.subplots(figsize=(4.6, 2.6))
+    sources = sorted(t["weight_source"].unique(), key=lambda s: (s != "none", s))
+    for i, metric in enumerate(("target_accuracy", "target_worst_group_accuracy")):
+        summary = plots.summarize(t, ["weight_source"], metric).set_index("weight_source").reindex(sources)
+        ax.bar(np.arange(len(sources)) + 0.4 * i, summary["mean"], 0.4, yerr=summary["ci95"], capsize=2,
+               label=metric.replace("target_", "").replace("_", " "))
+    ax.set_xticks(np.arange(len(sources)) + 0.2, sources)
+    ax.set_ylabel("final target accuracy")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig, f"(f) CIFAR-10 covariate shift: final target accuracy per weight source, regime none ({_where(t)})"
+
+
+def _where(rows: pd.DataFrame) -> str:
+    s = source_of(rows)
+    return f"preset {s.preset}; {s.data}; {s.device}; mean ± 95 % CI over seeds"
+
+
+FIGURES = {"synthetic_gap": _figure_synthetic_gap, "cifar_fraction_vs_weight": _figure_cifar_weight,
+           "cifar_imbalance": _figure_imbalance, "covariate_accuracy": _figure_covariate}
+
+
+def write_figures(studies: dict[str, Study | None], folder: Path, dpi: int = 80) -> dict[str, str]:
+    """Draw each figure whose study was run into ``folder`` (stale ones removed); name -> caption."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from . import plots
+
+    made = {}
+    for name, draw in FIGURES.items():
+        drawn = draw(studies)
+        if drawn is not None:
+            plots.save_figure(drawn[0], folder / f"{name}.png", dpi=dpi)
+            made[name] = drawn[1]
+    for stale in sorted(folder.glob("*.png")) if folder.is_dir() else []:
+        if stale.stem not in made:
+            stale.unlink()
+    return made
+
+
+# ------------------------------------------------------------------------------------------ renderer
+
+
+def claims_table(claims: Sequence[Claim]) -> str:
+    rows = []
+    for claim in claims:
+        for row in claim.rows:
+            name = f"({claim.key})" + (f" {row.label}" if row.label else "")
+            rows.append([name, claim.quantity if row is claim.rows[0] else "″", row.value,
+                         row.n_seeds if row.n_seeds is not None else "—", row.source.data, row.source.preset,
+                         row.source.device, f"**{row.verdict}**"])
+    return markdown_table(["claim", "quantity", "value [95 % CI]", "n seeds", "data", "preset", "device",
+                           "verdict"], rows)
+
+
+def studies_table(studies: dict[str, Study | None]) -> str:
+    rows = []
+    for name in STUDIES:
+        study = studies[name]
+        if study is None:
+            rows.append([f"`{name}/`", "not run", "—", "—", "—", "—", "—", "—"])
+            continue
+        t, records = study.table, study.records
+        runs = t["run"].nunique() if "run" in t else len(t)
+        source = source_of(t)
+        rows.append([f"`{name}/`", runs, n_seeds(t), source.data, source.preset, source.device,
+                     ", ".join(sorted({str(r.get("git_revision", "unknown"))[:12] for r in records})),
+                     max((str(r.get("created", "")) for r in records), default="") or "unknown"])
+    return markdown_table(["results", "runs", "seeds", "data", "preset", "device", "git revision", "newest result"],
+                          rows)
+
+
+def render(studies: dict[str, Study | None], claims: Sequence[Claim], remedies: Sequence[Claim],
+           figures: dict[str, str], figure_folder: str) -> str:
+    records = [r for s in studies.values() if s is not None for r in s.records]
+    newest = max((str(r.get("created", "")) for r in records), default="") or "no results"
+    revisions = ", ".join(sorted({str(r.get("git_revision", "unknown")) for r in records})) or "—"
+    counts = pd.Series([c.verdict for c in [*claims, *remedies]]).value_counts()
+    parts = [
+        "# Claims report",
+        "",
+        f"Made by `python -m iwshift.report` from the results alone (it changes only when they do). "
+        f"Newest result: {newest}. Git revision(s) of the results: {revisions}.",
+        "",
+        "Verdicts: " + ", ".join(f"{counts.get(x, 0)} {x}"
+                                 for x in (SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_RUN)) + ".",
+        "",
+        "## Results read",
+        "",
+        studies_table(studies),
+        "",
+        "## Verdict rules",
+        "",
+        RULES,
+        "## Claims",
+        "",
+        *[f"* **({c.key})** {c.statement} — **{c.verdict}**" for c in claims],
+        "",
+        claims_table(claims),
+        "",
+        "## Remedies: do they keep the weighting effect?",
+        "",
+        *[f"* **({c.key})** {c.statement} — **{c.verdict}**" for c in remedies],
+        "",
+        claims_table(remedies),
+        "",
+        "## Details",
+    ]
+    for claim in [*claims, *remedies]:
+        parts += ["", f"### ({claim.key}) {claim.verdict}", "", claim.statement, "",
+                  f"*Quantity:* {claim.measure}. *Rule:* {claim.rule}.", ""]
+        parts += [block + "\n" for block in claim.details]
+    parts += ["## Figures", ""]
+    parts += [f"![{name}]({figure_folder}/{name}.png)\n\n*{caption}.*\n" for name, caption in figures.items()] \
+        or ["No figures: no study has been run.\n"]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def make_report(results_root: str | Path, out: str | Path,
+                docs: str | Path | None = None) -> tuple[Path, list[Claim]]:
+    """Read every study under ``results_root``, write the report to ``out`` and its figures to
+    ``report_figures/`` beside it (and copies to ``docs``). Returns the report's path and its claims."""
+    out = Path(out)
+    studies = load(results_root)
+    claims, remedies = all_claims(studies)
+    figure_folder = out.parent / "report_figures"
+    figures = write_figures(studies, figure_folder)
+    results.write_text(out, render(studies, claims, remedies, figures, figure_folder.name))
+    if docs is not None:
+        Path(docs).mkdir(parents=True, exist_ok=True)
+        for name in figures:
+            shutil.copyfile(figure_folder / f"{name}.png", Path(docs) / f"{name}.png")
+    return out, [*claims, *remedies]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = v.OneLineParser(prog="python -m iwshift.report", description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default="results", help="results root holding the study folders (results)")
+    parser.add_argument("--out", default=None, help="report file (default: <results>/REPORT.md)")
+    parser.add_argument("--docs", default=None, help="also copy the figures into this folder (e.g. docs)")
+    args = parser.parse_args(argv)
+    with v.exit_on_config_error("python -m iwshift.report"):
+        if not Path(args.results).is_dir():
+            raise ConfigError("results", f"no results folder {args.results!r}")
+        out = Path(args.out) if args.out else Path(args.results) / "REPORT.md"
+        v.writable_folder("out", out.parent)
+        if args.docs:
+            v.writable_folder("docs", args.docs)
+        path, claims = make_report(args.results, out, args.docs)
+    verdicts = pd.Series([c.verdict for c in claims]).value_counts()
+    print(f"{path}: {len(claims)} claims (" + ", ".join(f"{n} {k}" for k, n in verdicts.items()) + ")")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""The claims report: statistics, verdict rules, "not run" studies, and byte-identical regeneration, on small
+results folders made here."""
+
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from iwshift import cifar_binary, cifar_extension, report, results
+from iwshift.report import CONTRADICTED, INCONCLUSIVE, NOT_RUN, SUPPORTED, Interval
+from iwshift.synthetic import SyntheticConfig
+
+RNG = np.random.default_rng(0)
+SEEDS = (0, 1, 2)
+
+
+def noise(scale=0.005):
+    return float(RNG.normal(0, scale))
+
+
+# ------------------------------------------------------------------------------- statistics and rules
+
+
+def test_mean_interval_matches_scipy_t_interval():
+    values = np.array([0.31, 0.27, 0.35, 0.29, 0.33])
+    got = report.mean_interval(values)
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+    assert (got.mean, got.low, got.high, got.n) == pytest.approx((values.mean(), low, high, 5))
+    single = report.mean_interval([0.4, np.nan])  # NaNs dropped; one value: no interval
+    assert single.mean == 0.4 and single.n == 1 and not single.defined
+    assert report.effect_verdict(single) == INCONCLUSIVE
+
+
+def test_ols_slope_interval_matches_scipy_linregress():
+    x = np.log2([1 / 8, 1 / 4, 1, 4, 8] * 2)
+    y = 0.5 + 0.03 * x + np.array([0.01, -0.02, 0.0, 0.015, -0.01, -0.01, 0.02, 0.005, -0.015, 0.01])
+    fit = stats.linregress(x, y)
+    half = fit.stderr * stats.t.ppf(0.975, len(x) - 2)
+    got = report.ols_slope(x, y)
+    assert (got.mean, got.low, got.high, got.n) == pytest.approx((fit.slope, fit.slope - half, fit.slope + half, 10))
+    assert not report.ols_slope([1, 2], [0.1, 0.2]).defined           # two points: no interval
+    assert np.isnan(report.ols_slope([1, 1, 1], [0.1, 0.2, 0.3]).mean)  # one weight: no slope
+    exact = report.ols_slope([0, 1, 2], [0.5, 0.5, 0.5])               # a perfect fit: zero width
+    assert (exact.mean, exact.low, exact.high) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("interval, reading", [
+    (Interval(0.10, 0.05, 0.15, 5), "positive"),
+    (Interval(-0.10, -0.15, -0.05, 5), "negative"),
+    (Interval(0.0, -0.01, 0.01, 5), "negligible"),
+    (Interval(0.015, 0.011, 0.019, 5), "negligible"),    # significant but below the threshold
+    (Interval(0.0, -0.02, 0.01, 5), "unclear"),          # lower bound exactly at -delta: not inside the band
+    (Interval(0.0, -0.0199, 0.0199, 5), "negligible"),
+    (Interval(0.05, 0.0, 0.10, 5), "unclear"),           # touching 0 is not above 0
+    (Interval(0.05, 1e-12, 0.10, 5), "positive"),
+    (Interval(0.1, np.nan, np.nan, 1), "undefined"),
+])
+def test_interval_reading(interval, reading):
+    assert report.classify(interval, delta=0.02) == reading
+
+
+@pytest.mark.parametrize("interval, effect, no_dependence, no_gain", [
+    (Interval(0.10, 0.05, 0.15, 5), SUPPORTED, CONTRADICTED, CONTRADICTED),      # clear effect
+    (Interval(0.0, -0.01, 0.01, 5), CONTRADICTED, SUPPORTED, SUPPORTED),         # clearly none
+    (Interval(0.0, -0.2, 0.2, 5), INCONCLUSIVE, INCONCLUSIVE, SUPPORTED),        # too wide to say
+    (Interval(-0.10, -0.15, -0.05, 5), CONTRADICTED, CONTRADICTED, SUPPORTED),   # the other way
+    (Interval(0.05, 0.0, 0.10, 5), INCONCLUSIVE, INCONCLUSIVE, SUPPORTED),       # touches 0
+    (Interval(0.05, 1e-9, 0.10, 5), SUPPORTED, CONTRADICTED, CONTRADICTED),      # just above 0
+    (Interval(0.05, np.nan, np.nan, 1), INCONCLUSIVE, INCONCLUSIVE, INCONCLUSIVE),
+])
+def test_verdict_rules_on_clear_and_borderline_cases(interval, effect, no_dependence, no_gain):
+    assert report.effect_verdict(interval) == effect
+    assert report.no_dependence_verdict(interval) == no_dependence
+    assert report.no_gain_verdict(interval) == no_gain
+
+
+def test_combining_rows():
+    assert report.combine([]) == NOT_RUN
+    assert report.combine([NOT_RUN, NOT_RUN]) == NOT_RUN
+    assert report.combine([SUPPORTED, SUPPORTED]) == SUPPORTED
+    assert report.combine([SUPPORTED, NOT_RUN]) == INCONCLUSIVE
+    assert report.combine([SUPPORTED, INCONCLUSIVE]) == INCONCLUSIVE
+    assert report.combine([SUPPORTED, CONTRADICTED, INCONCLUSIVE]) == CONTRADICTED
+
+
+def test_preset_is_inferred_from_the_config():
+    presets = {name: asdict(cifar_binary.with_preset(cifar_binary.BinaryConfig(), name))
+               for name in cifar_binary.PRESETS}
+    keys = ("width", "per_class", "epochs")
+    cpu = asdict(cifar_binary.with_preset(cifar_binary.BinaryConfig(), "cpu"))
+    assert report.preset_label(cpu, presets, keys) == "cpu"
+    assert report.preset_label({**cpu, "epochs": 2}, presets, keys) == "custom (cpu with epochs=2)"
+    assert report.data_label("torchvision CIFAR-10 (official) in data") == "official CIFAR-10 (torchvision)"
+    assert report.data_label("image folder /x").startswith("other copy")
+
+
+# ------------------------------------------------------------------------------- small results folders
+
+RECORD = {"device": "cuda", "device_name": "Fake GPU", "git_revision": "0123456789abcdef",
+          "created": "2026-01-02T03:04:05+00:00", "data": "torchvision CIFAR-10 (official) in data"}
+
+
+def write_synthetic(root: Path) -> None:
+    """2-D results in which the early gap is large and fades, and up-weighting the minority helps."""
+    rows = []
+    for dataset in ("separable", "moons", "moons_minority0", "moons_minority1"):
+        for model in ("lr", "mlp"):
+            for weighting in ("equal", "up", "down"):
+                for seed in SEEDS:
+                    for epoch, gap in ((1, 0.4), (100, 0.0)):
+                        shift = {"equal": 0, "up": gap / 2, "down": -gap / 2}[weighting]
+                        helps = weighting == ("down" if dataset.endswith("0") else "up")
+                        rows.append(dict(run=f"{dataset}_{model}_{weighting}_{seed}", dataset=dataset, model=model,
+                                         weighting=weighting, regime="none", remedy="plain", seed=seed, epoch=epoch,
+                                         test_fraction_positive=0.5 + shift + noise(),
+                                         test_balanced_accuracy=0.8 + 0.1 * helps + noise(),
+                                         angle_to_svm=np.nan))
+    results.write_table(root / "synthetic" / "metrics.csv", pd.DataFrame(rows))
+    results.write_json(root / "synthetic" / "manifest.json",
+                       {"config": asdict(SyntheticConfig(epochs=100)), **RECORD, "device": "cpu"})
+    stab = [dict(run=i, weight=w, dataset="separable", model="lr", weighting=wc, seed=seed,
+                 weighted_class={"equal": -1, "up": 1, "down": 0}[wc],
+                 boundary_movement=(2 if w == 1 else 9) + noise(0.5),
+                 loss_spikes=0, diverged=0)
+            for i, (w, wc, seed) in enumerate((w, wc, s) for w in (1.0, 1000.0) for s in SEEDS
+                                              for wc in (["equal"] if w == 1 else ["up", "down"]))]
+    results.write_table(root / "synthetic_extreme" / "stability.csv", pd.DataFrame(stab))
+    results.write_json(root / "synthetic_extreme" / "manifest.json",
+                       {"config": asdict(SyntheticConfig(epochs=100)), **RECORD, "device": "cpu"})
+
+
+def write_run(folder: Path, run: dict, metrics: list[dict], config) -> None:
+    table = pd.DataFrame([{**run, **m} for m in metrics])
+    results.write_table(folder / run["run"] / "metrics.csv", table)
+    results.write_json(folder / run["run"] / "config.json", {"run": run, "config": asdict(config), **RECORD})
+
+
+def write_cifar(root: Path, none_fit: float = 1.0) -> None:
+    """Weighting: flat fraction without regularisation, log-linear with L2. Imbalance: no gain."""
+    cfg = cifar_binary.with_preset(cifar_binary.BinaryConfig(), "cpu")
+    for seed in SEEDS:
+        for regime, slope in (("none", 0.0), ("l2", 0.08)):
+            for w in (1 / 4, 1.0, 4.0):
+                run = dict(run=f"weighting_w{cifar_binary.fmt(w)}_{regime}_s{seed}", setting="weighting", weight=w,
+                           ratio=1.0, variant="weighted", regime=regime, remedy="plain", seed=seed)
+                metrics = [dict(epoch=e, fraction_positive_pair=0.5 + slope * np.log2(w) * e / 2 + noise(),
+                                test_balanced_accuracy=0.7, train_accuracy=none_fit if regime == "none" else 1.0)
+                           for e in (1, 2)]
+                write_run(root / "cifar_binary", run, metrics, cfg)
+        for ratio in (1 / 4, 1.0, 4.0):
+            for variant in ("unweighted", "weighted"):
+                run = dict(run=f"imbalance_r{cifar_binary.fmt(ratio)}_{variant}_s{seed}", setting="imbalance",
+                           weight=np.nan, ratio=ratio, variant=variant, regime="none", remedy="plain", seed=seed)
+                metrics = [dict(epoch=2, fraction_positive_pair=0.5, test_balanced_accuracy=0.7 + noise(0.02),
+                                train_accuracy=1.0)]
+                write_run(root / "cifar_binary", run, metrics, cfg)
+
+
+def write_extension(root: Path) -> None:
+    cfg = cifar_extension.with_preset(cifar_extension.ExtensionConfig(), "cpu")
+    folder = root / "cifar_extension"
+    for seed in SEEDS:
+        for source in ("none", "true", "domain"):
+            run = dict(run=f"covariate_{source}_none_s{seed}", study="covariate", weight_source=source, regime="none",
+                       seed=seed, data_seed=0)
+            write_run(folder, run, [dict(epoch=e, target_accuracy=0.8 + noise(0.01),
+                                         target_worst_group_accuracy=0.6 + noise(0.01),
+                                         target_balanced_accuracy=0.8) for e in (1, 2)], replace(cfg, epochs=2))
+    results.write_table(folder / "weights_covariate.csv", pd.DataFrame(
+        [dict(study="covariate", weight_source=s, rmse=e, mae=e, spearman=1 - e, ess=10.0, ess_fraction=0.5)
+         for s, e in (("none", 1.0), ("true", 0.0), ("domain", 0.4))]))
+
+
+@pytest.fixture
+def full_results(tmp_path):
+    root = tmp_path / "results"
+    write_synthetic(root)
+    write_cifar(root)
+    write_extension(root)
+    return root
+
+
+def verdicts(claims):
+    return {c.key: c.verdict for c in claims}
+
+
+def test_every_claim_is_not_run_on_an_empty_results_folder(tmp_path):
+    (tmp_path / "results").mkdir()
+    path, claims = report.make_report(tmp_path / "results", tmp_path / "results" / "REPORT.md")
+    assert set(verdicts(claims)) == {"a", "b", "c", "d", "e", "f", "g", "R"}
+    assert set(verdicts(claims).values()) == {NOT_RUN}
+    text = path.read_text()
+    for key in "abcdefg":
+        assert f"| ({key}) " in text and f"({key})** " in text
+    assert text.count("**not run**") >= 8 and "No figures" in text
+    for study in report.STUDIES:
+        assert f"| `{study}/` | not run |" in text
+
+
+def test_verdicts_on_made_up_results(full_results):
+    _, claims = report.make_report(full_results, full_results / "REPORT.md")
+    assert verdicts(claims) == {"a": SUPPORTED, "b": SUPPORTED, "c": SUPPORTED, "d": NOT_RUN, "e": SUPPORTED,
+                                "f": SUPPORTED, "g": SUPPORTED, "R": NOT_RUN}
+    b = next(c for c in claims if c.key == "b").rows[0]
+    assert (b.n_seeds, b.source.preset, b.source.device) == (3, "cpu", "cuda (Fake GPU)")
+    assert b.source.data == "official CIFAR-10 (torchvision)"
+    f = next(c for c in claims if c.key == "f").rows[0]
+    assert f.source.preset == "custom (cpu with epochs=2)"
+    text = (full_results / "REPORT.md").read_text()
+    assert "| `cifar_binary/` | 36 | 3 |" in text and "2026-01-02T03:04:05+00:00" in text
+    assert sorted(p.name for p in (full_results / "report_figures").iterdir()) == [
+        "cifar_fraction_vs_weight.png", "cifar_imbalance.png", "covariate_accuracy.png", "synthetic_gap.png"]
+
+
+def test_a_network_that_did_not_fit_gives_inconclusive_cifar_verdicts(tmp_path):
+    write_cifar(tmp_path, none_fit=0.9)
+    claims, _ = report.all_claims(report.load(tmp_path))
+    assert verdicts(claims)["b"] == verdicts(claims)["c"] == INCONCLUSIVE
+    assert "did not fit" in " ".join(next(c for c in claims if c.key == "b").details)
+
+
+def test_report_regenerates_identically_and_copies_figures(full_results, tmp_path):
+    out = full_results / "REPORT.md"
+    report.main(["--results", str(full_results), "--out", str(out), "--docs", str(tmp_path / "docs")])
+    first = {p.name: p.read_bytes() for p in [out, *sorted((full_results / "report_figures").iterdir())]}
+    report.main(["--results", str(full_results), "--out", str(out)])
+    second = {p.name: p.read_bytes() for p in [out, *sorted((full_results / "report_figures").iterdir())]}
+    assert first == second
+    assert {p.name for p in (tmp_path / "docs").iterdir()} == set(first) - {"REPORT.md"}
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        report.main(["--results", str(tmp_path / "missing")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("python -m iwshift.report: error: --results") and "\n" not in err
+    with pytest.raises(SystemExit) as exit_:
+        report.main(["--help"])
+    assert exit_.value.code == 0 and "--docs" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        report.main(["--bogus"])
+    assert exit_.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_table_without_a_needed_column_gives_an_inconclusive_row(tmp_path):
+    write_synthetic(tmp_path)
+    table = results.read_table(tmp_path / "synthetic_extreme" / "stability.csv")
+    results.write_table(tmp_path / "synthetic_extreme" / "stability.csv", table.drop(columns="boundary_movement"))
+    claims, _ = report.all_claims(report.load(tmp_path))
+    g = next(c for c in claims if c.key == "g")
+    assert g.verdict == INCONCLUSIVE and "boundary_movement" in g.rows[0].value
+    assert verdicts(claims)["a"] == SUPPORTED  # the other claims are unaffected
