@@ -101,11 +101,12 @@ def run_script(*args, cwd=ROOT):
 
 def test_script_writes_results_and_figures(tmp_path):
     proc = run_script("--epochs", "10", "--seeds", "0", "--datasets", "separable", "--out",
-                      str(tmp_path / "r"), "--figures", str(tmp_path / "f"))
+                      str(tmp_path / "r"), "--figures", str(tmp_path / "f"), "--out-extreme", str(tmp_path / "x"))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "r" / "metrics.csv").exists() and (tmp_path / "r" / "params.npz").exists()
     assert (tmp_path / "f" / "boundaries_separable_lr_none.png").exists()
     assert (tmp_path / "f" / "angle_separable.png").exists()
+    assert (tmp_path / "x" / "stability.csv").exists() and (tmp_path / "f" / "instability_vs_weight.png").exists()
 
 
 def test_help_lists_the_constants():
@@ -129,14 +130,26 @@ def test_help_lists_the_constants():
     (["--epochs", "__import__('os')"], "not an integer"),
     (["--out", "/proc/forbidden"], "--out: cannot write"),
 ])
-def test_bad_input_gives_one_line_and_nonzero_exit(args, message, tmp_path):
+def test_bad_input_gives_one_line_and_nonzero_exit(args, message, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("synthetic_script", ROOT / "synthetic_study.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
     if "--out" not in args:
         args = [*args, "--out", str(tmp_path / "r")]
-    proc = run_script(*args, "--figures", str(tmp_path / "f"))
-    assert proc.returncode == 2
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    with pytest.raises(SystemExit) as info:
+        script.main([*args, "--figures", str(tmp_path / "f"), "--out-extreme", str(tmp_path / "x")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_bad_input_exits_without_a_traceback(tmp_path):
+    proc = run_script("--epochs", "0", "--out", str(tmp_path / "r"), "--figures", str(tmp_path / "f"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "synthetic_study.py: error: --epochs: must be an integer >= 1 (got 0)"
 
 
 def test_synthetic_remedies_deferral_and_zero_exponent_behave_as_unweighted():
