@@ -5,6 +5,11 @@ the paper's protocol (full-width CNN, 5,000 images per class, 500 epochs); ``--p
 that fits on 2 CPU cores; ``auto`` picks paper on CUDA, cpu otherwise. Flags given explicitly override
 the preset. Data: torchvision downloads CIFAR-10 into DATA_DIR, or DATA_DIR is an ImageFolder tree
 (train/<class>/*.png|jpg, test/<class>/*).
+
+``--launcher submitit`` trains the runs without results as a SLURM job array (JOBS jobs, each a shard of
+runs trained together), waits, reports failed jobs with their logs and merges; rerunning submits only the
+runs still without results. ``--launcher submitit-local`` runs the same jobs on this machine.
+``--merge-only`` trains nothing: it merges the complete runs of the grid and draws the figures.
 """
 
 import sys
@@ -13,7 +18,7 @@ from dataclasses import asdict
 
 from iwshift import cifar_binary as study
 from iwshift import config as cli
-from iwshift import sweep
+from iwshift import launch, sweep
 
 PRESET = "auto"                  # auto | paper | cpu
 SETTINGS = ["weighting"]         # weighting and/or imbalance
@@ -51,7 +56,18 @@ WEIGHT_POWER = 0.5               # weight exponent: w**k renormalised to mean 1
 VAL_FRACTION = 0.1               # early stopping: importance-weighted validation split of the training set
 FIGURES_ON = True
 PROGRESS = True
+MERGE_ONLY = False               # train nothing: merge the grid's complete runs in OUT, draw the figures
+LAUNCHER = "local"               # local (this process) | submitit (SLURM job array) | submitit-local (same jobs here)
+PARTITION = ""                   # submitit: SLURM partition ("" = the cluster's default)
+GPUS_PER_JOB = 1                 # submitit: GPUs per job (0: CPU jobs)
+CPUS_PER_JOB = 8                 # submitit: CPU cores per job
+MEM_GB = 32                      # submitit: memory per job (GB)
+TIME_MIN = 240                   # submitit: time limit per job (minutes)
+ARRAY_PARALLELISM = 16           # submitit: jobs of the array running at once at most
+JOBS = 4                         # submitit: the runs without results are split into this many jobs
+LOG_DIR = "logs/submitit"        # submitit: one folder per job with its logs
 
+_PROG = "CIFAR10_binary_classifier.py"
 FIELDS = {  # constant -> BinaryConfig field
     "CLASSES": "classes", "SEEDS": "seeds", "DATA_SEED": "data_seed", "WEIGHTS": "weights",
     "RATIOS": "ratios", "REGIMES": "regimes", "PER_CLASS": "per_class", "WIDTH": "width",
@@ -66,30 +82,106 @@ FIELDS = {  # constant -> BinaryConfig field
 def main(argv=None) -> int:
     constants = {k: v for k, v in globals().items() if k.isupper() and k != "FIELDS"}
     values = cli.override_from_argv(constants, __doc__, argv)
-    with cli.exit_on_config_error("CIFAR10_binary_classifier.py"):
-        device = sweep.resolve_device(values["DEVICE"])
+    with cli.exit_on_config_error(_PROG):
+        launcher = launch.LaunchConfig.from_constants(values)
+        device = launch.job_device(values["DEVICE"], launcher)
         preset, fields = sweep.preset_fields(values, constants, FIELDS, study.PRESETS, device, argv)
         settings = cli.all_of("settings", values["SETTINGS"], study.SETTINGS)
         configs = [study.BinaryConfig(setting=s, **fields) for s in settings]
         out = cli.writable_folder("out", values["OUT"])
         figures_dir = cli.writable_folder("figures", values["FIGURES"]) if values["FIGURES_ON"] else None
+        executor = launch.make_executor(launcher) if launcher.uses_submitit and not values["MERGE_ONLY"] else None
+    start = time.perf_counter()
+    if values["MERGE_ONLY"]:
+        table = merge(configs, out)
+        if table.empty:
+            print(f"{_PROG}: error: no complete runs of this grid in {out}/ (give the sweep's own flags with "
+                  f"--merge-only)", file=sys.stderr)
+            return 1
+        return finish(table, out, figures_dir, start)
     from iwshift.cifar_data import DataUnavailableError, load_cifar10
 
     try:
         data = load_cifar10(values["DATA_DIR"], download=values["DOWNLOAD"],
                             progress=values["PROGRESS"] and sys.stderr.isatty())
     except DataUnavailableError as err:
-        print(f"CIFAR10_binary_classifier.py: error: {err}", file=sys.stderr)
+        print(f"{_PROG}: error: {err}", file=sys.stderr)
         return 2
     print(f"data: {data.source}; preset {preset}; device {device}")
-    start = time.perf_counter()
+    if executor is not None:
+        return through_submitit(executor, launcher, configs, values["DATA_DIR"], out, device, figures_dir, start)
     tables = []
     for cfg in configs:
         print(f"{cfg.setting}: {len(study.build_runs(cfg))} runs; config {asdict(cfg)}")
         tables.append(study.run_sweep(data, cfg, out, device, progress=values["PROGRESS"] and sys.stderr.isatty()))
     import pandas as pd
 
-    table = pd.concat(tables, ignore_index=True)
+    return finish(pd.concat(tables, ignore_index=True), out, figures_dir, start)
+
+
+def merge(configs, out):
+    """The merged table of the grids' complete runs (what a local sweep returns)."""
+    import pandas as pd
+
+    return pd.concat([sweep.merge(out, study.build_runs(cfg)["run"]) for cfg in configs], ignore_index=True)
+
+
+def pending(cfg, out) -> list:
+    """The grid's runs without complete results, in stack order (so that a shard holds whole stacks)."""
+    runs = study.build_runs(cfg)
+    todo = runs[[not sweep.is_complete(out, r) for r in runs["run"]]]
+    return [name for group in study.stacks(todo, cfg) for name in group["run"]] if len(todo) else []
+
+
+def through_submitit(executor, launcher, configs, data_dir, out, device, figures_dir, start) -> int:
+    """Shard the runs without results into jobs, wait, report the failures, merge."""
+    from pathlib import Path
+
+    for cfg in configs:
+        print(f"{cfg.setting}: {len(study.build_runs(cfg))} runs; config {asdict(cfg)}")
+    todo = [name for cfg in configs for name in pending(cfg, out)]
+    failures = []
+    if not todo:
+        print("every run has complete results: nothing to submit")
+    else:
+        shards = launch.shard(todo, launcher.jobs)
+        print(f"{launcher.launcher}: {len(todo)} runs without results in {len(shards)} jobs; "
+              f"logs in {Path(launcher.log_dir).resolve()}/<job id>/", flush=True)
+        submitted = []
+
+        def on_submit(jobs):
+            submitted.extend(jobs)
+            print(f"submitted jobs {launch.job_ids(jobs)}; waiting (Ctrl-C stops waiting, not the jobs)", flush=True)
+
+        def on_done(index, job, failure):
+            if failure is None:
+                print(f"job {index}/{len(shards)} (id {job.job_id}) done", flush=True)
+
+        try:
+            with cli.exit_on_config_error(_PROG):  # sbatch refusing the jobs: one line
+                failures = launch.run_jobs(executor, study.sweep_job, shards, configs,
+                                           str(Path(data_dir).resolve()), str(out.resolve()), device,
+                                           on_submit=on_submit, on_done=on_done)
+        except KeyboardInterrupt:
+            print(f"\n{_PROG}: {launch.stopped_waiting(launcher, submitted)}", file=sys.stderr)
+            return 130
+        for failure in failures:
+            print(f"{_PROG}: {failure}", file=sys.stderr)
+    table = merge(configs, out)
+    if failures:
+        missing = sum(len(study.build_runs(cfg)) for cfg in configs) - (table["run"].nunique() if len(table) else 0)
+        if len(table):
+            from iwshift import results
+
+            results.write_table(out / "merged.csv", table)
+        print(f"{_PROG}: {len(failures)} jobs failed; {missing} runs have no results (merged.csv holds the others, "
+              f"no figures); rerun the same command to submit only them", file=sys.stderr)
+        return 1
+    return finish(table, out, figures_dir, start)
+
+
+def finish(table, out, figures_dir, start) -> int:
+    """Write the merged table and draw the figures."""
     from iwshift import results
 
     results.write_table(out / "merged.csv", table)

@@ -6,6 +6,11 @@ Every upper-case constant below is the configuration; each is a flag (``--help``
 options as in CIFAR10_binary_classifier.py (``--preset auto|paper|cpu``, ``--data-dir``). Writes one folder
 per run under OUT (metrics.csv, config.json), ``weights_<study>.csv`` (error of each weight source against
 the true weights, effective sample size), the merged table and figures.
+
+``--launcher submitit`` (SLURM job array) or ``submitit-local`` trains the runs without results as jobs:
+phase 1 (every weight source but bbse/mlls), then phase 2 (bbse/mlls, estimated from phase 1's unweighted
+runs); each job trains cells (a study, a seed, the plain regimes or batchnorm). Then the weights tables,
+merged tables and figures are made here as in a local run. ``--merge-only`` trains nothing.
 """
 
 import sys
@@ -13,7 +18,7 @@ import time
 
 from iwshift import cifar_extension as ext
 from iwshift import config as cli
-from iwshift import sweep
+from iwshift import launch, sweep
 
 PRESET = "auto"                  # auto | paper | cpu
 STUDIES = ["covariate", "label"]
@@ -48,7 +53,18 @@ COMPILE = False
 MAX_STACK = 84                   # runs trained together at most (a GPU wants many)
 FIGURES_ON = True
 PROGRESS = True
+MERGE_ONLY = False               # train nothing: weights tables, merged tables and figures of complete studies
+LAUNCHER = "local"               # local (this process) | submitit (SLURM job array) | submitit-local (same jobs here)
+PARTITION = ""                   # submitit: SLURM partition ("" = the cluster's default)
+GPUS_PER_JOB = 1                 # submitit: GPUs per job (0: CPU jobs)
+CPUS_PER_JOB = 8                 # submitit: CPU cores per job
+MEM_GB = 32                      # submitit: memory per job (GB)
+TIME_MIN = 240                   # submitit: time limit per job (minutes)
+ARRAY_PARALLELISM = 16           # submitit: jobs of the array running at once at most
+JOBS = 4                         # submitit: jobs per phase (each a few cells: study x seed x regime group)
+LOG_DIR = "logs/submitit"        # submitit: one folder per job with its logs
 
+_PROG = "CIFAR10_extension.py"
 FIELDS = {"SEEDS": "seeds", "DATA_SEED": "data_seed", "REGIMES": "regimes", "SOURCE_COUNTS": "source_counts",
           "IMBALANCE": "imbalance", "PER_CLASS": "per_class", "HOLDOUT": "holdout", "FEATURE_DIMS": "feature_dims",
           "KERNEL_DIMS": "kernel_dims", "CLIP": "clip", "SELF_NORMALIZE": "self_normalize", "WIDTH": "width",
@@ -60,8 +76,9 @@ FIELDS = {"SEEDS": "seeds", "DATA_SEED": "data_seed", "REGIMES": "regimes", "SOU
 def main(argv=None) -> int:
     constants = {k: v for k, v in globals().items() if k.isupper() and k != "FIELDS"}
     values = cli.override_from_argv(constants, __doc__, argv)
-    with cli.exit_on_config_error("CIFAR10_extension.py"):
-        device = sweep.resolve_device(values["DEVICE"])
+    with cli.exit_on_config_error(_PROG):
+        launcher = launch.LaunchConfig.from_constants(values)
+        device = launch.job_device(values["DEVICE"], launcher)
         preset, fields = sweep.preset_fields(values, constants, FIELDS, ext.PRESETS, device, argv)
         studies = cli.all_of("studies", values["STUDIES"], ext.STUDIES)
         configs = [ext.ExtensionConfig(study=s, weight_sources=values["COVARIATE_WEIGHTS" if s == "covariate"
@@ -69,21 +86,39 @@ def main(argv=None) -> int:
                    for s in studies]
         out = cli.writable_folder("out", values["OUT"])
         figures_dir = cli.writable_folder("figures", values["FIGURES"]) if values["FIGURES_ON"] else None
+        executor = None
+        if launcher.uses_submitit and not values["MERGE_ONLY"]:
+            for cfg in configs:
+                check_phases(cfg)
+            executor = launch.make_executor(launcher)
+        # the weights tables and merged tables are made here, on this machine's device
+        here = sweep.resolve_device("auto") if launcher.launcher == "submitit" else device
     from iwshift.cifar_data import DataUnavailableError, load_cifar10
 
+    if values["MERGE_ONLY"]:
+        incomplete = [cfg for cfg in configs if not complete(cfg, out)]
+        if incomplete:
+            return report_incomplete(incomplete, out)
     try:
         data = load_cifar10(values["DATA_DIR"], download=values["DOWNLOAD"],
                             progress=values["PROGRESS"] and sys.stderr.isatty())
     except DataUnavailableError as err:
-        print(f"CIFAR10_extension.py: error: {err}", file=sys.stderr)
+        print(f"{_PROG}: error: {err}", file=sys.stderr)
         return 2
     print(f"data: {data.source}; preset {preset}; device {device}")
+    if executor is not None:
+        code = through_submitit(executor, launcher, configs, values["DATA_DIR"], out, device)
+        if code:
+            return code
+        incomplete = [cfg for cfg in configs if not complete(cfg, out)]
+        if incomplete:  # never train here what the jobs were to train
+            return report_incomplete(incomplete, out)
     from iwshift import plots, results
 
     for cfg in configs:
         start = time.perf_counter()
-        with cli.exit_on_config_error("CIFAR10_extension.py"):
-            table, weights = ext.run_study(data, cfg, out, device,
+        with cli.exit_on_config_error(_PROG):
+            table, weights = ext.run_study(data, cfg, out, here,
                                            progress=values["PROGRESS"] and sys.stderr.isatty())
         results.write_table(out / f"merged_{cfg.study}.csv", table)
         print(f"{cfg.study} shift: {table['run'].nunique()} runs in {out}/ ({time.perf_counter() - start:.0f} s)")
@@ -92,6 +127,70 @@ def main(argv=None) -> int:
             scatter = results.read_arrays(out / f"weights_{cfg.study}.npz")
             for name, fig in ext.figures(table, scatter, cfg.study):
                 plots.save_figure(fig, figures_dir / f"{name}.png")
+    return 0
+
+
+def check_phases(cfg) -> None:
+    """What run_study finds out after phase 1, found before any job is submitted."""
+    if any(s in launch.LABEL_ESTIMATED for s in cfg.weight_sources) and not (
+            "none" in cfg.regimes and "none" in cfg.weight_sources):
+        raise cli.ConfigError("weight_sources", "bbse/mlls need the unweighted 'none' regime runs "
+                                                "(add none to --regimes and to --weight-sources)")
+
+
+def complete(cfg, out) -> bool:
+    return all(sweep.is_complete(out, r) for r in ext.build_runs(cfg)["run"])
+
+
+def report_incomplete(configs, out) -> int:
+    """Merge what there is (no weights tables, no figures) and say how to finish."""
+    from iwshift import results
+
+    for cfg in configs:
+        runs = ext.build_runs(cfg)["run"]
+        table = sweep.merge(out, runs)
+        if len(table):
+            results.write_table(out / f"merged_{cfg.study}.csv", table)
+        done = table["run"].nunique() if len(table) else 0
+        print(f"{_PROG}: {cfg.study} shift: {len(runs) - done} of {len(runs)} runs have no results "
+              f"(merged_{cfg.study}.csv holds the others; no weights table, no figures); run the sweep again "
+              f"to train only them", file=sys.stderr)
+    return 1
+
+
+def through_submitit(executor, launcher, configs, data_dir, out, device) -> int:
+    """Phase 1 then phase 2 as jobs; 0 when every job succeeded."""
+    from pathlib import Path
+
+    for phase in (1, 2):
+        cells = [cell for cfg in configs for cell in launch.extension_cells(cfg, phase, out)]
+        if not cells:
+            continue
+        shards = launch.shard(cells, launcher.jobs)
+        print(f"{launcher.launcher}: phase {phase}: {len(cells)} cells with runs without results in "
+              f"{len(shards)} jobs; logs in {Path(launcher.log_dir).resolve()}/<job id>/", flush=True)
+        submitted = []
+
+        def on_submit(jobs):
+            submitted.extend(jobs)
+            print(f"submitted jobs {launch.job_ids(jobs)}; waiting (Ctrl-C stops waiting, not the jobs)", flush=True)
+
+        def on_done(index, job, failure):
+            if failure is None:
+                print(f"job {index}/{len(shards)} (id {job.job_id}) done", flush=True)
+
+        try:
+            with cli.exit_on_config_error(_PROG):  # sbatch refusing the jobs: one line
+                failures = launch.run_jobs(executor, launch.extension_job, shards, configs, phase,
+                                           str(Path(data_dir).resolve()), str(out.resolve()), device,
+                                           on_submit=on_submit, on_done=on_done)
+        except KeyboardInterrupt:
+            print(f"\n{_PROG}: {launch.stopped_waiting(launcher, submitted)}", file=sys.stderr)
+            return 130
+        for failure in failures:
+            print(f"{_PROG}: phase {phase}: {failure}", file=sys.stderr)
+        if failures:
+            return report_incomplete([cfg for cfg in configs if not complete(cfg, out)], out)
     return 0
 
 

@@ -288,9 +288,16 @@ def final_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_sweep(data: Cifar10, cfg: BinaryConfig, out: str | Path, device: str = "cpu",
-              progress: bool = True) -> pd.DataFrame:
-    """Train every run of the grid that has no complete results in ``out``; return the merged table."""
+              progress: bool = True, only: Sequence[str] | None = None) -> pd.DataFrame:
+    """Train every run of the grid (or only the runs named in ``only``) that has no complete results in
+    ``out``; return the merged table of the grid's complete runs."""
     runs = build_runs(cfg)
+    trained = runs
+    if only is not None:
+        unknown = sorted(set(only) - set(runs["run"]))
+        if unknown:
+            raise ValueError(f"runs not in the {cfg.setting} grid: {', '.join(unknown)}")
+        trained = runs[runs["run"].isin(list(only))]
     pair: list[PairData] = []  # prepared on first use: a complete sweep needs no data on the device
 
     def train_group(group: pd.DataFrame, bar: Any) -> dict[str, pd.DataFrame]:
@@ -298,9 +305,34 @@ def run_sweep(data: Cifar10, cfg: BinaryConfig, out: str | Path, device: str = "
             pair.append(prepare_pair(data, cfg, torch.device(device)))
         return train_stack(group, pair[0], cfg, bar)
 
-    return sweep.run_stacks(runs, out, lambda todo: stacks(todo, cfg), train_group,
-                            sweep.config_record(cfg, data.source, device), cfg.epochs, progress,
-                            desc=f"cifar binary ({cfg.setting})")
+    table = sweep.run_stacks(trained, out, lambda todo: stacks(todo, cfg), train_group,
+                             sweep.config_record(cfg, data.source, device), cfg.epochs, progress,
+                             desc=f"cifar binary ({cfg.setting})")
+    return table if only is None else sweep.merge(out, runs["run"])
+
+
+def sweep_job(cfg: BinaryConfig | Sequence[BinaryConfig], data_dir: str, out: str, device: str,
+              names: Sequence[str]) -> list[str]:
+    """One job of a sweep split into shards (:mod:`iwshift.launch`; a submitit job, so top level and
+    picklable): load the data without downloading (the submitting process fetched and cached it), train
+    the named runs of the grid(s) of ``cfg`` that lack complete results, and return the names of the
+    named runs now complete."""
+    from .cifar_data import load_cifar10
+
+    configs = [cfg] if isinstance(cfg, BinaryConfig) else list(cfg)
+    grids = [set(build_runs(c)["run"]) for c in configs]
+    unknown = sorted(set(names).difference(*grids))
+    if unknown:
+        raise ValueError(f"runs not in the grid: {', '.join(unknown)}")
+    device = sweep.resolve_device(device)
+    data = load_cifar10(data_dir, download=False)
+    done: list[str] = []
+    for c, grid in zip(configs, grids):
+        mine = [n for n in names if n in grid]
+        if mine:
+            run_sweep(data, c, out, device, progress=False, only=mine)
+            done += [n for n in mine if sweep.is_complete(Path(out), n)]
+    return done
 
 
 merge = sweep.merge
