@@ -144,29 +144,11 @@ def through_submitit(executor, launcher, configs, data_dir, out, device, figures
     if not todo:
         print("every run has complete results: nothing to submit")
     else:
-        shards = launch.shard(todo, launcher.jobs)
-        print(f"{launcher.launcher}: {len(todo)} runs without results in {len(shards)} jobs; "
-              f"logs in {Path(launcher.log_dir).resolve()}/<job id>/", flush=True)
-        submitted = []
-
-        def on_submit(jobs):
-            submitted.extend(jobs)
-            print(f"submitted jobs {launch.job_ids(jobs)}; waiting (Ctrl-C stops waiting, not the jobs)", flush=True)
-
-        def on_done(index, job, failure):
-            if failure is None:
-                print(f"job {index}/{len(shards)} (id {job.job_id}) done", flush=True)
-
-        try:
-            with cli.exit_on_config_error(_PROG):  # sbatch refusing the jobs: one line
-                failures = launch.run_jobs(executor, study.sweep_job, shards, configs,
-                                           str(Path(data_dir).resolve()), str(out.resolve()), device,
-                                           on_submit=on_submit, on_done=on_done)
-        except KeyboardInterrupt:
-            print(f"\n{_PROG}: {launch.stopped_waiting(launcher, submitted)}", file=sys.stderr)
+        failures = launch.submit_and_report(executor, launcher, study.sweep_job, launch.shard(todo, launcher.jobs),
+                                            configs, str(Path(data_dir).resolve()), str(out.resolve()), device,
+                                            prog=_PROG)
+        if failures is None:  # Ctrl-C: the jobs go on
             return 130
-        for failure in failures:
-            print(f"{_PROG}: {failure}", file=sys.stderr)
     table = merge(configs, out)
     if failures:
         missing = sum(len(study.build_runs(cfg)) for cfg in configs) - (table["run"].nunique() if len(table) else 0)

@@ -166,29 +166,12 @@ def through_submitit(executor, launcher, configs, data_dir, out, device) -> int:
         cells = [cell for cfg in configs for cell in launch.extension_cells(cfg, phase, out)]
         if not cells:
             continue
-        shards = launch.shard(cells, launcher.jobs)
-        print(f"{launcher.launcher}: phase {phase}: {len(cells)} cells with runs without results in "
-              f"{len(shards)} jobs; logs in {Path(launcher.log_dir).resolve()}/<job id>/", flush=True)
-        submitted = []
-
-        def on_submit(jobs):
-            submitted.extend(jobs)
-            print(f"submitted jobs {launch.job_ids(jobs)}; waiting (Ctrl-C stops waiting, not the jobs)", flush=True)
-
-        def on_done(index, job, failure):
-            if failure is None:
-                print(f"job {index}/{len(shards)} (id {job.job_id}) done", flush=True)
-
-        try:
-            with cli.exit_on_config_error(_PROG):  # sbatch refusing the jobs: one line
-                failures = launch.run_jobs(executor, launch.extension_job, shards, configs, phase,
-                                           str(Path(data_dir).resolve()), str(out.resolve()), device,
-                                           on_submit=on_submit, on_done=on_done)
-        except KeyboardInterrupt:
-            print(f"\n{_PROG}: {launch.stopped_waiting(launcher, submitted)}", file=sys.stderr)
+        failures = launch.submit_and_report(executor, launcher, launch.extension_job,
+                                            launch.shard(cells, launcher.jobs), configs, phase,
+                                            str(Path(data_dir).resolve()), str(out.resolve()), device,
+                                            prog=_PROG, label=f"phase {phase}: ")
+        if failures is None:  # Ctrl-C: the jobs go on
             return 130
-        for failure in failures:
-            print(f"{_PROG}: phase {phase}: {failure}", file=sys.stderr)
         if failures:
             return report_incomplete([cfg for cfg in configs if not complete(cfg, out)], out)
     return 0

@@ -71,11 +71,8 @@ class BinaryConfig(sweep.CnnConfig):
             raise ConfigError("weights" if not self.weights else "ratios", "needs at least one value")
         self.per_class = v.at_least("per_class", self.per_class, 2)
         self.remedies = v.all_of("remedies", self.remedies, REMEDIES)
-        losses.check_loss_parameters("poly", self.poly_alpha, self.poly_beta)
-        losses.check_loss_parameters("logit_adjusted", tau=self.tau)
-        if isinstance(self.drw_epoch, bool) or int(self.drw_epoch) != self.drw_epoch or self.drw_epoch < 0:
-            raise ConfigError("drw_epoch", f"must be an integer >= 0 (got {self.drw_epoch})")
-        self.weight_power = v.non_negative_finite("weight_power", self.weight_power)
+        losses.check_remedy_parameters(self.poly_alpha, self.poly_beta, self.tau, self.drw_epoch,
+                                       self.weight_power)
         if not 0 < self.val_fraction <= 0.5:
             raise ConfigError("val_fraction", f"must be in (0, 0.5] (got {self.val_fraction:g})")
         self.other_eval = v.at_least("other_eval", self.other_eval, 0)

@@ -242,6 +242,37 @@ def run_jobs(executor: Any, fn: Callable[..., Any], shards: Sequence[Sequence[st
     return wait(jobs, shards, on_done=on_done)
 
 
+def submit_and_report(executor: Any, cfg: LaunchConfig, fn: Callable[..., Any], shards: Sequence[Sequence[str]],
+                      *args: Any, prog: str, label: str = "") -> list[str] | None:
+    """Submit the shards as jobs, print progress, wait; print each failure as one line on stderr and
+    return the failures (``None`` when Ctrl-C stopped the waiting: the jobs go on)."""
+    import sys
+
+    from . import config as cli
+
+    print(f"{cfg.launcher}: {label}{sum(map(len, shards))} runs or cells without results in {len(shards)} "
+          f"jobs; logs in {Path(cfg.log_dir).resolve()}/<job id>/", flush=True)
+    submitted: list[Any] = []
+
+    def on_submit(jobs: Sequence[Any]) -> None:
+        submitted.extend(jobs)
+        print(f"submitted jobs {job_ids(jobs)}; waiting (Ctrl-C stops waiting, not the jobs)", flush=True)
+
+    def on_done(index: int, job: Any, failure: str | None) -> None:
+        if failure is None:
+            print(f"job {index}/{len(shards)} (id {job.job_id}) done", flush=True)
+
+    try:
+        with cli.exit_on_config_error(prog):  # sbatch refusing the jobs: one line
+            failures = run_jobs(executor, fn, shards, *args, on_submit=on_submit, on_done=on_done)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: {stopped_waiting(cfg, submitted)}", file=sys.stderr)
+        return None
+    for failure in failures:
+        print(f"{prog}: {label}{failure}", file=sys.stderr)
+    return failures
+
+
 def stopped_waiting(cfg: LaunchConfig, jobs: Sequence[Any]) -> str:
     """What Ctrl-C while waiting means: SLURM jobs keep running; local ones got the Ctrl-C too."""
     if cfg.launcher == "submitit-local":

@@ -72,6 +72,18 @@ def check_loss_parameters(loss: str, alpha: float = 1.0, beta: float = 0.0, tau:
         raise ConfigError("tau", f"must be finite (got {tau:g})")
 
 
+def check_remedy_parameters(poly_alpha: float, poly_beta: float, tau: float, drw_epoch: int,
+                            weight_power: float) -> None:
+    """Every remedy parameter of a study's configuration, each with a one-line error naming its flag."""
+    from .config import ConfigError, non_negative_finite
+
+    check_loss_parameters("poly", poly_alpha, poly_beta)
+    check_loss_parameters("logit_adjusted", tau=tau)
+    if isinstance(drw_epoch, bool) or int(drw_epoch) != drw_epoch or drw_epoch < 0:
+        raise ConfigError("drw_epoch", f"must be an integer >= 0 (got {drw_epoch})")
+    non_negative_finite("weight_power", weight_power)
+
+
 def poly_tail_constants(alpha: float, beta: float) -> tuple[float, float]:
     """(A, s) of the polynomial tail A (z - beta + s)^(-alpha), chosen so that the loss and its derivative
     are continuous at the switch point beta: A s^-alpha = log(1 + e^-beta) and

@@ -95,11 +95,8 @@ class SyntheticConfig:
             raise ConfigError("minority_fraction", f"must be in (0, 1] (got {self.minority_fraction:g})")
         self.evals_per_decade = v.at_least("evals_per_decade", self.evals_per_decade, 1)
         self.remedies = v.all_of("remedies", self.remedies, REMEDIES)
-        losses.check_loss_parameters("poly", self.poly_alpha, self.poly_beta)
-        losses.check_loss_parameters("logit_adjusted", tau=self.tau)
-        if isinstance(self.drw_epoch, bool) or int(self.drw_epoch) != self.drw_epoch or self.drw_epoch < 0:
-            raise ConfigError("drw_epoch", f"must be an integer >= 0 (got {self.drw_epoch})")
-        self.weight_power = v.non_negative_finite("weight_power", self.weight_power)
+        losses.check_remedy_parameters(self.poly_alpha, self.poly_beta, self.tau, self.drw_epoch,
+                                       self.weight_power)
 
     def drw_start(self) -> int:
         """First (1-based) epoch of deferred re-weighting that uses the weights."""
