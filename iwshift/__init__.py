@@ -1,16 +1,22 @@
 """iwshift: importance weighting under dataset shift, reproduced and extended.
 
 One home per concern:
-    config   validation of user input and command-line overrides of script constants
-    data     synthetic 2-D generators (and CIFAR-10 loading)
-    shifts   label-shift / imbalance builders and importance weights
-    models   model definitions and parameter initialisation
-    losses   importance-weighted losses (two normalisations)
-    sgd2d    the fused SGD kernel that trains many tiny 2-D models at once
-    metrics  accuracies, predicted fractions, boundary angles, per-class gradient norms
-    results  atomic writes, manifests, tidy tables
-    plots    figures from tidy tables
-    synthetic  the 2-D study composed from the rooms above
+    config           validation of user input and command-line overrides of script constants
+    data             synthetic 2-D data sets
+    cifar_data       CIFAR-10 from torchvision or an image folder, decoded once and cached
+    shifts           class weightings and subsampled (imbalanced) training sets
+    models           logistic regression, MLP, and the stacked Byrd & Lipton CNN
+    losses           importance-weighted losses (two normalisations) and the remedies
+    weights          importance-weight estimators (domain classifier, KLIEP, KMM, BBSE, MLLS)
+    sgd2d            the fused SGD kernel that trains many tiny 2-D models at once
+    train            the CNN trainer: K runs at once, data on the device
+    sweep            CNN studies: shared config, stacks of runs, per-run results, resume, merge
+    metrics          accuracies, predicted fractions, boundary angles, per-class gradient norms
+    results          atomic writes, manifests, tidy tables
+    plots            figures from tidy tables
+    launch           sweeps as submitit / SLURM jobs
+    synthetic, cifar_binary, cifar_extension   the studies, composed from the rooms above
+    report           the claims report (python -m iwshift.report)
 """
 
 __version__ = "0.1.0"
