@@ -24,7 +24,7 @@ CAT, DOG = CIFAR10_CLASSES.index("cat"), CIFAR10_CLASSES.index("dog")
 def tiny(**kw):
     base = dict(per_class=24, width=0.0625, epochs=2, seeds=[0], other_eval=20, noise_eval=10,
                 probe_per_class=4, weights=[1 / 4, 1.0, 4.0], ratios=[1 / 4, 1.0, 2.0],
-                regimes=["none", "dropout"])
+                regimes=["none", "dropout"], precision="fp32")  # fp32: equal across stack compositions
     base.update(kw)
     return study.BinaryConfig(**base)
 

@@ -21,7 +21,8 @@ def data():
 
 def tiny(**kw):
     base = dict(width=0.0625, epochs=2, seeds=[0], regimes=["none", "l2"], probe_per_class=4,
-                source_counts=(4, 30, 6, 24), per_class=30, imbalance=5.0, feature_dims=4, kernel_dims=2)
+                source_counts=(4, 30, 6, 24), per_class=30, imbalance=5.0, feature_dims=4, kernel_dims=2,
+                precision="fp32")
     base.update(kw)
     return ext.ExtensionConfig(**base)
 

@@ -17,15 +17,17 @@ from iwshift.cifar_data import CIFAR10_CLASSES
 from iwshift.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-# the grid of the script below: 2 regimes x 2 weights, one seed (4 runs, 2 stacks)
+# the grid of the script below: 2 regimes x 2 weights, one seed (4 runs, 2 stacks). fp32: jobs may stack
+# runs differently from the in-process sweep, and bf16 rounding would then differ in the 4th digit
 GRID = ["--preset", "cpu", "--per-class", "12", "--epochs", "2", "--width", "0.0625", "--seeds", "0",
         "--weights", "1", "4", "--regimes", "none", "batchnorm", "--other-eval", "8", "--noise-eval", "4",
-        "--device", "cpu", "--no-progress"]
+        "--device", "cpu", "--no-progress", "--precision", "fp32"]
 
 
 def grid_config() -> study.BinaryConfig:  # what GRID gives (preset cpu, then the flags)
     fields = {**study.PRESETS["cpu"], "per_class": 12, "epochs": 2, "width": 0.0625, "seeds": [0],
-              "weights": [1.0, 4.0], "regimes": ["none", "batchnorm"], "other_eval": 8, "noise_eval": 4}
+              "weights": [1.0, 4.0], "regimes": ["none", "batchnorm"], "other_eval": 8, "noise_eval": 4,
+              "precision": "fp32"}
     return study.BinaryConfig(setting="weighting", **fields)
 
 
@@ -249,7 +251,7 @@ def test_missing_submitit_is_a_one_line_error(tmp_path, capsys, monkeypatch):
 
 EXTENSION = ["--studies", "label", "--regimes", "none", "--label-weights", "none", "true", "bbse", "--seeds", "0",
              "--per-class", "12", "--imbalance", "2", "--epochs", "2", "--width", "0.0625", "--preset", "cpu",
-             "--device", "cpu", "--no-progress"]
+             "--device", "cpu", "--no-progress", "--precision", "fp32"]
 
 
 def load_extension():
