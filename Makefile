@@ -5,7 +5,7 @@ DATA_DIR ?= data
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install reproduce test bench clean
+.PHONY: install reproduce report test bench clean
 
 install: $(VENV)/.installed
 
@@ -18,12 +18,18 @@ $(VENV)/.installed: requirements.txt
 reproduce: install
 	$(PY) synthetic_study.py
 	$(PY) CIFAR10_binary_classifier.py --settings weighting imbalance --data-dir $(DATA_DIR)
+	$(PY) CIFAR10_extension.py --data-dir $(DATA_DIR)
+	$(PY) -m iwshift.report --results results --docs docs
+
+report: install
+	$(PY) -m iwshift.report --results results --docs docs
 
 test: install
 	$(PY) -m pytest
 
 bench: install
 	$(PY) benchmarks/bench_synthetic.py
+	$(PY) benchmarks/bench_cifar.py --data-dir $(DATA_DIR)
 
 clean:
 	rm -rf results figures
