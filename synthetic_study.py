@@ -46,10 +46,7 @@ def main(argv=None) -> int:
     values = cli.override_from_argv(
         {k: v for k, v in globals().items() if k.isupper()}, __doc__, argv)
     with cli.exit_on_config_error("synthetic_study.py"):
-        out = cli.writable_folder("out", values["OUT"])
-        figures_dir = cli.writable_folder("figures", values["FIGURES"]) if values["FIGURES_ON"] else None
         extreme_weights = [cli.positive_finite("extreme_weights", w) for w in values["EXTREME_WEIGHTS"]]
-        out_extreme = cli.writable_folder("out_extreme", values["OUT_EXTREME"]) if values["EXTREME"] else None
         cfg = synthetic.SyntheticConfig(
             datasets=values["DATASETS"], models=values["MODELS"], weightings=values["WEIGHTINGS"],
             regimes=values["REGIMES"], seeds=values["SEEDS"], data_seed=values["DATA_SEED"],
@@ -59,6 +56,10 @@ def main(argv=None) -> int:
             normalization=values["NORMALIZATION"], evals_per_decade=values["EVALS_PER_DECADE"],
             remedies=values["REMEDIES"], poly_alpha=values["POLY_ALPHA"], poly_beta=values["POLY_BETA"],
             tau=values["TAU"], drw_epoch=values["DRW_EPOCH"], weight_power=values["WEIGHT_POWER"])
+        # folders last: a bad argument creates nothing
+        out = cli.writable_folder("out", values["OUT"])
+        figures_dir = cli.writable_folder("figures", values["FIGURES"]) if values["FIGURES_ON"] else None
+        out_extreme = cli.writable_folder("out_extreme", values["OUT_EXTREME"]) if values["EXTREME"] else None
     progress = values["PROGRESS"] and sys.stderr.isatty()
     result = synthetic.run_study(cfg, progress=progress)
     synthetic.save(result, out)
