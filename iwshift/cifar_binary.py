@@ -349,8 +349,8 @@ def figures(table: pd.DataFrame) -> Iterator[tuple[str, "plt.Figure"]]:
 
     from . import plots
 
-    if "remedy" not in table:
-        table = table.assign(remedy="plain")
+    # runs from before the remedies existed have no remedy: they are plain weighted cross-entropy
+    table = table.assign(remedy=table["remedy"].fillna("plain") if "remedy" in table else "plain")
     plain = table[table["remedy"] == "plain"]
     weighting = plain[plain["setting"] == "weighting"]
     if len(weighting):
