@@ -99,13 +99,10 @@ def main(argv=None) -> int:
                   f"--merge-only)", file=sys.stderr)
             return 1
         return finish(table, out, figures_dir, start)
-    from iwshift.cifar_data import DataUnavailableError, load_cifar10
+    from iwshift.cifar_data import load_for_script
 
-    try:
-        data = load_cifar10(values["DATA_DIR"], download=values["DOWNLOAD"],
-                            progress=values["PROGRESS"] and sys.stderr.isatty())
-    except DataUnavailableError as err:
-        print(f"{_PROG}: error: {err}", file=sys.stderr)
+    data = load_for_script(_PROG, values["DATA_DIR"], values["DOWNLOAD"], values["PROGRESS"] and sys.stderr.isatty())
+    if data is None:
         return 2
     print(f"data: {data.source}; preset {preset}; device {device}")
     if executor is not None:

@@ -93,17 +93,14 @@ def main(argv=None) -> int:
             executor = launch.make_executor(launcher)
         # the weights tables and merged tables are made here, on this machine's device
         here = sweep.resolve_device("auto") if launcher.launcher == "submitit" else device
-    from iwshift.cifar_data import DataUnavailableError, load_cifar10
+    from iwshift.cifar_data import load_for_script
 
     if values["MERGE_ONLY"]:
         incomplete = [cfg for cfg in configs if not complete(cfg, out)]
         if incomplete:
             return report_incomplete(incomplete, out)
-    try:
-        data = load_cifar10(values["DATA_DIR"], download=values["DOWNLOAD"],
-                            progress=values["PROGRESS"] and sys.stderr.isatty())
-    except DataUnavailableError as err:
-        print(f"{_PROG}: error: {err}", file=sys.stderr)
+    data = load_for_script(_PROG, values["DATA_DIR"], values["DOWNLOAD"], values["PROGRESS"] and sys.stderr.isatty())
+    if data is None:
         return 2
     print(f"data: {data.source}; preset {preset}; device {device}")
     if executor is not None:

@@ -27,7 +27,6 @@ from . import config as v
 from . import losses, metrics, sweep
 from .cifar_data import CIFAR10_CLASSES, Cifar10
 from .config import ConfigError
-from .sweep import REGIMES  # noqa: F401  (re-exported for scripts)
 from .train import LossSpec, Trainer, to_device_images
 
 if TYPE_CHECKING:
@@ -88,11 +87,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def fmt(x: float) -> str:
-    """A short exact name for a weight or ratio: 0.03125 -> '1_32', 8.0 -> '8'."""
-    if x >= 1:
-        return f"{x:g}"
-    inverse = 1 / x
-    return f"1_{inverse:g}" if abs(inverse - round(inverse)) < 1e-9 else f"{x:g}"
+    """A short exact name for a weight or ratio in a run's name: 0.03125 -> '1_32', 8.0 -> '8'."""
+    return v.format_number(x).replace("/", "_")
 
 
 # ------------------------------------------------------------------------------------ the runs
@@ -354,8 +350,8 @@ def figures(table: pd.DataFrame) -> Iterator[tuple[str, "plt.Figure"]]:
     plain = table[table["remedy"] == "plain"]
     weighting = plain[plain["setting"] == "weighting"]
     if len(weighting):
-        order = [plots.fraction_label(w) for w in sorted(weighting["weight"].unique())]
-        labels = pd.Categorical(weighting["weight"].map(plots.fraction_label), categories=order, ordered=True)
+        order = [v.format_number(w) for w in sorted(weighting["weight"].unique())]
+        labels = pd.Categorical(weighting["weight"].map(v.format_number), categories=order, ordered=True)
         weighting = weighting.assign(w=labels)  # categorical: panels and legends in numeric order
         cmap = plt.get_cmap("coolwarm", len(order))
         colors = {w: cmap(i) for i, w in enumerate(order)}

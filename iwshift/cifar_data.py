@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -110,6 +111,15 @@ def load_cifar10(
 
 
 # ------------------------------------------------------------------------------------ image folder
+
+
+def load_for_script(prog: str, data_dir: str | Path, download: bool, progress: bool) -> Cifar10 | None:
+    """:func:`load_cifar10` for a script: on failure, print the one-line reason and return ``None``."""
+    try:
+        return load_cifar10(data_dir, download=download, progress=progress)
+    except DataUnavailableError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return None
 
 
 def _load_image_folder(data_dir: Path, cache_dir: str | Path | None, progress: bool) -> Cifar10:

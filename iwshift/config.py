@@ -117,6 +117,14 @@ def parse_number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+def format_number(value: float) -> str:
+    """Inverse of :func:`parse_number` for weights and ratios: 0.03125 -> '1/32', 8.0 -> '8', 0.3 -> '0.3'."""
+    if value >= 1 or value <= 0:
+        return f"{value:g}"
+    inverse = 1 / value
+    return f"1/{inverse:g}" if abs(inverse - round(inverse)) < 1e-9 else f"{value:g}"
+
+
 def _parse_int(text: str) -> int:
     try:
         return int(text)

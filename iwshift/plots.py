@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import results
+from .config import format_number
 from .metrics import mean_confidence_interval
 
 WEIGHTING_COLORS = {"equal": "tab:gray", "up": "tab:red", "down": "tab:blue"}
@@ -35,14 +36,6 @@ def summarize(table: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFram
         rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))),
                      "mean": mean, "ci95": half, "n": int(group[value].notna().sum())})
     return pd.DataFrame(rows)
-
-
-def fraction_label(value: float) -> str:
-    """0.03125 -> '1/32', 8.0 -> '8', 0.3 -> '0.3'."""
-    if value >= 1 or value <= 0:
-        return f"{value:g}"
-    inverse = 1 / value
-    return f"1/{inverse:g}" if abs(inverse - round(inverse)) < 1e-9 else f"{value:g}"
 
 
 def line_with_band(ax: plt.Axes, summary: pd.DataFrame, x: str, label: str | None = None,
@@ -79,7 +72,7 @@ def curves_by_panel(
             ax.set_xscale("log")
         if value_ticks:  # a grid of weights or ratios: label each value (1/32, 1, 32), no minor ticks
             values = sorted(sub[x].unique())
-            ax.set_xticks(values, [fraction_label(v) for v in values], fontsize=7)
+            ax.set_xticks(values, [format_number(v) for v in values], fontsize=7)
             ax.minorticks_off()
         ax.set_title(" / ".join(map(str, key)), fontsize=9)
         ax.set_xlabel(x)

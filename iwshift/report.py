@@ -492,13 +492,8 @@ def claim_f(studies: dict[str, Study | None]) -> Claim:
         rows = t[t["weight_source"].isin(["true", "none"])]
         gain = mean_interval(paired_difference(rows, ["seed"], "weight_source", "true", "none", metric))
         claim.rows.append(Row(label, gain.text(), n_seeds(rows), source_of(rows), no_gain_verdict(gain), gain))
-    table = []
-    for source in sorted(set(t["weight_source"]) - {"none"}):
-        acc, worst = (mean_interval(paired_difference(t, ["seed"], "weight_source", source, "none", m))
-                      for m in ("target_accuracy", "target_worst_group_accuracy"))
-        table.append([source, acc.text(), worst.text(), acc.n])
-    claim.details.append("Every weight source against none (regime none):\n\n" + markdown_table(
-        ["weights", "Δ target accuracy", "Δ worst group", "seeds"], table))
+    claim.details.append("Every weight source against none (regime none):\n\n" + against_none(
+        t, {"target_accuracy": "Δ target accuracy", "target_worst_group_accuracy": "Δ worst group"}))
     weights = study.extra.get("weights_covariate")
     if weights is not None and len(weights):
         columns = [c for c in ("weight_source", "rmse", "mae", "spearman", "ess_fraction") if c in weights]
@@ -506,14 +501,19 @@ def claim_f(studies: dict[str, Study | None]) -> Claim:
             columns, [[x if isinstance(x, str) else f"{x:.3f}" for x in row] for row in weights[columns].to_numpy()]))
     label = last_epoch(study.table.query("study == 'label' and regime == 'none'")) if "study" in study.table else None
     if label is not None and len(label):
-        table = []
-        for source in sorted(set(label["weight_source"]) - {"none"}):
-            acc, bal = (mean_interval(paired_difference(label, ["seed"], "weight_source", source, "none", m))
-                        for m in ("target_accuracy", "target_balanced_accuracy"))
-            table.append([source, acc.text(), bal.text(), acc.n])
-        claim.details.append("For reference, 10-class label shift, each weight source against none:\n\n"
-                             + markdown_table(["weights", "Δ target accuracy", "Δ balanced accuracy", "seeds"], table))
+        claim.details.append("For reference, 10-class label shift, each weight source against none:\n\n" + against_none(
+            label, {"target_accuracy": "Δ target accuracy", "target_balanced_accuracy": "Δ balanced accuracy"}))
     return claim
+
+
+def against_none(table: pd.DataFrame, metrics: dict[str, str]) -> str:
+    """A markdown table: each weight source minus ``none``, paired by seed, for each metric (column title)."""
+    rows = []
+    for source in sorted(set(table["weight_source"]) - {"none"}):
+        gains = [mean_interval(paired_difference(table, ["seed"], "weight_source", source, "none", m))
+                 for m in metrics]
+        rows.append([source, *(g.text() for g in gains), gains[0].n])
+    return markdown_table(["weights", *metrics.values(), "seeds"], rows)
 
 
 def claim_g(studies: dict[str, Study | None]) -> Claim:

@@ -408,6 +408,8 @@ def stability(result: SyntheticResult) -> pd.DataFrame:
     previous one; ``diverged``: a non-finite parameter or loss at any snapshot (flagged, never raised)."""
     params, table = result.params, result.table
     epochs = params["epochs"]
+    losses_by_run = {run: part.sort_values("epoch")["train_loss_weighted"].to_numpy()
+                     for run, part in table.groupby("run")}
     rows = []
     for key in [k[: -len("__run")] for k in params if k.endswith("__run")]:
         dataset = key.split("__")[0]
@@ -419,7 +421,7 @@ def stability(result: SyntheticResult) -> pd.DataFrame:
         finite = np.isfinite(np.stack([params[f"{key}__{k}"].reshape(len(run_ids), len(epochs), -1).sum(-1)
                                        for k in ("W1", "b1", "w2", "b2")])).all(0)  # (runs, epochs)
         for i, run in enumerate(run_ids):
-            loss = table.loc[table["run"] == run].sort_values("epoch")["train_loss_weighted"].to_numpy()
+            loss = losses_by_run[run]
             with np.errstate(invalid="ignore", divide="ignore"):
                 spikes = int(np.sum(loss[1:] > 2 * loss[:-1]))
             rows.append({"run": int(run), "boundary_movement": float(np.nanmean(turn[i])) if np.isfinite(turn[i]).any() else np.nan,
