@@ -54,9 +54,9 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from iwshift.cifar_binary import BinaryConfig  # noqa: E402
-from iwshift.sweep import REGIMES  # noqa: E402
 from iwshift.cifar_data import CIFAR10_CLASSES, DataUnavailableError, load_cifar10  # noqa: E402
 from iwshift.models import StackedCNN, cnn_widths  # noqa: E402
+from iwshift.sweep import REGIMES  # noqa: E402
 from iwshift.train import CIFAR_MEAN, CIFAR_STD, StackedRuns, Trainer, to_device_images  # noqa: E402
 
 try:  # where the study resolves ``--precision auto`` (iwshift.sweep; iwshift.cifar_binary before it)

@@ -110,9 +110,6 @@ def load_cifar10(
     return _load_torchvision(data_dir, cache_dir, download)
 
 
-# ------------------------------------------------------------------------------------ image folder
-
-
 def load_for_script(prog: str, data_dir: str | Path, download: bool, progress: bool) -> Cifar10 | None:
     """:func:`load_cifar10` for a script: on failure, print the one-line reason and return ``None``."""
     try:
@@ -120,6 +117,9 @@ def load_for_script(prog: str, data_dir: str | Path, download: bool, progress: b
     except DataUnavailableError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return None
+
+
+# ------------------------------------------------------------------------------------ image folder
 
 
 def _load_image_folder(data_dir: Path, cache_dir: str | Path | None, progress: bool) -> Cifar10:
