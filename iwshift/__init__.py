@@ -8,8 +8,8 @@ One home per concern:
     models           logistic regression, MLP, and the stacked Byrd & Lipton CNN
     losses           importance-weighted losses (two normalisations) and the remedies
     weights          importance-weight estimators (domain classifier, KLIEP, KMM, BBSE, MLLS)
-    sgd2d            the fused SGD kernel that trains many tiny 2-D models at once
-    train            the CNN trainer: K runs at once, data on the device
+    train            the one trainer: K runs at once, data on the device (CNNs and 2-D models)
+    sgd2d            the trainer's fused CPU engine for 2-D models (whole epochs of many runs in numba)
     sweep            CNN studies: shared config, stacks of runs, per-run results, resume, merge
     metrics          accuracies, predicted fractions, boundary angles, per-class gradient norms
     results          atomic writes, manifests, tidy tables

@@ -1,8 +1,9 @@
-"""Models: logistic regression and a one-hidden-layer MLP for 2-D data.
+"""Models: logistic regression and a one-hidden-layer MLP for 2-D data; the Byrd & Lipton CNN.
 
 Parameters of many runs are *stacked* (a leading run dimension K) so that one kernel or one batched
-product trains or evaluates them all. Initialisation is PyTorch's default for ``nn.Linear`` under the
-run's model seed, so a stacked run starts exactly where the same ``nn.Module`` would.
+product trains or evaluates them all (:class:`Stacked2D`, :class:`StackedCNN`). Initialisation is
+PyTorch's default for ``nn.Linear``/``nn.Conv2d`` under the run's model seed, so a stacked run starts
+exactly where the same ``nn.Module`` would.
 """
 
 from __future__ import annotations
@@ -87,6 +88,55 @@ def init_stacked(name: str, seeds: Sequence[int], hidden: int = 64) -> dict[str,
     per_run = [module_to_stacked(make_2d_model(name, hidden, seed=s)) for s in seeds]
     return {key: np.ascontiguousarray(np.stack([p[key] for p in per_run]).astype(np.float32))
             for key in per_run[0]}
+
+
+class Stacked2D(nn.Module):
+    """K logistic regressions or MLPs on 2-D inputs, one module (the layout of :func:`init_stacked`), for
+    :class:`iwshift.train.Trainer`.
+
+    Input ``(K, B, 2)``, output ``(K, B, 2)`` logits ``[0, z]`` with z the logit of class 1: softmax
+    cross-entropy of ``[0, z]`` is the binary cross-entropy of z (and its class margin is +-z), so the
+    trainer's multi-class losses serve the binary models unchanged. Dropout masks are counter-based,
+    a function of (run seed, SGD step): the trainer passes ``step`` in training mode, and its fused
+    engine (:mod:`iwshift.sgd2d`) draws the same masks.
+    """
+
+    step_seeded_dropout = True
+
+    def __init__(self, name: str, seeds: Sequence[int], hidden: int = 64, dropout: Sequence[float] | float = 0.0):
+        super().__init__()
+        if name not in MODELS_2D:
+            raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS_2D)}")
+        self.name, self.n_models = name, len(seeds)
+        initial = {k: torch.from_numpy(v) for k, v in init_stacked(name, seeds, hidden).items()}
+        if name == "lr":  # no hidden layer: W1 and b1 stay empty (buffers, so that they get no gradient)
+            self.register_buffer("W1", initial["W1"])
+            self.register_buffer("b1", initial["b1"])
+        else:
+            self.W1, self.b1 = nn.Parameter(initial["W1"]), nn.Parameter(initial["b1"])
+        self.w2, self.b2 = nn.Parameter(initial["w2"]), nn.Parameter(initial["b2"])
+        self.register_buffer("seeds", torch.as_tensor(list(seeds), dtype=torch.int64))
+        self.register_buffer("dropout", torch.as_tensor(dropout, dtype=torch.float32).expand(self.n_models).clone())
+
+    def stacked_params(self) -> dict[str, torch.Tensor]:
+        """The parameters as ``{W1, b1, w2, b2}`` (detached views: they follow training)."""
+        return {"W1": self.W1.detach(), "b1": self.b1.detach(), "w2": self.w2.detach(), "b2": self.b2.detach()}
+
+    def forward(self, x: torch.Tensor, step: int | None = None) -> torch.Tensor:
+        if self.name == "lr":
+            features = x
+        else:
+            features = torch.relu(torch.baddbmm(self.b1.unsqueeze(1), x, self.W1))
+            if self.training and bool((self.dropout > 0).any()):
+                if step is None:
+                    raise ValueError("training with dropout needs the SGD step (the masks are counter-based)")
+                from .sgd2d import dropout_masks
+
+                masks = dropout_masks(self.seeds.cpu().numpy(), step, x.shape[1], features.shape[-1],
+                                      self.dropout.cpu().numpy())
+                features = features * torch.from_numpy(masks).to(features.device)
+        z = torch.bmm(features, self.w2.unsqueeze(-1)).squeeze(-1) + self.b2.unsqueeze(-1)
+        return torch.stack([torch.zeros_like(z), z], -1)
 
 
 def stacked_logits(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""A fused SGD kernel that trains many tiny 2-D models (logistic regression or a ReLU MLP) at once.
+"""The fused engine of :class:`iwshift.train.Trainer` for tiny 2-D models (logistic regression or a ReLU
+MLP): a compiled kernel that runs the trainer's SGD loop for many runs at once, epochs at a time.
 
 Why a kernel: the paper's 2-D protocol is 10,000 epochs of batch-8 SGD, i.e. 640,000 *sequential*
 steps per run. Timed here (2 CPU cores) on 135 stacked MLP runs and projected to the study's 640,000
@@ -7,11 +8,15 @@ per step (~37 s, plus 22 s of compilation). This numba kernel trains each run in
 stays in L1 cache, in parallel over runs, with no per-step Python: ~17 s projected for the same runs, and
 the whole study (250 runs) measured at 22-25 s of training (45 s on a 2x slower 2-core machine).
 
+The kernel computes what the trainer's PyTorch engine computes step by step (same batch orders, dropout
+masks, losses, normalisations, weight decay, deferred re-weighting and running epoch statistics); the
+tests train the same stacks through both engines and compare.
+
 Exactness over speed where they meet:
   * every random draw is a pure function of (run seed, epoch or step, index) through a counter-based
     hash (splitmix64), so a run's mini-batch order and dropout masks do not depend on which other runs
-    share the call, and :func:`epoch_permutation` / :func:`dropout_scales` reproduce them outside the
-    kernel (the tests train the same runs with PyTorch autograd and compare);
+    share the call, and :func:`epoch_permutations` / :func:`dropout_masks` reproduce them outside the
+    kernel (the trainer's PyTorch engine uses them);
   * the loss, its two normalisations and weight decay are those of :mod:`iwshift.losses` and
     ``torch.optim.SGD(weight_decay=l2)``: g <- grad(loss) + l2 * theta, theta <- theta - lr * g.
 
@@ -93,12 +98,58 @@ def dropout_scales(seed: int, step: int, batch: int, hidden: int, p: float) -> n
     return out
 
 
+@njit(parallel=True, cache=True)
+def _fill_permutations(seeds, epoch, out):
+    for k in prange(out.shape[0]):
+        _fill_permutation(seeds[k], epoch, out[k])
+
+
+def epoch_permutations(seeds: np.ndarray, epoch: int, n: int) -> np.ndarray:
+    """(K, n): row k is :func:`epoch_permutation` of ``seeds[k]``."""
+    seeds = np.ascontiguousarray(seeds, np.int64)
+    out = np.empty((len(seeds), n), np.int64)
+    _fill_permutations(seeds, epoch, out)
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _fill_dropouts(seeds, step, p, out):
+    for k in prange(out.shape[0]):
+        _fill_dropout(seeds[k], step, p[k], out[k])
+
+
+def dropout_masks(seeds: np.ndarray, step: int, batch: int, hidden: int, p: np.ndarray) -> np.ndarray:
+    """(K, batch, hidden): slice k is :func:`dropout_scales` of ``seeds[k]`` with probability ``p[k]``."""
+    seeds = np.ascontiguousarray(seeds, np.int64)
+    out = np.empty((len(seeds), batch, hidden), np.float32)
+    _fill_dropouts(seeds, step, np.ascontiguousarray(p, np.float32), out)
+    return out
+
+
 @njit(inline="always")
 def _sigmoid(z):
     if z >= 0:
         return 1.0 / (1.0 + np.exp(-z))
     e = np.exp(z)
     return e / (1.0 + e)
+
+
+@njit(inline="always")
+def _softplus(z):
+    """log(1 + e^z), without overflow."""
+    return max(z, 0.0) + np.log1p(np.exp(-abs(z)))
+
+
+@njit(inline="always")
+def _loss_value(z, label, kind, offset, alpha, beta, tail_a, tail_s):
+    """The loss of one example whose slope :func:`_loss_slope` gives."""
+    sign = 2.0 * label - 1.0
+    if kind == 1:
+        margin = sign * z
+        if margin < beta:
+            return _softplus(-margin)
+        return tail_a * (margin - beta + tail_s) ** (-alpha)
+    return _softplus(-sign * (z + offset))
 
 
 @njit(inline="always")
@@ -115,17 +166,20 @@ def _loss_slope(z, label, kind, offset, alpha, beta, tail_a, tail_s):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def train_epochs(x, y, class_w, W1, b1, w2, b2, lr, l2, p_drop, seeds,
+def train_epochs(x, y, index, weights, defer_until, W1, b1, w2, b2, lr, l2, p_drop, seeds,
                  epoch_start, epoch_end, batch_size, normalize_by_weight_sum,
-                 loss_kind, logit_offset, poly):  # pragma: no cover
+                 loss_kind, logit_offset, poly, stats):  # pragma: no cover
     """Train K runs in place from ``epoch_start`` to ``epoch_end`` (0-based, end exclusive).
 
-    x (n, 2) float32 and y (n,) int64 are shared; ``class_w`` (K, 2) gives each run's importance weight
-    per class; ``lr``, ``l2``, ``p_drop`` (float32) and ``seeds`` (int64) have one entry per run; so do
-    ``loss_kind`` (0: cross-entropy, 1: polynomially tailed), ``logit_offset`` (logit adjustment) and
-    ``poly`` (K, 4): alpha, beta and the tail constants A, s.
+    x (N, 2) float32 and y (N,) int64 are shared; run k trains on the examples ``index[k]`` (K, n) with
+    importance weights ``weights[k]`` (K, n), uniform before its 1-based epoch ``defer_until[k]``
+    (deferred re-weighting; 0: never deferred). ``lr``, ``l2``, ``p_drop`` (float32) and ``seeds``
+    (int64) have one entry per run; so do ``loss_kind`` (0: cross-entropy, 1: polynomially tailed),
+    ``logit_offset`` (logit adjustment) and ``poly`` (K, 4): alpha, beta and the tail constants A, s.
+    ``stats`` (K, 3) receives the running means over the last epoch's mini-batches of the weighted
+    training loss, the plain cross-entropy and the accuracy (as the PyTorch engine reports them).
     """
-    n = x.shape[0]
+    n = index.shape[1]
     K = w2.shape[0]
     H = W1.shape[2]
     F = w2.shape[1]
@@ -142,6 +196,12 @@ def train_epochs(x, y, class_w, W1, b1, w2, b2, lr, l2, p_drop, seeds,
         order = np.empty(n, np.int64)
         for epoch in range(epoch_start, epoch_end):
             _fill_permutation(seed, epoch, order)
+            deferred = epoch + 1 < defer_until[k]
+            last = epoch == epoch_end - 1
+            if last:
+                stats[k, 0] = 0.0
+                stats[k, 1] = 0.0
+                stats[k, 2] = 0.0
             for step in range(steps_per_epoch):
                 start = step * batch_size
                 nb = min(batch_size, n - start)
@@ -149,12 +209,15 @@ def train_epochs(x, y, class_w, W1, b1, w2, b2, lr, l2, p_drop, seeds,
                 norm = np.float32(0.0)
                 if normalize_by_weight_sum:
                     for i in range(nb):
-                        norm += class_w[k, y[order[start + i]]]
+                        norm += np.float32(1.0) if deferred else weights[k, order[start + i]]
                 else:
                     norm = np.float32(nb)
+                batch_loss = 0.0
                 # forward, and d loss / d logit for each example
                 for i in range(nb):
-                    e = order[start + i]
+                    pos = order[start + i]
+                    e = index[k, pos]
+                    w = np.float32(1.0) if deferred else weights[k, pos]
                     x0 = x[e, 0]
                     x1 = x[e, 1]
                     z = b2[k]
@@ -171,7 +234,14 @@ def train_epochs(x, y, class_w, W1, b1, w2, b2, lr, l2, p_drop, seeds,
                             z += feats[i, j] * w2[k, j]
                     slope = _loss_slope(z, y[e], loss_kind[k], logit_offset[k], poly[k, 0], poly[k, 1],
                                         poly[k, 2], poly[k, 3])
-                    g[i] = class_w[k, y[e]] * slope / norm
+                    g[i] = w * slope / norm
+                    if last:  # running statistics, as the PyTorch engine keeps them
+                        batch_loss += w * _loss_value(z, y[e], loss_kind[k], logit_offset[k], poly[k, 0],
+                                                      poly[k, 1], poly[k, 2], poly[k, 3])
+                        stats[k, 1] += _loss_value(z, y[e], 0, 0.0, 0.0, 0.0, 0.0, 0.0)
+                        stats[k, 2] += (z > 0) == (y[e] == 1)
+                if last:
+                    stats[k, 0] += batch_loss / norm * nb
                 # backward
                 gb2 = np.float32(0.0)
                 gw2[:] = 0.0
@@ -183,7 +253,7 @@ def train_epochs(x, y, class_w, W1, b1, w2, b2, lr, l2, p_drop, seeds,
                     for j in range(F):
                         gw2[j] += gi * feats[i, j]
                     if H > 0:
-                        e = order[start + i]
+                        e = index[k, order[start + i]]
                         x0 = x[e, 0]
                         x1 = x[e, 1]
                         for j in range(H):
@@ -201,13 +271,16 @@ def train_epochs(x, y, class_w, W1, b1, w2, b2, lr, l2, p_drop, seeds,
                 for j in range(F):
                     w2[k, j] -= rate * (gw2[j] + decay * w2[k, j])
                 b2[k] -= rate * (gb2 + decay * b2[k])
+        for c in range(3):
+            stats[k, c] /= n
 
 
 def train_stacked(
     params: dict[str, np.ndarray],
     x: np.ndarray,
     y: np.ndarray,
-    class_weights: np.ndarray,
+    index: np.ndarray,
+    weights: np.ndarray,
     lr: np.ndarray,
     l2: np.ndarray,
     dropout: np.ndarray,
@@ -219,11 +292,15 @@ def train_stacked(
     loss_kind: np.ndarray | None = None,
     logit_offset: np.ndarray | None = None,
     poly: np.ndarray | None = None,
-) -> None:
-    """Typed front door of :func:`train_epochs`: trains the stacked ``params`` in place.
+    defer_until: np.ndarray | None = None,
+) -> np.ndarray:
+    """Typed front door of :func:`train_epochs`: trains the stacked ``params`` (float32 arrays, updated in
+    place) and returns the last epoch's running statistics (K, 3): weighted loss, cross-entropy, accuracy.
 
-    ``loss_kind`` per run: 0 = cross-entropy (default), 1 = polynomially tailed with ``poly`` rows
-    (alpha, beta); ``logit_offset`` per run: tau * log(pi_1 / pi_0) for logit adjustment (default 0)."""
+    Run k trains on ``x[index[k]]``, ``y[index[k]]`` with per-example ``weights[k]``; ``loss_kind`` per
+    run: 0 = cross-entropy (default), 1 = polynomially tailed with ``poly`` rows (alpha, beta);
+    ``logit_offset`` per run: tau * log(pi_1 / pi_0) for logit adjustment (default 0); ``defer_until``
+    per run: the 1-based epoch from which the weights apply (default 0: always)."""
     if normalization not in ("mean", "weight_sum"):
         raise ValueError(f"unknown normalization {normalization!r}")
     K = params["w2"].shape[0]
@@ -240,12 +317,16 @@ def train_stacked(
         for k, (alpha, beta) in enumerate(np.broadcast_to(np.asarray(poly, np.float64), (K, 2))):
             if kinds[k] == 1:
                 poly_rows[k] = (alpha, beta, *poly_tail_constants(alpha, beta))
+    stats = np.full((K, 3), np.nan, np.float64)
     train_epochs(
         np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.int64),
-        per_run(class_weights, np.float32),
+        per_run(index, np.int64), per_run(weights, np.float32),
+        np.zeros(K, np.int64) if defer_until is None else per_run(defer_until, np.int64),
         params["W1"], params["b1"], params["w2"], params["b2"],
         per_run(lr, np.float32), per_run(l2, np.float32), per_run(dropout, np.float32),
         per_run(seeds, np.int64), int(epoch_start), int(epoch_end), int(batch_size),
         normalization == "weight_sum", kinds,
         np.zeros(K, np.float32) if logit_offset is None else per_run(logit_offset, np.float32), poly_rows,
+        stats,
     )
+    return stats

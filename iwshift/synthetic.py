@@ -27,8 +27,9 @@ import torch
 
 from . import config as cfgmod
 from . import data as datamod
-from . import losses, metrics, models, results, sgd2d, shifts
+from . import losses, metrics, models, results, shifts
 from .config import ConfigError
+from .train import LossSpec, StackedRuns, Trainer
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
@@ -222,6 +223,30 @@ def _group_metrics(group: pd.DataFrame, p: dict[str, np.ndarray], ds: datamod.Da
     return out
 
 
+def make_trainer(group: pd.DataFrame, model: str, ds: datamod.Dataset, cfg: SyntheticConfig,
+                 engine: str = "auto") -> Trainer:
+    """The trainer of one (data set, model) group of runs: all on the same training set, each with its own
+    seed, class weights, L2, dropout and remedy; plain SGD (the paper's protocol) with counter-based batch
+    orders, so that the fused CPU engine applies (``engine="torch"`` trains the same runs step by step)."""
+    lr = group["lr"].unique()
+    if len(lr) != 1:
+        raise ValueError("the runs of a group share one learning rate (one data set)")
+    remedy = group["remedy"].to_numpy()
+    specs = {"poly": LossSpec("poly", cfg.poly_alpha, cfg.poly_beta),
+             "logit_adjusted": LossSpec("logit_adjusted", tau=cfg.tau)}
+    class_w = group[["weight_class0", "weight_class1"]].to_numpy()
+    n = len(ds.train)
+    runs = StackedRuns(
+        seeds=group["seed"].tolist(), train_index=np.tile(np.arange(n), (len(group), 1)),
+        example_weights=class_w[:, ds.train.y], l2=group["l2"].tolist(), dropout=group["dropout"].tolist(),
+        loss=[specs.get(r, LossSpec()) for r in remedy],
+        defer_until=np.where(remedy == "drw", cfg.drw_start(), 0).tolist())
+    stack = models.Stacked2D(model, runs.seeds, cfg.hidden, dropout=runs.dropout)
+    return Trainer(stack, runs, torch.from_numpy(ds.train.x), torch.from_numpy(ds.train.y), lr=float(lr[0]),
+                   momentum=0.0, batch_size=cfg.batch_size, normalization=cfg.normalization,
+                   batch_order="counter", engine=engine)
+
+
 def run_study(cfg: SyntheticConfig, progress: bool = True) -> SyntheticResult:
     """Train every run of the grid (all runs of one data set and model at once) and measure them."""
     from tqdm.auto import tqdm
@@ -240,27 +265,13 @@ def run_study(cfg: SyntheticConfig, progress: bool = True) -> SyntheticResult:
     for (dataset, model), group in groups:
         ds = datasets[dataset]
         svm_normal = metrics.max_margin_normal(ds.train.x, ds.train.y) if dataset == "separable" else None
-        p = models.init_stacked(model, group["seed"].tolist(), cfg.hidden)
+        trainer = make_trainer(group, model, ds, cfg)
+        p = {k: v.numpy() for k, v in trainer.model.stacked_params().items()}  # views: follow training
         snapshots: dict[str, list[np.ndarray]] = {k: [] for k in p}
-        class_w = group[["weight_class0", "weight_class1"]].to_numpy()
-        remedy = group["remedy"].to_numpy()
-        counts = ds.train.class_counts()
-        log_ratio = float(np.log(max(counts[1], 1) / max(counts[0], 1)))  # log(pi_1 / pi_0) of the training set
-        kernel_loss = dict(loss_kind=(remedy == "poly").astype(np.int64),
-                           logit_offset=np.where(remedy == "logit_adjusted", cfg.tau * log_ratio, 0.0),
-                           poly=[(cfg.poly_alpha, cfg.poly_beta)] * len(group))
-        drw = cfg.drw_start() - 1  # 0-based first weighted epoch of deferred re-weighting
         done = 0
         for epoch in eval_epochs:
             t0 = time.perf_counter()
-            for first, end in ((done, min(max(done, drw), epoch)), (max(done, drw), epoch)):
-                if end <= first:
-                    continue
-                deferred = (remedy == "drw") & (end <= drw)  # unweighted before the deferral ends
-                sgd2d.train_stacked(
-                    p, ds.train.x, ds.train.y, np.where(deferred[:, None], 1.0, class_w),
-                    group["lr"].to_numpy(), group["l2"].to_numpy(), group["dropout"].to_numpy(),
-                    group["seed"].to_numpy(), first, end, cfg.batch_size, cfg.normalization, **kernel_loss)
+            trainer.train_epochs(epoch - done)
             train_seconds += time.perf_counter() - t0
             bar.update(epoch - done)
             done = epoch

@@ -1,13 +1,21 @@
-"""The trainer: K runs of one architecture trained together, data resident on the device.
+"""The one trainer: K runs of one architecture trained together, data resident on the device.
+
+Every study trains through :class:`Trainer`: the CIFAR-10 CNNs (:class:`iwshift.models.StackedCNN`) and
+the 2-D logistic regressions and MLPs (:class:`iwshift.models.Stacked2D`).
 
 Tricks, each for speed without changing what a run computes:
-  * images live on the device as one uint8 tensor; normalisation happens on the device per batch;
-  * each run draws its own batch order from its own seed (a CPU generator, so the order does not depend
-    on the device or on which runs share the stack): run k sees exactly the batches it would see alone;
-  * the K models are one module (grouped convolutions + batched matrix products, see
-    :class:`iwshift.models.StackedCNN`), so one forward/backward serves all K runs; the loss is the sum of
-    the runs' losses, whose gradients do not mix;
-  * SGD with momentum and a per-run weight decay is applied to every run's parameter block at once.
+  * the inputs live on the device as one tensor (images as uint8, normalised on the device per batch);
+  * each run draws its own batch order from its own seed (``batch_order="generator"``: a CPU
+    ``torch.Generator`` per run; ``"counter"``: a counter-based hash of (seed, epoch)), so the order does
+    not depend on the device or on which runs share the stack: run k sees exactly the batches it would
+    see alone;
+  * the K models are one module (grouped convolutions + batched matrix products), so one
+    forward/backward serves all K runs; the loss is the sum of the runs' losses, whose gradients do not mix;
+  * SGD with momentum and a per-run weight decay is applied to every run's parameter block at once;
+  * two engines run the same loop: ``torch`` (any model, CPU or CUDA, a Python step per mini-batch) and
+    ``fused`` (2-D models on CPU: :mod:`iwshift.sgd2d` runs whole epochs of every run in compiled code,
+    because 10,000 epochs of batch-8 steps are 640,000 sequential steps per run, too many for a Python
+    step each). The tests train the same stacks through both engines and compare.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import losses
+from . import losses, sgd2d
+from .models import Stacked2D
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -132,27 +141,43 @@ class EpochStats:
     accuracy: np.ndarray
 
 
-class Trainer:
-    """Train a stack of K runs (one :class:`~iwshift.models.StackedCNN`) epoch by epoch.
+ENGINES = ("auto", "torch", "fused")
+BATCH_ORDERS = ("generator", "counter")
 
-    ``labels`` are the class indices of every image in ``images`` (uint8, on the device).
+
+class Trainer:
+    """Train a stack of K runs (one :class:`~iwshift.models.StackedCNN` or
+    :class:`~iwshift.models.Stacked2D`) epoch by epoch.
+
+    ``inputs`` are every example the runs may see, on the training device: uint8 images (N, 3, H, W),
+    normalised per batch, or float features (N, d) used as they are; ``labels`` (N,) their classes.
+    ``engine``: ``torch``, ``fused`` (a Stacked2D with ``batch_order="counter"``, plain SGD, fp32, on
+    CPU) or ``auto`` (fused where it applies).
     """
 
-    def __init__(self, model: torch.nn.Module, runs: StackedRuns, images: torch.Tensor, labels: torch.Tensor,
+    def __init__(self, model: torch.nn.Module, runs: StackedRuns, inputs: torch.Tensor, labels: torch.Tensor,
                  lr: float = 0.01, momentum: float = 0.9, batch_size: int = 16, normalization: str = "weight_sum",
-                 precision: str = "fp32", channels_last: bool = False, compile: bool = False):
+                 precision: str = "fp32", channels_last: bool = False, compile: bool = False,
+                 batch_order: str = "generator", engine: str = "auto"):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"unknown precision {precision!r}; choose fp32 or bf16")
-        self.runs, self.images, self.labels = runs, images, labels
+        if batch_order not in BATCH_ORDERS:
+            raise ValueError(f"unknown batch_order {batch_order!r}; choose from {', '.join(BATCH_ORDERS)}")
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+        self.runs, self.inputs, self.labels = runs, inputs, labels
         self.channels_last = channels_last
-        if images.device.type == "cuda":  # let cuDNN time its algorithms for the grouped convolutions
+        if inputs.device.type == "cuda":  # let cuDNN time its algorithms for the grouped convolutions
             torch.backends.cudnn.benchmark = True
         if channels_last:  # NHWC convolutions: faster with bf16 on tensor cores and oneDNN
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.forward = torch.compile(model) if compile else model
-        self.device = images.device
+        self.step_seeded = getattr(model, "step_seeded_dropout", False)  # dropout masks from (seed, step)
+        self.device = inputs.device
+        self.lr, self.momentum = lr, momentum
         self.batch_size, self.normalization, self.precision = batch_size, normalization, precision
+        self.batch_order = batch_order
         self.index = torch.as_tensor(runs.train_index, device=self.device)
         self.weights = torch.as_tensor(runs.example_weights, device=self.device)
         self.optimizer = StackedSGD(list(model.parameters()), runs.n_models, lr, momentum, runs.l2)
@@ -160,6 +185,25 @@ class Trainer:
         self.epoch = 0
         self.scale, self.shift = normalization_constants(self.device)
         self._prepare_losses(n_classes=int(labels.max()) + 1)
+        self.engine = self._choose_engine(engine, compile)
+
+    def _choose_engine(self, engine: str, compile: bool) -> str:
+        reasons = [why for why, holds in (
+            ("the model is not a Stacked2D", isinstance(self.model, Stacked2D)),
+            ("the device is not the CPU", self.device.type == "cpu"),
+            ("momentum is not 0", self.momentum == 0),
+            ("precision is not fp32", self.precision == "fp32"),
+            ('batch_order is not "counter"', self.batch_order == "counter"),
+            ("compile is on", not compile)) if not holds]
+        if engine == "fused" and reasons:
+            raise ValueError(f"the fused engine does not apply: {'; '.join(reasons)}")
+        if engine == "auto":
+            return "torch" if reasons else "fused"
+        return engine
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch of inputs as the model takes it: uint8 images normalised, features as they are."""
+        return normalize(x, self.scale, self.shift) if x.dtype == torch.uint8 else x
 
     def _prepare_losses(self, n_classes: int) -> None:
         """Per-run loss tensors: which runs use the polynomial tail, and tau * log(prior) of each run's
@@ -191,24 +235,58 @@ class Trainer:
     def batch_orders(self) -> torch.Tensor:
         """(K, n) positions into each run's training set for the next epoch, from each run's own seed."""
         n = self.index.shape[1]
-        orders = torch.stack([torch.randperm(n, generator=g) for g in self.generators])
+        if self.batch_order == "counter":
+            orders = torch.from_numpy(sgd2d.epoch_permutations(np.asarray(self.runs.seeds), self.epoch, n))
+        else:
+            orders = torch.stack([torch.randperm(n, generator=g) for g in self.generators])
         return orders.to(self.device)
 
+    def train_epochs(self, count: int = 1, on_step: Callable[[], None] | None = None) -> EpochStats:
+        """Train every run ``count`` epochs; the running statistics of the last one."""
+        if count < 1:
+            raise ValueError(f"count must be >= 1 (got {count})")
+        if self.engine == "fused":
+            if on_step is not None:
+                raise ValueError("on_step needs the torch engine (the fused engine runs whole epochs)")
+            return self._train_fused(count)
+        for _ in range(count):
+            stats = self.train_epoch(on_step)
+        return stats
+
+    def _train_fused(self, count: int) -> EpochStats:
+        runs, K = self.runs, self.runs.n_models
+        params = {k: v.numpy() for k, v in self.model.stacked_params().items()}  # views: trained in place
+        offset = self.logit_offset[:, 0].cpu()
+        stats = sgd2d.train_stacked(
+            params, self.inputs.numpy(), self.labels.numpy(), runs.train_index, runs.example_weights,
+            [self.lr] * K, runs.l2, runs.dropout, runs.seeds, self.epoch, self.epoch + count,
+            self.batch_size, self.normalization, loss_kind=self.poly_mask.long().numpy(),
+            logit_offset=(offset[:, 1] - offset[:, 0]).numpy(),  # [0, z] + offset: BCE of z + difference
+            poly=[self.poly_params or (1.0, 0.0)] * K, defer_until=runs.defer_until)
+        self.epoch += count
+        return EpochStats(loss_weighted=stats[:, 0], loss=stats[:, 1], accuracy=stats[:, 2])
+
     def train_epoch(self, on_step: Callable[[], None] | None = None) -> EpochStats:
+        if self.engine == "fused":
+            return self.train_epochs(1, on_step)
         self.model.train()  # every epoch: evaluation switches dropout and batch norm off
         K, n = self.index.shape
         orders = self.batch_orders()
         rows = torch.arange(K, device=self.device).unsqueeze(1)
         sums = torch.zeros(3, K, device=self.device)
         deferred = (self.epoch + 1 < self.defer)[:, None]  # deferred re-weighting: uniform weights until then
-        for start in range(0, n, self.batch_size):
+        steps_per_epoch = -(-n // self.batch_size)
+        for step, start in enumerate(range(0, n, self.batch_size)):
             pos = orders[:, start:start + self.batch_size]
-            idx = self.index[rows, pos]                       # (K, B) image indices
-            x = normalize(self.images[idx], self.scale, self.shift)  # (K, B, 3, 32, 32) on the device
+            idx = self.index[rows, pos]                       # (K, B) example indices
+            x = self._prepare(self.inputs[idx])               # e.g. (K, B, 3, 32, 32) on the device
             y = self.labels[idx]
             w = torch.where(deferred, 1.0, self.weights[rows, pos])
             with self.autocast():
-                logits = self.forward(x)
+                if self.step_seeded:
+                    logits = self.forward(x, step=self.epoch * steps_per_epoch + step)
+                else:
+                    logits = self.forward(x)
             logits = logits.float()
             loss = losses.reduce_weighted(self.example_losses(logits, y), w, self.normalization)  # (K,)
             self.optimizer.zero_grad()
@@ -226,20 +304,20 @@ class Trainer:
         return EpochStats(loss_weighted=stats[0], loss=stats[1], accuracy=stats[2])
 
     @torch.no_grad()
-    def predict_logits(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-        """Logits (K, M, C) of every run on the same uint8 images (M, 3, 32, 32), evaluation mode."""
+    def predict_logits(self, inputs: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """Logits (K, M, C) of every run on the same inputs (M, ...), evaluation mode."""
         self.model.eval()
         K = self.runs.n_models
         # K copies of a batch go through the grouped convolutions: keep K x batch moderate (cache)
         batch_size = batch_size or max(16, 2048 // K)
         out = []
-        for start in range(0, len(images), batch_size):
-            x = normalize(images[start:start + batch_size], self.scale, self.shift)
+        for start in range(0, len(inputs), batch_size):
+            x = self._prepare(inputs[start:start + batch_size])
             with self.autocast():
                 out.append(self.forward(x.unsqueeze(0).expand(K, *x.shape)).float())
         return torch.cat(out, 1)
 
-    def class_gradient_norms(self, images: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor,
+    def class_gradient_norms(self, inputs: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor,
                              n_classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
         """Norm of the gradient contributed by each class's probe examples, (K, C) weighted and unweighted.
 
@@ -248,7 +326,7 @@ class Trainer:
         """
         self.model.eval()
         K = self.runs.n_models
-        x = normalize(images, self.scale, self.shift).unsqueeze(0).expand(K, *images.shape)
+        x = self._prepare(inputs).unsqueeze(0).expand(K, *inputs.shape)
         per_example = torch.nn.functional.cross_entropy(
             self.model(x).float().flatten(0, 1), labels.repeat(K), reduction="none").view(K, -1)
         params = [p for p in self.model.parameters() if p.requires_grad]
