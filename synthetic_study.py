@@ -35,6 +35,7 @@ POLY_BETA = 0.0                       # ... switch point beta
 TAU = 1.0                             # logit adjustment strength
 DRW_EPOCH = 0                         # deferred re-weighting: weights from this epoch on (0: half)
 WEIGHT_POWER = 0.5                    # weight exponent k
+ENGINE = "auto"                       # trainer engine: auto/fused (compiled, CPU) or torch (a step per batch, slow)
 EXTREME = True                        # also run the extreme-weighting stability study
 EXTREME_WEIGHTS = [1.0, 10.0, 100.0, 1000.0]  # weights on either class (separable, moons; LR, MLP; regime none)
 OUT_EXTREME = "results/synthetic_extreme"
@@ -55,7 +56,8 @@ def main(argv=None) -> int:
             batch_size=values["BATCH_SIZE"], lr_scale=values["LR_SCALE"],
             normalization=values["NORMALIZATION"], evals_per_decade=values["EVALS_PER_DECADE"],
             remedies=values["REMEDIES"], poly_alpha=values["POLY_ALPHA"], poly_beta=values["POLY_BETA"],
-            tau=values["TAU"], drw_epoch=values["DRW_EPOCH"], weight_power=values["WEIGHT_POWER"])
+            tau=values["TAU"], drw_epoch=values["DRW_EPOCH"], weight_power=values["WEIGHT_POWER"],
+            engine=values["ENGINE"])
         # folders last: a bad argument creates nothing
         out = cli.writable_folder("out", values["OUT"])
         figures_dir = cli.writable_folder("figures", values["FIGURES"]) if values["FIGURES_ON"] else None

@@ -29,7 +29,7 @@ from . import config as cfgmod
 from . import data as datamod
 from . import losses, metrics, models, results, shifts
 from .config import ConfigError
-from .train import LossSpec, StackedRuns, Trainer
+from .train import ENGINES, LossSpec, StackedRuns, Trainer
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
@@ -71,6 +71,7 @@ class SyntheticConfig:
     tau: float = 1.0
     drw_epoch: int = 0                # deferred re-weighting: weights from this epoch on (0: half the epochs)
     weight_power: float = 0.5
+    engine: str = "auto"              # the trainer's engine: auto (fused on CPU), fused, or torch (step by step)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept in the manifest
 
     def __post_init__(self) -> None:
@@ -96,6 +97,7 @@ class SyntheticConfig:
             raise ConfigError("minority_fraction", f"must be in (0, 1] (got {self.minority_fraction:g})")
         self.evals_per_decade = v.at_least("evals_per_decade", self.evals_per_decade, 1)
         self.remedies = v.all_of("remedies", self.remedies, REMEDIES)
+        self.engine = v.one_of("engine", self.engine, ENGINES)
         losses.check_remedy_parameters(self.poly_alpha, self.poly_beta, self.tau, self.drw_epoch,
                                        self.weight_power)
 
@@ -223,11 +225,10 @@ def _group_metrics(group: pd.DataFrame, p: dict[str, np.ndarray], ds: datamod.Da
     return out
 
 
-def make_trainer(group: pd.DataFrame, model: str, ds: datamod.Dataset, cfg: SyntheticConfig,
-                 engine: str = "auto") -> Trainer:
+def make_trainer(group: pd.DataFrame, model: str, ds: datamod.Dataset, cfg: SyntheticConfig) -> Trainer:
     """The trainer of one (data set, model) group of runs: all on the same training set, each with its own
     seed, class weights, L2, dropout and remedy; plain SGD (the paper's protocol) with counter-based batch
-    orders, so that the fused CPU engine applies (``engine="torch"`` trains the same runs step by step)."""
+    orders, so that the fused CPU engine applies (``cfg.engine="torch"`` trains the same runs step by step)."""
     lr = group["lr"].unique()
     if len(lr) != 1:
         raise ValueError("the runs of a group share one learning rate (one data set)")
@@ -244,7 +245,7 @@ def make_trainer(group: pd.DataFrame, model: str, ds: datamod.Dataset, cfg: Synt
     stack = models.Stacked2D(model, runs.seeds, cfg.hidden, dropout=runs.dropout)
     return Trainer(stack, runs, torch.from_numpy(ds.train.x), torch.from_numpy(ds.train.y), lr=float(lr[0]),
                    momentum=0.0, batch_size=cfg.batch_size, normalization=cfg.normalization,
-                   batch_order="counter", engine=engine)
+                   batch_order="counter", engine=cfg.engine)
 
 
 def run_study(cfg: SyntheticConfig, progress: bool = True) -> SyntheticResult:

@@ -29,6 +29,14 @@ def test_same_seed_gives_identical_metrics():
     assert not a.table.equals(c.table)
 
 
+def test_study_trains_the_same_through_either_engine_of_the_trainer():
+    """The fused engine (the default on CPU) and the torch engine give the same study, remedies included."""
+    cfg = small_config(epochs=6, remedies=["plain", "poly", "logit_adjusted", "drw"], drw_epoch=3)
+    fused = synthetic.run_study(cfg, progress=False).table
+    eager = synthetic.run_study(replace(cfg, engine="torch"), progress=False).table
+    pd.testing.assert_frame_equal(fused, eager, rtol=1e-4, atol=1e-5)
+
+
 def test_grid_follows_the_paper():
     cfg = synthetic.SyntheticConfig(epochs=1)
     runs = synthetic.build_runs(cfg, {d: synthetic.load_dataset(d, cfg) for d in cfg.datasets})
@@ -129,6 +137,7 @@ def test_help_lists_the_constants():
     (["--weightings", "sideways"], "--weightings: unknown value 'sideways'"),
     (["--epochs", "__import__('os')"], "not an integer"),
     (["--out", "/proc/forbidden"], "--out: cannot write"),
+    (["--engine", "gpu"], "--engine: unknown value 'gpu'"),
 ])
 def test_bad_input_gives_one_line_and_nonzero_exit(args, message, tmp_path, capsys):
     import importlib.util
