@@ -165,6 +165,9 @@ class Trainer:
             raise ValueError(f"unknown batch_order {batch_order!r}; choose from {', '.join(BATCH_ORDERS)}")
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+        model_dropout = getattr(model, "dropout", None)  # the per-run probabilities the model applies
+        if isinstance(model_dropout, torch.Tensor) and not np.allclose(model_dropout.cpu().numpy(), runs.dropout):
+            raise ValueError("the model's dropout probabilities differ from the runs' (pass runs.dropout to the model)")
         self.runs, self.inputs, self.labels = runs, inputs, labels
         self.channels_last = channels_last
         if inputs.device.type == "cuda":  # let cuDNN time its algorithms for the grouped convolutions
