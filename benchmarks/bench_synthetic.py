@@ -3,9 +3,10 @@
 What is measured, in one process:
 
 * ``study_seconds``: wall time of ``synthetic.run_study(SyntheticConfig(), progress=False)`` at paper
-  scale by default (250 runs, 10,000 epochs), i.e. ``result.total_seconds``: data, numba training of
-  all runs, and all metric evaluations / snapshots. A tiny warm-up study (1 epoch, seed 0) runs first
-  so that numba JIT compilation is not counted. ``result.train_seconds`` (the kernel alone) is printed.
+  scale by default (250 runs, 10,000 epochs), i.e. ``result.total_seconds``: data, training of all runs
+  (``iwshift.train.Trainer``, its fused numba engine on CPU), and all metric evaluations / snapshots. A
+  tiny warm-up study (1 epoch, seed 0) runs first so that numba JIT compilation is not counted.
+  ``result.train_seconds`` (training alone) is printed.
 * ``plain_run_epochs_per_s``: how the original code would train one run: a ``TensorDataset`` +
   ``DataLoader(batch_size=8, shuffle=True)``, an ``nn.Module`` from ``models.make_2d_model``,
   ``torch.optim.SGD(lr=learning_rate(x, 0.01), weight_decay=...)`` and ``weighted_bce_with_logits``
@@ -85,7 +86,7 @@ def main() -> None:
     study_seconds = result.total_seconds
     n_runs = len(result.runs)
     print(f"batched study: {n_runs} runs x {cfg.epochs} epochs in {study_seconds:.2f} s "
-          f"(training kernel {result.train_seconds:.2f} s, rest is data/metrics/snapshots)")
+          f"(training {result.train_seconds:.2f} s, rest is data/metrics/snapshots)")
 
     mix = result.runs["model"].value_counts(normalize=True)
     for name in ("lr", "mlp"):  # untimed: torch's one-off start-up cost would land on the first run

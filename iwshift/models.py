@@ -117,6 +117,7 @@ class Stacked2D(nn.Module):
         self.w2, self.b2 = nn.Parameter(initial["w2"]), nn.Parameter(initial["b2"])
         self.register_buffer("seeds", torch.as_tensor(list(seeds), dtype=torch.int64))
         self.register_buffer("dropout", torch.as_tensor(dropout, dtype=torch.float32).expand(self.n_models).clone())
+        self.has_dropout = bool((self.dropout > 0).any())  # a Python flag: no device sync per forward
 
     def stacked_params(self) -> dict[str, torch.Tensor]:
         """The parameters as ``{W1, b1, w2, b2}`` (detached views: they follow training)."""
@@ -127,7 +128,7 @@ class Stacked2D(nn.Module):
             features = x
         else:
             features = torch.relu(torch.baddbmm(self.b1.unsqueeze(1), x, self.W1))
-            if self.training and bool((self.dropout > 0).any()):
+            if self.training and self.has_dropout:
                 if step is None:
                     raise ValueError("training with dropout needs the SGD step (the masks are counter-based)")
                 from .sgd2d import dropout_masks

@@ -6,7 +6,8 @@ steps per run. Timed here (2 CPU cores) on 135 stacked MLP runs and projected to
 steps: one batched eager-PyTorch step costs ~300 us (~194 s), a ``torch.compile``d 8-step block ~58 us
 per step (~37 s, plus 22 s of compilation). This numba kernel trains each run in a tight loop whose state
 stays in L1 cache, in parallel over runs, with no per-step Python: ~17 s projected for the same runs, and
-the whole study (250 runs) measured at 22-25 s of training (45 s on a 2x slower 2-core machine).
+the whole study (250 runs) measured at 22-25 s of training (45-51 s on a 2x slower 2-core machine),
+against ~73 minutes through the trainer's torch engine (projected from 20 epochs of the study).
 
 The kernel computes what the trainer's PyTorch engine computes step by step (same batch orders, dropout
 masks, losses, normalisations, weight decay, deferred re-weighting and running epoch statistics); the
