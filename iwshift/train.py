@@ -165,9 +165,10 @@ class Trainer:
             raise ValueError(f"unknown batch_order {batch_order!r}; choose from {', '.join(BATCH_ORDERS)}")
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-        model_dropout = getattr(model, "dropout", None)  # the per-run probabilities the model applies
-        if isinstance(model_dropout, torch.Tensor) and not np.allclose(model_dropout.cpu().numpy(), runs.dropout):
-            raise ValueError("the model's dropout probabilities differ from the runs' (pass runs.dropout to the model)")
+        for name in ("dropout", "seeds"):  # what the model draws its dropout masks from must be the runs'
+            value = getattr(model, name, None)
+            if isinstance(value, torch.Tensor) and not np.allclose(value.cpu().numpy(), getattr(runs, name)):
+                raise ValueError(f"the model's {name} differ from the runs' (build the model from runs.{name})")
         self.runs, self.inputs, self.labels = runs, inputs, labels
         self.channels_last = channels_last
         if inputs.device.type == "cuda":  # let cuDNN time its algorithms for the grouped convolutions

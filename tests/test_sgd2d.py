@@ -134,9 +134,10 @@ def test_engine_choice_and_its_errors():
                 momentum=0.9, batch_order="counter", engine="fused")
     with pytest.raises(ValueError, match="on_step needs the torch engine"):
         trainer.train_epochs(1, on_step=lambda: None)
-    with pytest.raises(ValueError, match="dropout probabilities differ"):  # the engines would disagree
-        Trainer(models.Stacked2D("mlp", [0], dropout=0.5), runs, torch.from_numpy(data.x),
-                torch.from_numpy(data.y), momentum=0.0, batch_order="counter")
+    for model, what in ((models.Stacked2D("mlp", [0], dropout=0.5), "dropout"), (models.Stacked2D("mlp", [1]), "seeds")):
+        with pytest.raises(ValueError, match=f"the model's {what} differ"):  # the engines would disagree
+            Trainer(model, runs, torch.from_numpy(data.x), torch.from_numpy(data.y), momentum=0.0,
+                    batch_order="counter")
 
 
 def test_permutation_is_a_permutation_and_depends_on_seed_and_epoch():
