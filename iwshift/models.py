@@ -107,7 +107,7 @@ class Stacked2D(nn.Module):
         super().__init__()
         if name not in MODELS_2D:
             raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS_2D)}")
-        self.name, self.n_models = name, len(seeds)
+        self.n_models = len(seeds)
         initial = {k: torch.from_numpy(v) for k, v in init_stacked(name, seeds, hidden).items()}
         if name == "lr":  # no hidden layer: W1 and b1 stay empty (buffers, so that they get no gradient)
             self.register_buffer("W1", initial["W1"])
@@ -121,34 +121,37 @@ class Stacked2D(nn.Module):
 
     def stacked_params(self) -> dict[str, torch.Tensor]:
         """The parameters as ``{W1, b1, w2, b2}`` (detached views: they follow training)."""
-        return {"W1": self.W1.detach(), "b1": self.b1.detach(), "w2": self.w2.detach(), "b2": self.b2.detach()}
+        return {k: v.detach() for k, v in self._params().items()}
+
+    def _params(self) -> dict[str, torch.Tensor]:
+        return {"W1": self.W1, "b1": self.b1, "w2": self.w2, "b2": self.b2}
 
     def forward(self, x: torch.Tensor, step: int | None = None) -> torch.Tensor:
-        if self.name == "lr":
-            features = x
-        else:
-            features = torch.relu(torch.baddbmm(self.b1.unsqueeze(1), x, self.W1))
-            if self.training and self.has_dropout:
-                if step is None:
-                    raise ValueError("training with dropout needs the SGD step (the masks are counter-based)")
-                from .sgd2d import dropout_masks
+        hidden_scale = None
+        if self.training and self.has_dropout:
+            if step is None:
+                raise ValueError("training with dropout needs the SGD step (the masks are counter-based)")
+            from .sgd2d import dropout_masks
 
-                masks = dropout_masks(self.seeds.cpu().numpy(), step, x.shape[1], features.shape[-1],
-                                      self.dropout.cpu().numpy())
-                features = features * torch.from_numpy(masks).to(features.device)
-        z = torch.bmm(features, self.w2.unsqueeze(-1)).squeeze(-1) + self.b2.unsqueeze(-1)
+            masks = dropout_masks(self.seeds.cpu().numpy(), step, x.shape[1], self.W1.shape[-1],
+                                  self.dropout.cpu().numpy())
+            hidden_scale = torch.from_numpy(masks).to(x.device)
+        z = stacked_logits(self._params(), x, hidden_scale)
         return torch.stack([torch.zeros_like(z), z], -1)
 
 
-def stacked_logits(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Logits of K stacked runs (no dropout: evaluation) on shared inputs ``x`` (n, 2) or per-run
-    inputs (K, n, 2). Returns (K, n)."""
+def stacked_logits(params: dict[str, torch.Tensor], x: torch.Tensor,
+                   hidden_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits of K stacked runs on shared inputs ``x`` (n, 2) or per-run inputs (K, n, 2). Returns (K, n).
+    ``hidden_scale`` (K, n, H) multiplies the MLP's hidden units (dropout masks; none: evaluation)."""
     if x.dim() == 2:
         x = x.expand(params["w2"].shape[0], -1, -1)
     if params["W1"].shape[-1] == 0:
         features = x
     else:
         features = torch.relu(torch.baddbmm(params["b1"].unsqueeze(1), x, params["W1"]))
+        if hidden_scale is not None:
+            features = features * hidden_scale
     return torch.bmm(features, params["w2"].unsqueeze(-1)).squeeze(-1) + params["b2"].unsqueeze(-1)
 
 
