@@ -125,7 +125,7 @@ def load_for_script(prog: str, data_dir: str | Path, download: bool, progress: b
 def _load_image_folder(data_dir: Path, cache_dir: str | Path | None, progress: bool) -> Cifar10:
     """Decode (or read from the cache) an ImageFolder tree of CIFAR-10 class folders."""
     root = data_dir.resolve()
-    source = f"image folder {root}"
+    source = f"image folder '{root.name}'"  # kind and folder name only: no absolute path in any result
     listing = {split: _list_split(root, split) for split in SPLITS}
     fingerprint = hashlib.sha256()
     for split in SPLITS:
@@ -209,7 +209,7 @@ def _load_torchvision(data_dir: Path, cache_dir: str | Path | None, download: bo
     """The official CIFAR-10 through torchvision; cached too, which skips torchvision's checksums
     and unpickling on later calls."""
     root = data_dir.resolve()
-    source = f"torchvision CIFAR-10 (official) in {data_dir}"
+    source = "torchvision CIFAR-10 (official)"  # no path of the machine that ran it in any result
     batches = root / TORCHVISION_FOLDER
     if batches.is_dir():
         cache = _cache_path(cache_dir, data_dir, "torchvision", root, _folder_fingerprint(batches))
