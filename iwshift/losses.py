@@ -53,7 +53,7 @@ def weighted_cross_entropy(
 # Later work proposed ways to make importance weights matter again for networks that fit their
 # training data. Each is a per-example loss (or a transformation of the weights) usable by every study.
 
-LOSSES = ("ce", "poly", "logit_adjusted")
+LOSSES = ("ce", "poly", "logit_adjusted", "poly_wang")
 
 
 def check_loss_parameters(loss: str, alpha: float = 1.0, beta: float = 0.0, tau: float = 1.0) -> None:
@@ -68,6 +68,8 @@ def check_loss_parameters(loss: str, alpha: float = 1.0, beta: float = 0.0, tau:
             raise ConfigError("poly_alpha", f"must be finite and > 0 (got {alpha:g})")
         if not math.isfinite(beta):
             raise ConfigError("poly_beta", f"must be finite (got {beta:g})")
+    if loss == "poly_wang" and not (math.isfinite(alpha) and alpha > 0):
+        raise ConfigError("poly_alpha", f"must be finite and > 0 (got {alpha:g})")
     if loss == "logit_adjusted" and not math.isfinite(tau):
         raise ConfigError("tau", f"must be finite (got {tau:g})")
 
@@ -121,12 +123,15 @@ def class_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def per_example_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str = "ce", alpha: float = 1.0,
                      beta: float = 0.0, tau: float = 1.0, log_prior: torch.Tensor | None = None) -> torch.Tensor:
     """Per-example loss of ``(..., C)`` logits: ``ce``; ``poly`` (polynomially tailed, on the class
-    margin); ``logit_adjusted`` (Menon et al., ICLR 2021: cross-entropy of logits + tau * log pi, with
-    pi the training set's class prior ``exp(log_prior)``; tau = 0 is cross-entropy)."""
+    margin); ``poly_wang`` (Wang et al.'s released variant, :func:`poly_wang`); ``logit_adjusted``
+    (Menon et al., ICLR 2021: cross-entropy of logits + tau * log pi, with pi the training set's class
+    prior ``exp(log_prior)``; tau = 0 is cross-entropy)."""
     if loss == "ce":
         return torch.nn.functional.cross_entropy(logits.flatten(0, -2), labels.flatten(), reduction="none").view(labels.shape)
     if loss == "poly":
         return poly_tailed(class_margin(logits, labels), alpha, beta)
+    if loss == "poly_wang":  # for two classes the class margin is their (logit_1 - logit_0)(2y - 1)
+        return poly_wang(class_margin(logits, labels), alpha)
     if loss == "logit_adjusted":
         if log_prior is None:
             raise ValueError("logit adjustment needs the training set's log class prior")
@@ -146,3 +151,30 @@ def deferred_weights(weights: np.ndarray, epoch: int, start_epoch: int) -> np.nd
     """Deferred re-weighting (Cao et al., NeurIPS 2019): uniform weights for epochs before
     ``start_epoch`` (1-based epochs), the importance weights from then on."""
     return np.ones_like(weights) if epoch < start_epoch else weights
+
+
+# ----------------------------------------------------------- Wang et al. (ICLR 2022), as released
+#
+# Their released code's polynomially-tailed loss (``PolynomialLoss(type="logit")`` in their
+# src/loss_fns.py), re-implemented for the side-by-side replication (:mod:`iwshift.wang2022`). It is
+# not our ``poly``:
+#   * ours: logistic log(1 + e^-z) below beta, then A (z - beta + s)^-alpha with (A, s) chosen so that
+#     value *and slope* are continuous at beta (C^1; default beta = 0);
+#   * theirs: the logistic *scaled* by 1 / log(1 + e^-1) up to v = 1 (so f(1) = 1), then the unshifted
+#     v^-alpha; continuous at 1 but with a kink (slope -sigmoid(-1) / log(1 + e^-1) = -0.858 on the left,
+#     -alpha on the right), and about 3.19 times the plain logistic below the switch.
+# Their code multiplies both branches by indicators, so a margin of exactly 0 gives 0 * inf = NaN (and
+# NaN gradients near 0); here the tail is evaluated on the clamped margin, which keeps every value finite.
+
+
+def poly_wang(margin: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """Wang et al.'s released poly-tailed loss of a margin v (binary: v = (logit_1 - logit_0)(2y - 1)):
+
+        f(v) = log(1 + e^-v) / log(1 + e^-1)   for v <= 1
+        f(v) = v^(-alpha)                      for v > 1
+    """
+    import math
+
+    logistic = torch.nn.functional.softplus(-margin) / math.log1p(math.exp(-1.0))
+    tail = torch.clamp(margin, min=1.0).pow(-alpha)
+    return torch.where(margin <= 1.0, logistic, tail)

@@ -58,8 +58,8 @@ def normalization_constants(device: torch.device | str) -> tuple[torch.Tensor, t
 class LossSpec:
     """A run's per-example loss (see :func:`iwshift.losses.per_example_loss`)."""
 
-    name: str = "ce"        # ce | poly | logit_adjusted
-    alpha: float = 1.0      # poly: tail exponent
+    name: str = "ce"        # ce | poly | logit_adjusted | poly_wang
+    alpha: float = 1.0      # poly, poly_wang: tail exponent
     beta: float = 0.0       # poly: switch point
     tau: float = 1.0        # logit_adjusted: strength
 
@@ -91,6 +91,8 @@ class StackedRuns:
         poly = {(spec.alpha, spec.beta) for spec in self.loss if spec.name == "poly"}
         if len(poly) > 1:
             raise ValueError("the runs of a stack share one (alpha, beta) of the polynomially-tailed loss")
+        if len({spec.alpha for spec in self.loss if spec.name == "poly_wang"}) > 1:
+            raise ValueError("the runs of a stack share one alpha of Wang et al.'s poly-tailed loss")
 
     @property
     def n_models(self) -> int:
@@ -198,7 +200,8 @@ class Trainer:
             ("momentum is not 0", self.momentum == 0),
             ("precision is not fp32", self.precision == "fp32"),
             ('batch_order is not "counter"', self.batch_order == "counter"),
-            ("compile is on", not compile)) if not holds]
+            ("compile is on", not compile),
+            ("a run uses poly_wang", not any(s.name == "poly_wang" for s in self.runs.loss))) if not holds]
         if engine == "fused" and reasons:
             raise ValueError(f"the fused engine does not apply: {'; '.join(reasons)}")
         if engine == "auto":
@@ -222,6 +225,9 @@ class Trainer:
         tau = torch.tensor([s.tau if s.name == "logit_adjusted" else 0.0 for s in specs])
         self.logit_offset = (tau[:, None] * log_prior).to(self.device)[:, None, :]  # (K, 1, C)
         self.defer = torch.tensor(self.runs.defer_until, device=self.device)
+        wang = [s for s in specs if s.name == "poly_wang"]  # Wang et al.'s released poly-tailed loss
+        self.wang_mask = torch.tensor([s.name == "poly_wang" for s in specs], device=self.device)
+        self.wang_alpha = wang[0].alpha if wang else None
 
     def example_losses(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(K, B) per-example training loss of every run under its own loss."""
@@ -229,6 +235,9 @@ class Trainer:
         if self.poly_params is not None:
             poly = losses.per_example_loss(logits, labels, "poly", *self.poly_params)
             per_example = torch.where(self.poly_mask[:, None], poly, per_example)
+        if self.wang_alpha is not None:
+            wang = losses.per_example_loss(logits, labels, "poly_wang", self.wang_alpha)
+            per_example = torch.where(self.wang_mask[:, None], wang, per_example)
         return per_example
 
     def autocast(self):

@@ -1,0 +1,124 @@
+"""Replicate Wang, Chatterji, Haque & Hashimoto (ICLR 2022), imbalanced binary CIFAR-10 (cat vs dog, 10:1),
+side by side with their released per-seed results.
+
+Their grid: cross-entropy and their poly-tailed loss (alpha = 1) x {No IW, IW, IW-Exp (weights ** 1.5,
+lr 0.008, momentum 0)} x 10 seeds, 400 epochs; the early-stopped cells (IW-ES, IW-Exp-ES) are checkpoints
+of the IW runs chosen by their rule, ours, and test-as-validation (see iwshift/wang2022.py). Every
+upper-case constant is a flag (--help). ``--preset paper`` is their protocol (``auto``: paper on CUDA);
+``--preset cpu`` a scaled-down grid (width 1/4, 1,000 + 100 images, 40 epochs, 3 seeds) that is NOT
+comparable with their numbers. Runs are resumable (a complete run is skipped). Writes the comparison
+table to OUT/comparison.md and the figure to FIGURES/comparison.png; ``--dry-run`` prints the projected
+cost and trains nothing.
+"""
+
+import sys
+import time
+
+from iwshift import config as cli
+from iwshift import sweep
+from iwshift import wang2022 as study
+
+PRESET = "auto"                  # auto | paper (their protocol) | cpu (scaled down, not comparable)
+DATA_DIR = "data"                # torchvision download folder, or an ImageFolder tree
+DOWNLOAD = True
+OUT = ""                         # "" -> results/wang2022 (paper) or results/wang2022_cpu (cpu)
+FIGURES = ""                     # "" -> figures/wang2022 or figures/wang2022_cpu
+DEVICE = "auto"                  # auto | cpu | cuda | cuda:N
+SEEDS = list(range(10))
+DATA_SEED = 0                    # with each seed, draws the 500 dogs and the 80/20 split
+LOSSES = ["ce", "poly_wang"]
+WEIGHTINGS = ["none", "iw", "iw_exp"]
+PER_CLASS = 5000                 # cats; dogs = PER_CLASS / IMBALANCE
+IMBALANCE = 10
+TRAIN_FRACTION = 0.8             # the rest: held-out validation split (early stopping)
+WIDTH = 1.0                      # CNN width multiplier
+EPOCHS = 400
+LR = 0.001
+MOMENTUM = 0.9
+EXP_LR = 0.008                   # IW-Exp's optimiser
+EXP_MOMENTUM = 0.0
+WEIGHT_EXPONENT = 1.5            # IW-Exp: (1 / class count) ** exponent
+BATCH_SIZE = 64
+POLY_ALPHA = 1.0                 # their poly-tailed loss's tail exponent
+NORMALIZATION = "mean"           # mean: sum w*l / batch (theirs); weight_sum: sum w*l / sum w
+PRECISION = "fp32"               # fp32 (theirs) | bf16 | auto
+COMPILE = False
+EVAL_EVERY = 1                   # their checkpoint callback looks at every epoch
+MAX_STACK = 84                   # runs trained together at most
+CPU_IMG_PER_S = 0.0              # > 0: also project the CPU wall time at this rate (model-images per second;
+                                 # 324 measured here for the cpu preset, bf16, 2 cores under load ~9)
+PROGRESS = True
+DRY_RUN = False                  # print the grid and its projected cost; train nothing
+MERGE_ONLY = False               # train nothing: compare the complete runs in OUT
+
+_PROG = "replicate_wang2022.py"
+# H100, full-width CNN, fp32, K = 28, batch 16, benchmark alone (README, "Speed"); not measured for this grid
+GPU_IMG_PER_S = 75_000
+FIELDS = {
+    "SEEDS": "seeds", "DATA_SEED": "data_seed", "LOSSES": "losses", "WEIGHTINGS": "weightings",
+    "PER_CLASS": "per_class", "IMBALANCE": "imbalance", "TRAIN_FRACTION": "train_fraction", "WIDTH": "width",
+    "EPOCHS": "epochs", "LR": "lr", "MOMENTUM": "momentum", "EXP_LR": "exp_lr", "EXP_MOMENTUM": "exp_momentum",
+    "WEIGHT_EXPONENT": "weight_exponent", "BATCH_SIZE": "batch_size", "POLY_ALPHA": "poly_alpha",
+    "NORMALIZATION": "normalization", "PRECISION": "precision", "COMPILE": "compile", "EVAL_EVERY": "eval_every",
+    "MAX_STACK": "max_stack",
+}
+
+
+def main(argv=None) -> int:
+    constants = {k: v for k, v in globals().items() if k.isupper() and k not in ("FIELDS", "GPU_IMG_PER_S")}
+    values = cli.override_from_argv(constants, __doc__, argv)
+    with cli.exit_on_config_error(_PROG):
+        device = sweep.resolve_device(values["DEVICE"])
+        preset, fields = sweep.preset_fields(values, constants, FIELDS, study.PRESETS, device, argv)
+        cfg = study.make_config(preset, **{k: val for k, val in fields.items()
+                                          if k not in ("regimes", "probe_per_class")})
+        suffix = "" if preset == "paper" else f"_{preset}"
+        out = cli.writable_folder("out", values["OUT"] or f"results/wang2022{suffix}")
+        figures_dir = cli.writable_folder("figures", values["FIGURES"] or f"figures/wang2022{suffix}")
+        cpu_rate = cli.non_negative_finite("cpu_img_per_s", values["CPU_IMG_PER_S"])
+    cost = study.projected_cost(cfg)
+    label = "their protocol" if cfg.comparable() else "NOT comparable with their numbers (scaled down or changed)"
+    print(f"preset {preset} ({label}); device {device}; {cost['runs']} runs in {cost['stacks']} stacks; "
+          f"{cost['train_images'] / 1e6:.1f} M model-images trained + {cost['eval_images'] / 1e6:.1f} M evaluated "
+          f"({cost['evaluated_epochs']} evaluated epochs per run)")
+    work = cost["train_images"] + cost["eval_images"] / 3  # a forward pass costs about a third of a step
+    print(f"projected: ~{work / GPU_IMG_PER_S / 60:.0f} min on one H100 at {GPU_IMG_PER_S:,} model-img/s"
+          + (f"; ~{work / cpu_rate / 60:.0f} min on CPU at {cpu_rate:,.0f} model-img/s" if cpu_rate else ""))
+    if values["DRY_RUN"]:
+        return 0
+    start = time.perf_counter()
+    if values["MERGE_ONLY"]:
+        table = sweep.merge(out, study.build_runs(cfg)["run"])
+        if table.empty:
+            print(f"{_PROG}: error: no complete runs of this grid in {out}/", file=sys.stderr)
+            return 1
+    else:
+        from iwshift.cifar_data import load_for_script
+
+        data = load_for_script(_PROG, values["DATA_DIR"], values["DOWNLOAD"], values["PROGRESS"] and sys.stderr.isatty())
+        if data is None:
+            return 2
+        print(f"data: {data.source}")
+        table = study.run_grid(data, cfg, out, device, progress=values["PROGRESS"] and sys.stderr.isatty())
+    return finish(table, out, figures_dir, start)
+
+
+def finish(table, out, figures_dir, start) -> int:
+    from iwshift import plots, results
+
+    comparison, headlines = study.summarise(table)
+    text = study.markdown(comparison, headlines, study.describe(table))
+    results.write_table(out / "merged.csv", table)
+    results.write_table(out / "comparison.csv", comparison)
+    results.write_text(out / "comparison.md", text)
+    comparable = table["comparable"].astype(str).eq("True").all()
+    title = "" if comparable else "NOT COMPARABLE (scaled-down protocol): ours vs Wang et al. (2022)"
+    plots.save_figure(study.figure(comparison, title), figures_dir / "comparison.png")
+    print(text)
+    print(f"{table['run'].nunique()} runs complete in {out}/ ({time.perf_counter() - start:.0f} s); "
+          f"comparison: {out / 'comparison.md'}; figure: {figures_dir / 'comparison.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
