@@ -243,7 +243,7 @@ def time_trainer(pair: PairImages, n_models: int, width: float, device: torch.de
     model.to(device)
     trainer = Trainer(model, runs, images, labels, lr=LR, momentum=MOMENTUM, batch_size=BATCH_SIZE,
                       normalization="weight_sum", precision=precision, channels_last=precision == "bf16",
-                      compile=compile)
+                      compile=compile, image_normalization="cifar10")
     clock = StepClock(device, len(pair.labels), warmup, steps)
     try:
         while True:

@@ -22,10 +22,20 @@ def fraction_predicted(predictions: torch.Tensor, label: int = 1) -> torch.Tenso
     return (predictions == label).float().mean(-1)
 
 
-def balanced_accuracy(predictions: torch.Tensor, labels: torch.Tensor, n_classes: int = 2) -> torch.Tensor:
-    """Mean over classes present in ``labels`` of the per-class recall."""
-    recalls = [accuracy(predictions[..., labels == c], labels[labels == c])
-               for c in range(n_classes) if bool((labels == c).any())]
+def balanced_accuracy(predictions: torch.Tensor, labels: torch.Tensor, n_classes: int | None = None) -> torch.Tensor:
+    """Mean over the classes present in ``labels`` (n,) of the per-class recall, along the last dimension
+    of ``predictions`` (..., n). The classes are those found in ``labels`` (as scikit-learn's
+    ``balanced_accuracy_score``); ``n_classes``, when given, is checked: a label outside 0..n_classes-1
+    is an error, never silently left out."""
+    labels = torch.as_tensor(labels)
+    if labels.dim() != 1 or labels.numel() == 0 or predictions.shape[-1] != labels.shape[0]:
+        raise ValueError(f"labels must be non-empty (n,) matching predictions' last dimension "
+                         f"(got {tuple(labels.shape)} and {tuple(predictions.shape)})")
+    classes = torch.unique(labels)
+    if n_classes is not None and (int(classes[0]) < 0 or int(classes[-1]) >= n_classes):
+        raise ValueError(f"labels must be in 0..{n_classes - 1} for n_classes={n_classes} "
+                         f"(got {int(classes[0])}..{int(classes[-1])})")
+    recalls = [accuracy(predictions[..., labels == c], labels[labels == c]) for c in classes.tolist()]
     return torch.stack(recalls).mean(0)
 
 

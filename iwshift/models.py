@@ -1,4 +1,5 @@
-"""Models: logistic regression and a one-hidden-layer MLP for 2-D data; the Byrd & Lipton CNN.
+"""Models: logistic regression and a one-hidden-layer MLP for feature vectors (the paper's 2-D data, or
+any width); the Byrd & Lipton CNN.
 
 Parameters of many runs are *stacked* (a leading run dimension K) so that one kernel or one batched
 product trains or evaluates them all (:class:`Stacked2D`, :class:`StackedCNN`). Initialisation is
@@ -17,98 +18,136 @@ from torch import nn
 MODELS_2D = ("lr", "mlp")
 
 
-class LogisticRegression(nn.Module):
-    """Linear 2 -> 1; the output is the logit of class 1."""
+def _outputs(n_classes: int) -> int:
+    """Output units: one logit (of class 1) for two classes, one per class otherwise."""
+    if isinstance(n_classes, bool) or int(n_classes) != n_classes or n_classes < 2:
+        raise ValueError(f"n_classes must be an integer >= 2 (got {n_classes})")
+    return 1 if n_classes == 2 else int(n_classes)
 
-    def __init__(self, in_features: int = 2):
+
+def _check_in_features(in_features: int) -> int:
+    if isinstance(in_features, bool) or int(in_features) != in_features or in_features < 1:
+        raise ValueError(f"in_features must be an integer >= 1 (got {in_features})")
+    return int(in_features)
+
+
+class LogisticRegression(nn.Module):
+    """Linear in_features -> 1 (the logit of class 1) for two classes, -> n_classes logits otherwise."""
+
+    def __init__(self, in_features: int = 2, n_classes: int = 2):
         super().__init__()
-        self.linear = nn.Linear(in_features, 1)
+        self.n_classes = n_classes
+        self.linear = nn.Linear(_check_in_features(in_features), _outputs(n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x).squeeze(-1)
+        z = self.linear(x)
+        return z.squeeze(-1) if self.n_classes == 2 else z
 
 
 class MLP(nn.Module):
-    """2 -> hidden (ReLU, dropout p) -> 1; the output is the logit of class 1."""
+    """in_features -> hidden (ReLU, dropout p) -> 1 logit (of class 1) for two classes, n_classes otherwise."""
 
-    def __init__(self, in_features: int = 2, hidden: int = 64, dropout: float = 0.0):
+    def __init__(self, in_features: int = 2, hidden: int = 64, dropout: float = 0.0, n_classes: int = 2):
         super().__init__()
-        self.hidden = nn.Linear(in_features, hidden)
+        self.n_classes = n_classes
+        self.hidden = nn.Linear(_check_in_features(in_features), hidden)
         self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden, 1)
+        self.out = nn.Linear(hidden, _outputs(n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.dropout(torch.relu(self.hidden(x)))).squeeze(-1)
+        z = self.out(self.dropout(torch.relu(self.hidden(x))))
+        return z.squeeze(-1) if self.n_classes == 2 else z
 
 
-def make_2d_model(name: str, hidden: int = 64, dropout: float = 0.0, seed: int = 0) -> nn.Module:
+def make_2d_model(name: str, hidden: int = 64, dropout: float = 0.0, seed: int = 0, in_features: int = 2,
+                  n_classes: int = 2) -> nn.Module:
+    """One logistic regression (``lr``) or MLP (``mlp``) initialised under ``seed``."""
     torch.manual_seed(seed)
     if name == "lr":
-        return LogisticRegression()
+        return LogisticRegression(in_features, n_classes)
     if name == "mlp":
-        return MLP(hidden=hidden, dropout=dropout)
+        return MLP(in_features, hidden=hidden, dropout=dropout, n_classes=n_classes)
     raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS_2D)}")
 
 
 def module_to_stacked(model: nn.Module) -> dict[str, np.ndarray]:
     """One module's parameters in the stacked layout (without the run dimension).
 
-    Layout: ``W1`` (2, H), ``b1`` (H,), ``w2`` (H,), ``b2`` () for the MLP; for logistic regression
-    H = 0 hidden units and ``w2`` (2,) acts on the inputs directly.
+    Layout, for d inputs and H hidden units: ``W1`` (d, H), ``b1`` (H,), then for two classes (one
+    logit) ``w2`` (H,) and ``b2`` (), for C > 2 classes ``w2`` (H, C) and ``b2`` (C,). Logistic
+    regression has H = 0 hidden units (``W1`` (d, 0)) and ``w2`` acts on the inputs directly
+    (``w2`` (d,) or (d, C)).
     """
+    def head(linear: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
+        weight, bias = linear.weight.detach().numpy(), linear.bias.detach().numpy()
+        if weight.shape[0] == 1:  # binary: the logit of class 1
+            return weight[0].copy(), bias[0].copy()
+        return weight.T.copy(), bias.copy()
+
     if isinstance(model, LogisticRegression):
-        w = model.linear.weight.detach().numpy()[0]
-        return {"W1": np.zeros((2, 0), np.float32), "b1": np.zeros(0, np.float32), "w2": w.copy(),
-                "b2": model.linear.bias.detach().numpy()[0].copy()}
+        w2, b2 = head(model.linear)
+        d = model.linear.in_features
+        return {"W1": np.zeros((d, 0), np.float32), "b1": np.zeros(0, np.float32), "w2": w2, "b2": b2}
+    w2, b2 = head(model.out)
     return {"W1": model.hidden.weight.detach().numpy().T.copy(),
-            "b1": model.hidden.bias.detach().numpy().copy(),
-            "w2": model.out.weight.detach().numpy()[0].copy(),
-            "b2": model.out.bias.detach().numpy()[0].copy()}
+            "b1": model.hidden.bias.detach().numpy().copy(), "w2": w2, "b2": b2}
 
 
 def stacked_to_module(params: dict[str, np.ndarray], dropout: float = 0.0) -> nn.Module:
-    """Inverse of :func:`module_to_stacked` for one run."""
-    hidden = params["W1"].shape[-1]
+    """Inverse of :func:`module_to_stacked` for one run (input width and class count read from the
+    shapes: ``W1`` (d, H), ``w2`` (F,) for two classes or (F, C))."""
+    in_features, hidden = params["W1"].shape
+    n_classes = 2 if np.ndim(params["w2"]) == 1 else np.shape(params["w2"])[1]
+    outputs = _outputs(n_classes)
+
+    def set_head(linear: nn.Linear) -> None:
+        linear.weight.data = torch.as_tensor(params["w2"]).reshape(-1, outputs).T.float().contiguous().clone()
+        linear.bias.data = torch.as_tensor(params["b2"]).reshape(outputs).float().clone()
+
     model: nn.Module
     if hidden == 0:
-        model = LogisticRegression()
-        model.linear.weight.data = torch.as_tensor(params["w2"]).reshape(1, 2).float().clone()
-        model.linear.bias.data = torch.as_tensor(params["b2"]).reshape(1).float().clone()
+        model = LogisticRegression(in_features, n_classes)
+        set_head(model.linear)
     else:
-        model = MLP(hidden=hidden, dropout=dropout)
-        model.hidden.weight.data = torch.as_tensor(params["W1"]).T.float().clone()
+        model = MLP(in_features, hidden=hidden, dropout=dropout, n_classes=n_classes)
+        model.hidden.weight.data = torch.as_tensor(params["W1"]).T.float().contiguous().clone()
         model.hidden.bias.data = torch.as_tensor(params["b1"]).float().clone()
-        model.out.weight.data = torch.as_tensor(params["w2"]).reshape(1, -1).float().clone()
-        model.out.bias.data = torch.as_tensor(params["b2"]).reshape(1).float().clone()
+        set_head(model.out)
     return model
 
 
-def init_stacked(name: str, seeds: Sequence[int], hidden: int = 64) -> dict[str, np.ndarray]:
+def init_stacked(name: str, seeds: Sequence[int], hidden: int = 64, in_features: int = 2,
+                 n_classes: int = 2) -> dict[str, np.ndarray]:
     """Stacked initial parameters of ``len(seeds)`` runs, run k initialised with ``seeds[k]``."""
-    per_run = [module_to_stacked(make_2d_model(name, hidden, seed=s)) for s in seeds]
+    per_run = [module_to_stacked(make_2d_model(name, hidden, seed=s, in_features=in_features, n_classes=n_classes))
+               for s in seeds]
     return {key: np.ascontiguousarray(np.stack([p[key] for p in per_run]).astype(np.float32))
             for key in per_run[0]}
 
 
 class Stacked2D(nn.Module):
-    """K logistic regressions or MLPs on 2-D inputs, one module (the layout of :func:`init_stacked`), for
-    :class:`iwshift.train.Trainer`.
+    """K logistic regressions or MLPs on feature vectors of ``in_features`` (the paper's 2-D data by
+    default), one module (the layout of :func:`init_stacked`), for :class:`iwshift.train.Trainer`.
 
-    Input ``(K, B, 2)``, output ``(K, B, 2)`` logits ``[0, z]`` with z the logit of class 1: softmax
-    cross-entropy of ``[0, z]`` is the binary cross-entropy of z (and its class margin is +-z), so the
-    trainer's multi-class losses serve the binary models unchanged. Dropout masks are counter-based,
-    a function of (run seed, SGD step): the trainer passes ``step`` in training mode, and its fused
-    engine (:mod:`iwshift.sgd2d`) draws the same masks.
+    Input ``(K, B, in_features)``, output ``(K, B, n_classes)`` logits. With two classes the model has
+    one logit z (of class 1) and outputs ``[0, z]``: softmax cross-entropy of ``[0, z]`` is the binary
+    cross-entropy of z (and its class margin is +-z), so the trainer's multi-class losses serve the
+    binary models unchanged. Dropout masks are counter-based, a function of (run seed, SGD step): the
+    trainer passes ``step`` in training mode, and its fused engine (:mod:`iwshift.sgd2d`, binary models
+    only) draws the same masks.
     """
 
     step_seeded_dropout = True
 
-    def __init__(self, name: str, seeds: Sequence[int], hidden: int = 64, dropout: Sequence[float] | float = 0.0):
+    def __init__(self, name: str, seeds: Sequence[int], hidden: int = 64, dropout: Sequence[float] | float = 0.0,
+                 in_features: int = 2, n_classes: int = 2):
         super().__init__()
         if name not in MODELS_2D:
             raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS_2D)}")
         self.n_models = len(seeds)
-        initial = {k: torch.from_numpy(v) for k, v in init_stacked(name, seeds, hidden).items()}
+        self.in_features, self.n_classes = _check_in_features(in_features), int(n_classes)
+        initial = {k: torch.from_numpy(v)
+                   for k, v in init_stacked(name, seeds, hidden, in_features, n_classes).items()}
         if name == "lr":  # no hidden layer: W1 and b1 stay empty (buffers, so that they get no gradient)
             self.register_buffer("W1", initial["W1"])
             self.register_buffer("b1", initial["b1"])
@@ -127,6 +166,8 @@ class Stacked2D(nn.Module):
         return {"W1": self.W1, "b1": self.b1, "w2": self.w2, "b2": self.b2}
 
     def forward(self, x: torch.Tensor, step: int | None = None) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"inputs have {x.shape[-1]} features but the model takes in_features={self.in_features}")
         hidden_scale = None
         if self.training and self.has_dropout:
             if step is None:
@@ -137,12 +178,13 @@ class Stacked2D(nn.Module):
                                   self.dropout.cpu().numpy())
             hidden_scale = torch.from_numpy(masks).to(x.device)
         z = stacked_logits(self._params(), x, hidden_scale)
-        return torch.stack([torch.zeros_like(z), z], -1)
+        return z if self.n_classes > 2 else torch.stack([torch.zeros_like(z), z], -1)
 
 
 def stacked_logits(params: dict[str, torch.Tensor], x: torch.Tensor,
                    hidden_scale: torch.Tensor | None = None) -> torch.Tensor:
-    """Logits of K stacked runs on shared inputs ``x`` (n, 2) or per-run inputs (K, n, 2). Returns (K, n).
+    """Logits of K stacked runs on shared inputs ``x`` (n, d) or per-run inputs (K, n, d): (K, n), the
+    logit of class 1, for binary runs (``w2`` (K, F)); (K, n, C) for C-class runs (``w2`` (K, F, C)).
     ``hidden_scale`` (K, n, H) multiplies the MLP's hidden units (dropout masks; none: evaluation)."""
     if x.dim() == 2:
         x = x.expand(params["w2"].shape[0], -1, -1)
@@ -152,6 +194,8 @@ def stacked_logits(params: dict[str, torch.Tensor], x: torch.Tensor,
         features = torch.relu(torch.baddbmm(params["b1"].unsqueeze(1), x, params["W1"]))
         if hidden_scale is not None:
             features = features * hidden_scale
+    if params["w2"].dim() == 3:
+        return torch.baddbmm(params["b2"].unsqueeze(1), features, params["w2"])
     return torch.bmm(features, params["w2"].unsqueeze(-1)).squeeze(-1) + params["b2"].unsqueeze(-1)
 
 

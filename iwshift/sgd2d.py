@@ -21,9 +21,10 @@ Exactness over speed where they meet:
   * the loss, its two normalisations and weight decay are those of :mod:`iwshift.losses` and
     ``torch.optim.SGD(weight_decay=l2)``: g <- grad(loss) + l2 * theta, theta <- theta - lr * g.
 
-Parameter layout (see :func:`iwshift.models.module_to_stacked`): ``W1`` (K, 2, H), ``b1`` (K, H),
-``w2`` (K, F), ``b2`` (K,), with H = 0 and F = 2 for logistic regression (the features are the inputs)
-and F = H for the MLP (features = dropout(relu(x W1 + b1))).
+Parameter layout (see :func:`iwshift.models.module_to_stacked`), for d input features: ``W1`` (K, d, H),
+``b1`` (K, H), ``w2`` (K, F), ``b2`` (K,), with H = 0 and F = d for logistic regression (the features are
+the inputs) and F = H for the MLP (features = dropout(relu(x W1 + b1))). Binary models only (one logit):
+:func:`train_stacked` refuses other shapes rather than train something else.
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ def train_epochs(x, y, index, weights, defer_until, W1, b1, w2, b2, lr, l2, p_dr
                  loss_kind, logit_offset, poly, stats):  # pragma: no cover
     """Train K runs in place from ``epoch_start`` to ``epoch_end`` (0-based, end exclusive).
 
-    x (N, 2) float32 and y (N,) int64 are shared; run k trains on the examples ``index[k]`` (K, n) with
+    x (N, d) float32 and y (N,) int64 (0 or 1) are shared; run k trains on the examples ``index[k]`` (K, n) with
     importance weights ``weights[k]`` (K, n), uniform before its 1-based epoch ``defer_until[k]``
     (deferred re-weighting; 0: never deferred). ``lr``, ``l2``, ``p_drop`` (float32) and ``seeds``
     (int64) have one entry per run; so do ``loss_kind`` (0: cross-entropy, 1: polynomially tailed),
@@ -182,6 +183,7 @@ def train_epochs(x, y, index, weights, defer_until, W1, b1, w2, b2, lr, l2, p_dr
     """
     n = index.shape[1]
     K = w2.shape[0]
+    D = x.shape[1]
     H = W1.shape[2]
     F = w2.shape[1]
     steps_per_epoch = (n + batch_size - 1) // batch_size
@@ -191,7 +193,9 @@ def train_epochs(x, y, index, weights, defer_until, W1, b1, w2, b2, lr, l2, p_dr
         feats = np.empty((batch_size, F), np.float32)
         dfeat = np.empty((batch_size, F), np.float32)  # d feature / d pre-activation
         g = np.empty(batch_size, np.float32)
-        gW1 = np.empty((2, H), np.float32)
+        gW1 = np.empty((D, H), np.float32)
+        pre = np.empty(H, np.float32)
+        dpre = np.empty(H, np.float32)
         gb1 = np.empty(H, np.float32)
         gw2 = np.empty(F, np.float32)
         order = np.empty(n, np.int64)
@@ -219,18 +223,21 @@ def train_epochs(x, y, index, weights, defer_until, W1, b1, w2, b2, lr, l2, p_dr
                     pos = order[start + i]
                     e = index[k, pos]
                     w = np.float32(1.0) if deferred else weights[k, pos]
-                    x0 = x[e, 0]
-                    x1 = x[e, 1]
                     z = b2[k]
                     if H == 0:
-                        feats[i, 0] = x0
-                        feats[i, 1] = x1
-                        z += x0 * w2[k, 0] + x1 * w2[k, 1]
+                        for c in range(D):
+                            feats[i, c] = x[e, c]
+                            z += x[e, c] * w2[k, c]
                     else:
+                        pre[:] = 0.0
+                        for c in range(D):  # inputs outer, hidden units inner: contiguous, vectorised
+                            xc = x[e, c]
+                            for j in range(H):
+                                pre[j] += xc * W1[k, c, j]
                         for j in range(H):
-                            pre = x0 * W1[k, 0, j] + x1 * W1[k, 1, j] + b1[k, j]
-                            scale = _dropout_scale(seed, global_step, i, j, H, p) if pre > 0 else 0.0
-                            feats[i, j] = pre * scale
+                            pre_j = pre[j] + b1[k, j]
+                            scale = _dropout_scale(seed, global_step, i, j, H, p) if pre_j > 0 else 0.0
+                            feats[i, j] = pre_j * scale
                             dfeat[i, j] = scale
                             z += feats[i, j] * w2[k, j]
                     slope = _loss_slope(z, y[e], loss_kind[k], logit_offset[k], poly[k, 0], poly[k, 1],
@@ -255,25 +262,54 @@ def train_epochs(x, y, index, weights, defer_until, W1, b1, w2, b2, lr, l2, p_dr
                         gw2[j] += gi * feats[i, j]
                     if H > 0:
                         e = index[k, order[start + i]]
-                        x0 = x[e, 0]
-                        x1 = x[e, 1]
                         for j in range(H):
-                            d = gi * w2[k, j] * dfeat[i, j]
-                            gb1[j] += d
-                            gW1[0, j] += d * x0
-                            gW1[1, j] += d * x1
+                            dpre[j] = gi * w2[k, j] * dfeat[i, j]
+                            gb1[j] += dpre[j]
+                        for c in range(D):
+                            xc = x[e, c]
+                            for j in range(H):
+                                gW1[c, j] += dpre[j] * xc
                 # SGD with weight decay, as torch.optim.SGD(weight_decay=l2)
                 rate = lr[k]
                 decay = l2[k]
+                for c in range(D):
+                    for j in range(H):
+                        W1[k, c, j] -= rate * (gW1[c, j] + decay * W1[k, c, j])
                 for j in range(H):
-                    W1[k, 0, j] -= rate * (gW1[0, j] + decay * W1[k, 0, j])
-                    W1[k, 1, j] -= rate * (gW1[1, j] + decay * W1[k, 1, j])
                     b1[k, j] -= rate * (gb1[j] + decay * b1[k, j])
                 for j in range(F):
                     w2[k, j] -= rate * (gw2[j] + decay * w2[k, j])
                 b2[k] -= rate * (gb2 + decay * b2[k])
         for c in range(3):
             stats[k, c] /= n
+
+
+def _check_shapes(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, index: np.ndarray) -> None:
+    """Refuse what the kernel cannot train (it reads memory unchecked, so a mismatch would train
+    something else without a word): a clear ValueError instead."""
+    W1, b1, w2, b2 = (params[k] for k in ("W1", "b1", "w2", "b2"))
+    if any(not isinstance(p, np.ndarray) or p.dtype != np.float32 or not p.flags.c_contiguous
+           for p in (W1, b1, w2, b2)):
+        raise ValueError("the fused engine trains C-contiguous float32 parameter arrays in place")
+    if w2.ndim != 2 or b2.ndim != 1:
+        raise ValueError(f"the fused engine trains binary models (one logit: w2 (K, F), b2 (K,)); got w2 "
+                         f"{w2.shape}, b2 {b2.shape}: train models with more classes through the torch engine")
+    K, H = w2.shape[0], W1.shape[-1]
+    if W1.ndim != 3 or W1.shape[0] != K or b1.shape != (K, H) or b2.shape != (K,):
+        raise ValueError(f"inconsistent stacked parameters: W1 {W1.shape}, b1 {b1.shape}, w2 {w2.shape}, b2 {b2.shape}")
+    x_shape = np.shape(x)
+    if len(x_shape) != 2 or x_shape[1] != W1.shape[1]:
+        raise ValueError(f"the fused engine needs inputs (N, {W1.shape[1]}) for a model with {W1.shape[1]} input "
+                         f"features (W1 {W1.shape}); got inputs of shape {x_shape}")
+    if w2.shape[1] != (H if H else W1.shape[1]):
+        raise ValueError(f"w2 {w2.shape} does not fit W1 {W1.shape} (F = H for the MLP, F = d without hidden units)")
+    y = np.asarray(y)
+    if y.shape != (x_shape[0],) or (y.size and (y.min() < 0 or y.max() > 1)):
+        raise ValueError(f"the fused engine needs labels (N,) = ({x_shape[0]},) in {{0, 1}}; got shape {y.shape}"
+                         + (f", values {y.min()}..{y.max()}" if y.size else ""))
+    index = np.asarray(index)
+    if index.size and (index.min() < 0 or index.max() >= x_shape[0]):
+        raise ValueError(f"train_index values must be in 0..{x_shape[0] - 1} (got {index.min()}..{index.max()})")
 
 
 def train_stacked(
@@ -305,6 +341,7 @@ def train_stacked(
     if normalization not in ("mean", "weight_sum"):
         raise ValueError(f"unknown normalization {normalization!r}")
     K = params["w2"].shape[0]
+    _check_shapes(params, x, y, index)
 
     def per_run(values, dtype):
         values = np.broadcast_to(np.asarray(values, dtype), (K,) + np.shape(values)[1:])

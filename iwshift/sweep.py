@@ -183,7 +183,7 @@ def train_stack(
     precision = resolve_precision(cfg.precision, images.device)
     trainer = Trainer(model, runs, images, labels, lr=cfg.lr, momentum=cfg.momentum, batch_size=cfg.batch_size,
                       normalization=cfg.normalization, precision=precision, channels_last=precision == "bf16",
-                      compile=cfg.compile)
+                      compile=cfg.compile, image_normalization="cifar10")
     class_weights = torch.tensor(class_weight_matrix(sets, labels.cpu().numpy(), n_classes),
                                  dtype=torch.float32, device=images.device)
     evals = set(cfg.eval_epochs())

@@ -41,17 +41,38 @@ def to_device_images(images: np.ndarray, device: torch.device | str) -> torch.Te
 
 def normalize(images_uint8: torch.Tensor, scale: torch.Tensor | None = None,
               shift: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 images (..., 3, H, W) -> standardised floats x * scale + shift, on their device (pass the
-    constants from :func:`normalization_constants` in a hot loop: no host-to-device copy per batch)."""
+    """uint8 images (..., C, H, W) -> floats x * scale + shift, on their device (pass the constants from
+    :func:`normalization_constants` in a hot loop: no host-to-device copy per batch; none given: CIFAR-10's)."""
     if scale is None or shift is None:
         scale, shift = normalization_constants(images_uint8.device)
     return images_uint8.float() * scale + shift
 
 
-def normalization_constants(device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift) with x / 255 standardised by the CIFAR-10 channel means and deviations."""
-    mean, std = torch.tensor(CIFAR_MEAN), torch.tensor(CIFAR_STD)
-    return (1 / (255 * std)).view(3, 1, 1).to(device), (-mean / std).view(3, 1, 1).to(device)
+# How uint8 images become the network's inputs: "cifar10" (x / 255 standardised by CIFAR-10's channel means
+# and deviations), "unit" (x / 255, any channel count), or (means, deviations) of x / 255, one per channel.
+IMAGE_NORMALIZATIONS = ("cifar10", "unit")
+ImageNormalization = str | tuple[Sequence[float], Sequence[float]]
+
+
+def normalization_constants(device: torch.device | str, image_normalization: ImageNormalization = "cifar10",
+                            channels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) of :func:`normalize` for an ``image_normalization`` (default CIFAR-10's); with
+    ``channels``, a per-channel normalisation of another channel count is an error."""
+    if isinstance(image_normalization, str):
+        if image_normalization not in IMAGE_NORMALIZATIONS:
+            raise ValueError(f"unknown image_normalization {image_normalization!r}; choose from "
+                             f"{', '.join(IMAGE_NORMALIZATIONS)} or pass (means, deviations) per channel")
+        if image_normalization == "unit":
+            return torch.full((1, 1, 1), 1 / 255, device=device), torch.zeros((1, 1, 1), device=device)
+        mean, std = torch.tensor(CIFAR_MEAN), torch.tensor(CIFAR_STD)
+    else:
+        mean, std = (torch.as_tensor(v, dtype=torch.float32).reshape(-1) for v in image_normalization)
+        if mean.shape != std.shape or not bool((std > 0).all()):
+            raise ValueError("image_normalization (means, deviations) needs as many of each, deviations > 0")
+    if channels is not None and len(mean) != channels:
+        raise ValueError(f"image_normalization {image_normalization!r} has {len(mean)} channels but the "
+                         f"images have {channels}")
+    return (1 / (255 * std)).view(-1, 1, 1).to(device), (-mean / std).view(-1, 1, 1).to(device)
 
 
 @dataclass(frozen=True)
@@ -144,6 +165,31 @@ class EpochStats:
 
 
 ENGINES = ("auto", "torch", "fused")
+
+
+def _check_inputs(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                  image_normalization: ImageNormalization | None) -> int:
+    """Refuse inputs the model cannot take (a one-line ValueError, before any training); the number of
+    classes of the losses: the model's, else one more than the largest label."""
+    if inputs.dtype == torch.uint8:
+        if image_normalization is None:
+            raise ValueError("uint8 inputs are images: pass image_normalization ('cifar10', 'unit', or "
+                             "(means, deviations) per channel) so that they are normalised as you mean")
+        if inputs.dim() != 4:
+            raise ValueError(f"uint8 images must be (N, C, H, W) (got shape {tuple(inputs.shape)})")
+    elif image_normalization is not None:
+        raise ValueError(f"image_normalization applies to uint8 images; {inputs.dtype} inputs are used as they are")
+    if isinstance(model, Stacked2D) and (inputs.dim() != 2 or inputs.shape[1] != model.in_features):
+        raise ValueError(f"inputs of shape {tuple(inputs.shape)} do not fit the model's in_features="
+                         f"{model.in_features} (pass (N, {model.in_features}) float features)")
+    if labels.shape != inputs.shape[:1]:
+        raise ValueError(f"labels must be (N,) = ({inputs.shape[0]},) like the inputs (got {tuple(labels.shape)})")
+    largest = int(labels.max()) if len(labels) else 0
+    n_classes = getattr(model, "n_classes", None)
+    if n_classes is not None and (largest >= n_classes or (len(labels) and int(labels.min()) < 0)):
+        raise ValueError(f"labels must be in 0..{n_classes - 1} for a model of n_classes={n_classes} "
+                         f"(got up to {largest})")
+    return int(n_classes) if n_classes is not None else largest + 1
 BATCH_ORDERS = ("generator", "counter")
 
 
@@ -151,16 +197,19 @@ class Trainer:
     """Train a stack of K runs (one :class:`~iwshift.models.StackedCNN` or
     :class:`~iwshift.models.Stacked2D`) epoch by epoch.
 
-    ``inputs`` are every example the runs may see, on the training device: uint8 images (N, 3, H, W),
-    normalised per batch, or float features (N, d) used as they are; ``labels`` (N,) their classes.
-    ``engine``: ``torch``, ``fused`` (a Stacked2D with ``batch_order="counter"``, plain SGD, fp32, on
-    CPU) or ``auto`` (fused where it applies).
+    ``inputs`` are every example the runs may see, on the training device: uint8 images (N, C, H, W),
+    normalised per batch as ``image_normalization`` says (required for images: ``"cifar10"``, ``"unit"``
+    or (means, deviations) per channel, see :data:`IMAGE_NORMALIZATIONS`), or float features (N, d) used
+    as they are; ``labels`` (N,) their classes. ``engine``: ``torch``, ``fused`` (a binary Stacked2D on
+    float32 features with ``batch_order="counter"``, plain SGD, fp32, on CPU) or ``auto`` (fused where
+    it applies, torch otherwise).
     """
 
     def __init__(self, model: torch.nn.Module, runs: StackedRuns, inputs: torch.Tensor, labels: torch.Tensor,
                  lr: float = 0.01, momentum: float = 0.9, batch_size: int = 16, normalization: str = "weight_sum",
                  precision: str = "fp32", channels_last: bool = False, compile: bool = False,
-                 batch_order: str = "generator", engine: str = "auto"):
+                 batch_order: str = "generator", engine: str = "auto",
+                 image_normalization: ImageNormalization | None = None):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"unknown precision {precision!r}; choose fp32 or bf16")
         if batch_order not in BATCH_ORDERS:
@@ -171,6 +220,7 @@ class Trainer:
             value = getattr(model, name, None)
             if isinstance(value, torch.Tensor) and not np.allclose(value.cpu().numpy(), getattr(runs, name)):
                 raise ValueError(f"the model's {name} differ from the runs' (build the model from runs.{name})")
+        n_classes = _check_inputs(model, inputs, labels, image_normalization)
         self.runs, self.inputs, self.labels = runs, inputs, labels
         self.channels_last = channels_last
         if inputs.device.type == "cuda":  # let cuDNN time its algorithms for the grouped convolutions
@@ -189,13 +239,17 @@ class Trainer:
         self.optimizer = StackedSGD(list(model.parameters()), runs.n_models, lr, momentum, runs.l2)
         self.generators = [torch.Generator().manual_seed(int(s)) for s in runs.seeds]
         self.epoch = 0
-        self.scale, self.shift = normalization_constants(self.device)
-        self._prepare_losses(n_classes=int(labels.max()) + 1)
+        self.scale = self.shift = None  # images only
+        if inputs.dtype == torch.uint8:
+            self.scale, self.shift = normalization_constants(self.device, image_normalization, inputs.shape[1])
+        self._prepare_losses(n_classes)
         self.engine = self._choose_engine(engine, compile)
 
     def _choose_engine(self, engine: str, compile: bool) -> str:
         reasons = [why for why, holds in (
             ("the model is not a Stacked2D", isinstance(self.model, Stacked2D)),
+            ("the model has more than 2 classes", getattr(self.model, "n_classes", 2) == 2),
+            ("the inputs are not float32 features (N, d)", self.inputs.dtype == torch.float32 and self.inputs.dim() == 2),
             ("the device is not the CPU", self.device.type == "cpu"),
             ("momentum is not 0", self.momentum == 0),
             ("precision is not fp32", self.precision == "fp32"),
@@ -210,7 +264,11 @@ class Trainer:
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         """A batch of inputs as the model takes it: uint8 images normalised, features as they are."""
-        return normalize(x, self.scale, self.shift) if x.dtype == torch.uint8 else x
+        if x.dtype != torch.uint8:
+            return x
+        if self.scale is None:
+            raise ValueError("uint8 images given to a trainer of float features (no image_normalization)")
+        return normalize(x, self.scale, self.shift)
 
     def _prepare_losses(self, n_classes: int) -> None:
         """Per-run loss tensors: which runs use the polynomial tail, and tau * log(prior) of each run's

@@ -213,6 +213,33 @@ def _project_onto_constraint(v: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum(v - tau * b, 0.0)
 
 
+def _kliep_alphas(a: np.ndarray, b: np.ndarray, max_iter: int, tol: float) -> tuple[np.ndarray, float, bool, int]:
+    """Maximise mean_t log(a @ alpha) over {alpha >= 0, b . alpha = 1} (KLIEP's concave problem) by
+    projected gradient ascent with backtracking steps. Returns (alpha, objective, converged, iterations)."""
+    tiny = np.finfo(np.float64).tiny
+
+    def objective(alpha: np.ndarray) -> float:
+        return float(np.mean(np.log(np.maximum(a @ alpha, tiny))))
+
+    alpha = np.full(a.shape[1], 1.0 / b.sum())  # feasible start: b . alpha = 1
+    value, step, converged, iteration = objective(alpha), 1.0, False, 0
+    for iteration in range(1, max_iter + 1):
+        gradient = a.T @ (1.0 / np.maximum(a @ alpha, tiny)) / len(a)
+        while True:
+            candidate = _project_onto_constraint(alpha + step * gradient, b)
+            move = candidate - alpha
+            new_value = objective(candidate)
+            if new_value >= value + gradient @ move - (move @ move) / (2 * step) or step < 1e-12:
+                break
+            step /= 2
+        gain, alpha, value = new_value - value, candidate, new_value
+        step *= 2
+        if abs(gain) < tol:
+            converged = True
+            break
+    return alpha, value, converged, iteration
+
+
 class KLIEPWeights(_DensityRatioEstimator):
     """KLIEP (Sugiyama et al. 2008): w(x) = sum_l alpha_l exp(-gamma |x - c_l|^2), alpha >= 0, with
     centres c_l = ``n_centers`` target points (drawn with ``seed``), fitted by maximising the target
@@ -220,25 +247,42 @@ class KLIEPWeights(_DensityRatioEstimator):
 
     Solver: projected gradient ascent with backtracking (sufficient-increase) steps and an exact
     projection onto {alpha >= 0, mean_source w = 1}; the problem is concave, so this reaches the global
-    optimum. Stops when the objective gains less than ``tol`` in a step. Features are standardised on
-    the pooled sample when ``standardize``; ``gamma=None`` takes the median heuristic on them.
+    optimum. Stops when the objective gains less than ``tol`` in a step; if ``max_iter`` steps do not
+    get there, ``converged_`` is False and a ``ConvergenceWarning`` says so. Features are standardised
+    on the pooled sample when ``standardize``.
+
+    Kernel width ``gamma``: a number; ``None``, the median heuristic on the (standardised) pooled
+    features; or ``"cv"``, likelihood cross-validation as in the KLIEP paper: the target sample is split
+    into ``cv_folds`` folds, each candidate of ``gamma_grid`` (default: the median heuristic times
+    10^-2 .. 10^2, nine values) is fitted on all folds but one and scored by the held-out folds' mean
+    log w, and the best mean score wins (``cv_scores_`` holds them); the centres stay fixed.
 
     Own implementation, not skada's ``KLIEPReweightAdapter`` (0.6.0): its gradient step is scaled by
     machine epsilon (``alpha += EPS * grad``), so it never ascends the likelihood; it returns the result
     of one projection of uniform alphas, not the KLIEP solution.
     """
 
-    def __init__(self, n_centers: int = 100, gamma: float | None = None, standardize: bool = True,
-                 max_iter: int = 5000, tol: float = 1e-9, seed: int = 0):
+    def __init__(self, n_centers: int = 100, gamma: float | str | None = None, standardize: bool = True,
+                 max_iter: int = 5000, tol: float = 1e-9, seed: int = 0, cv_folds: int = 5,
+                 gamma_grid: Any = None):
         self.n_centers = at_least("n_centers", n_centers, 1)
-        self.gamma = None if gamma is None else positive_finite("gamma", gamma)
+        if isinstance(gamma, str):
+            if gamma != "cv":
+                raise ConfigError("gamma", f"must be a number > 0, None (median heuristic) or 'cv' (got {gamma!r})")
+            self.gamma: float | str | None = gamma
+        else:
+            self.gamma = None if gamma is None else positive_finite("gamma", gamma)
         self.standardize = bool(standardize)
         self.max_iter = at_least("max_iter", max_iter, 1)
         self.tol = positive_finite("tol", tol)
         self.seed = at_least("seed", seed, 0)
+        self.cv_folds = at_least("cv_folds", cv_folds, 2)
+        self.gamma_grid = None if gamma_grid is None else [positive_finite("gamma_grid", g) for g in gamma_grid]
+        if self.gamma_grid is not None and not self.gamma_grid:
+            raise ConfigError("gamma_grid", "needs at least one value")
 
-    def _kernel(self, x: np.ndarray) -> np.ndarray:
-        return np.exp(-self.gamma_ * _sq_distances(x, self.centers_))
+    def _kernel(self, x: np.ndarray, gamma: float | None = None) -> np.ndarray:
+        return np.exp(-(self.gamma_ if gamma is None else gamma) * _sq_distances(x, self.centers_))
 
     def _fit(self, source: np.ndarray, target: np.ndarray) -> None:
         self.scaler_ = StandardScaler().fit(np.vstack([source, target])) if self.standardize else None
@@ -247,31 +291,37 @@ class KLIEPWeights(_DensityRatioEstimator):
         rng = np.random.default_rng(self.seed)
         n_centers = min(self.n_centers, len(target))
         self.centers_ = target[rng.choice(len(target), n_centers, replace=False)]
-        self.gamma_ = self.gamma or median_heuristic_gamma(np.vstack([source, target]), seed=self.seed)
+        if self.gamma == "cv":
+            self.gamma_ = self._cross_validated_gamma(source, target, rng)
+        else:
+            self.gamma_ = self.gamma or median_heuristic_gamma(np.vstack([source, target]), seed=self.seed)
         a = self._kernel(target)                # (n_t, L)
         b = self._kernel(source).mean(0)        # (L,) so that mean_source w = b . alpha
+        self.alpha_, self.log_likelihood_, self.converged_, self.n_iter_ = _kliep_alphas(a, b, self.max_iter, self.tol)
+        if not self.converged_:
+            from sklearn.exceptions import ConvergenceWarning
+
+            warnings.warn(f"KLIEP did not converge in max_iter={self.max_iter} steps (tol={self.tol:g}); "
+                          f"raise max_iter or tol", ConvergenceWarning, stacklevel=3)
+
+    def _cross_validated_gamma(self, source: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> float:
+        """Likelihood cross-validation of the kernel width (Sugiyama et al. 2008, section 2.3)."""
+        if len(target) < self.cv_folds:
+            raise ConfigError("cv_folds", f"needs at least {self.cv_folds} target points (got {len(target)})")
+        grid = self.gamma_grid or list(median_heuristic_gamma(np.vstack([source, target]), seed=self.seed)
+                                       * np.logspace(-2, 2, 9))
+        fold = rng.permutation(len(target)) % self.cv_folds
         tiny = np.finfo(np.float64).tiny
-
-        def objective(alpha: np.ndarray) -> float:
-            return float(np.mean(np.log(np.maximum(a @ alpha, tiny))))
-
-        alpha = np.full(n_centers, 1.0 / b.sum())  # feasible start: b . alpha = 1
-        value, step, self.converged_ = objective(alpha), 1.0, False
-        for self.n_iter_ in range(1, self.max_iter + 1):
-            gradient = a.T @ (1.0 / np.maximum(a @ alpha, tiny)) / len(a)
-            while True:
-                candidate = _project_onto_constraint(alpha + step * gradient, b)
-                move = candidate - alpha
-                new_value = objective(candidate)
-                if new_value >= value + gradient @ move - (move @ move) / (2 * step) or step < 1e-12:
-                    break
-                step /= 2
-            gain, alpha, value = new_value - value, candidate, new_value
-            step *= 2
-            if abs(gain) < self.tol:
-                self.converged_ = True
-                break
-        self.alpha_, self.log_likelihood_ = alpha, value
+        scores = []
+        for gamma in grid:
+            a, b = self._kernel(target, gamma), self._kernel(source, gamma).mean(0)
+            held_out = []
+            for k in range(self.cv_folds):
+                alpha = _kliep_alphas(a[fold != k], b, self.max_iter, self.tol)[0]
+                held_out.append(np.mean(np.log(np.maximum(a[fold == k] @ alpha, tiny))))
+            scores.append(float(np.mean(held_out)))
+        self.cv_scores_ = dict(zip(map(float, grid), scores))
+        return float(grid[int(np.argmax(scores))])
 
     def _weights(self, x: np.ndarray) -> np.ndarray:
         if self.scaler_ is not None:

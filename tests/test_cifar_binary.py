@@ -77,7 +77,8 @@ def test_weighting_setting_weights_only_the_positive_class(data):
 def _trainer(runs, images, labels, batch_norm=False, normalization="weight_sum"):
     model = StackedCNN(runs.n_models, 0.0625, batch_norm=batch_norm, dropout=runs.dropout)
     model.reset_parameters(runs.seeds)
-    return Trainer(model, runs, images, labels, lr=0.05, batch_size=8, normalization=normalization)
+    return Trainer(model, runs, images, labels, lr=0.05, batch_size=8, normalization=normalization,
+                   image_normalization="cifar10")
 
 
 def _toy(n=40):

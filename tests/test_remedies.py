@@ -79,7 +79,8 @@ def _toy_trainer(weights, defer_until=0, loss=None):
                        loss=[loss or LossSpec()], defer_until=[defer_until])
     model = StackedCNN(1, 0.0625)
     model.reset_parameters([7])
-    return Trainer(model, runs, images, labels, lr=0.05, batch_size=8, normalization="mean")
+    return Trainer(model, runs, images, labels, lr=0.05, batch_size=8, normalization="mean",
+                   image_normalization="cifar10")
 
 
 def _params(trainer):
