@@ -16,29 +16,30 @@ import sys
 import time
 from dataclasses import asdict
 
-from iwshift import cifar_binary as study
+# light imports only up to the parsed command line: --help and argument errors answer at once;
+# the study (torch, pandas) is imported in the functions that run it
+from iwshift import choices
 from iwshift import config as cli
-from iwshift import launch, sweep
 
-PRESET = "auto"                  # auto | paper | cpu
-SETTINGS = ["weighting"]         # weighting and/or imbalance
+PRESET = "auto"                  # config preset: paper (the paper's protocol), cpu (fits 2 CPU cores), auto (paper on CUDA, else cpu)
+SETTINGS = ["weighting"]         # weighting (weight w on the positive class) and/or imbalance (positive:negative ratio)
 CLASSES = ["cat", "dog"]         # negative, positive (the positive class's predicted fraction is tracked)
 DATA_DIR = "data"                # torchvision download folder, or an ImageFolder tree
 DOWNLOAD = True                  # let torchvision download CIFAR-10 into DATA_DIR when it is not there
 OUT = "results/cifar_binary"     # results folder: one sub-folder per run
-FIGURES = "figures/cifar_binary"
+FIGURES = "figures/cifar_binary"  # figures folder
 DEVICE = "auto"                  # auto | cpu | cuda | cuda:N
-SEEDS = [0, 1, 2]
-DATA_SEED = 0
+SEEDS = [0, 1, 2]                # model seeds (initialisation, batch order, dropout): one run per seed
+DATA_SEED = 0                    # data seed (training subset, subsampling)
 WEIGHTS = [1 / 128, 1 / 32, 1 / 8, 1.0, 8.0, 32.0, 128.0]  # importance weight of the positive class
 RATIOS = [1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0, 16.0]  # positive:negative (imbalance)
-REGIMES = ["none", "l2", "dropout", "batchnorm"]
+REGIMES = ["none", "l2", "dropout", "batchnorm"]  # regularisation regimes (weight decay, dropout, batch norm)
 PER_CLASS = 5000                 # training images per class
 WIDTH = 1.0                      # CNN width multiplier
-EPOCHS = 500
-LR = 0.01
-MOMENTUM = 0.9
-BATCH_SIZE = 16
+EPOCHS = 500                     # SGD epochs
+LR = 0.01                        # SGD learning rate
+MOMENTUM = 0.9                   # SGD momentum
+BATCH_SIZE = 16                  # mini-batch size
 L2 = 1e-3                        # weight decay of the l2 regime
 DROPOUT = 0.5                    # on the two hidden fully connected layers
 NORMALIZATION = "weight_sum"     # weight_sum: torch class weights (paper); mean: sum w*l / n
@@ -54,8 +55,8 @@ TAU = 1.0                        # logit adjustment: logits + TAU * log(training
 DRW_EPOCH = 0                    # deferred re-weighting: unweighted before this epoch (0: half the epochs)
 WEIGHT_POWER = 0.5               # weight exponent: w**k renormalised to mean 1
 VAL_FRACTION = 0.1               # early stopping: importance-weighted validation split of the training set
-FIGURES_ON = True
-PROGRESS = True
+FIGURES_ON = True                # draw the figures
+PROGRESS = True                  # progress bar (on a terminal)
 MERGE_ONLY = False               # train nothing: merge the grid's complete runs in OUT, draw the figures
 LAUNCHER = "local"               # local (this process) | submitit (SLURM job array) | submitit-local (same jobs here)
 PARTITION = ""                   # submitit: SLURM partition ("" = the cluster's default)
@@ -79,9 +80,18 @@ FIELDS = {  # constant -> BinaryConfig field
 }
 
 
+CHOICES = {"PRESET": ("auto", *choices.BINARY_PRESETS), "SETTINGS": choices.BINARY_SETTINGS,
+           "CLASSES": choices.CIFAR10_CLASSES, "REGIMES": choices.CNN_REGIMES, "NORMALIZATION": choices.NORMALIZATIONS,
+           "PRECISION": choices.PRECISIONS, "REMEDIES": choices.BINARY_REMEDIES, "LAUNCHER": choices.LAUNCHERS}
+
+
 def main(argv=None) -> int:
-    constants = {k: v for k, v in globals().items() if k.isupper() and k != "FIELDS"}
-    values = cli.override_from_argv(constants, __doc__, argv)
+    constants = {k: v for k, v in globals().items() if k.isupper() and k not in ("FIELDS", "CHOICES")}
+    values = cli.override_from_argv(constants, __doc__, argv, help_text=cli.constant_comments(__file__),
+                                    choices=CHOICES, presets=choices.BINARY_PRESETS, fields=FIELDS, prog=_PROG)
+    from iwshift import cifar_binary as study
+    from iwshift import launch, sweep
+
     with cli.exit_on_config_error(_PROG):
         launcher = launch.LaunchConfig.from_constants(values)
         device = launch.job_device(values["DEVICE"], launcher)
@@ -120,11 +130,17 @@ def merge(configs, out):
     """The merged table of the grids' complete runs (what a local sweep returns)."""
     import pandas as pd
 
+    from iwshift import cifar_binary as study
+    from iwshift import sweep
+
     return pd.concat([sweep.merge(out, study.build_runs(cfg)["run"]) for cfg in configs], ignore_index=True)
 
 
 def pending(cfg, out) -> list:
     """The grid's runs without complete results, in stack order (so that a shard holds whole stacks)."""
+    from iwshift import cifar_binary as study
+    from iwshift import sweep
+
     runs = study.build_runs(cfg)
     todo = runs[[not sweep.is_complete(out, r) for r in runs["run"]]]
     return [name for group in study.stacks(todo, cfg) for name in group["run"]] if len(todo) else []
@@ -133,6 +149,9 @@ def pending(cfg, out) -> list:
 def through_submitit(executor, launcher, configs, data_dir, out, device, figures_dir, start) -> int:
     """Shard the runs without results into jobs, wait, report the failures, merge."""
     from pathlib import Path
+
+    from iwshift import cifar_binary as study
+    from iwshift import launch
 
     for cfg in configs:
         print(f"{cfg.setting}: {len(study.build_runs(cfg))} runs; config {asdict(cfg)}")
@@ -161,6 +180,7 @@ def through_submitit(executor, launcher, configs, data_dir, out, device, figures
 
 def finish(table, out, figures_dir, start) -> int:
     """Write the merged table and draw the figures."""
+    from iwshift import cifar_binary as study
     from iwshift import results
 
     results.write_table(out / "merged.csv", table)

@@ -16,22 +16,24 @@ merged tables and figures are made here as in a local run. ``--merge-only`` trai
 import sys
 import time
 
-from iwshift import cifar_extension as ext
+# light imports only up to the parsed command line: --help and argument errors answer at once;
+# the studies (torch, pandas) are imported in the functions that run them
+from iwshift import choices
 from iwshift import config as cli
-from iwshift import launch, sweep
+from iwshift import launch
 
-PRESET = "auto"                  # auto | paper | cpu
-STUDIES = ["covariate", "label"]
-DATA_DIR = "data"
-DOWNLOAD = True
-OUT = "results/cifar_extension"
-FIGURES = "figures/cifar_extension"
-DEVICE = "auto"
-SEEDS = [0, 1, 2]
-DATA_SEED = 0
-REGIMES = ["none", "l2", "dropout", "batchnorm"]
-COVARIATE_WEIGHTS = ["none", "true", "domain", "kliep"]  # also: kmm (skada; n x n kernel)
-LABEL_WEIGHTS = ["none", "true", "bbse", "mlls"]
+PRESET = "auto"                  # config preset: paper (the paper's protocol), cpu (fits 2 CPU cores), auto (paper on CUDA, else cpu)
+STUDIES = ["covariate", "label"]  # covariate shift (animal/vehicle sub-populations) and/or multiclass label shift
+DATA_DIR = "data"                # torchvision download folder, or an ImageFolder tree
+DOWNLOAD = True                  # let torchvision download CIFAR-10 into DATA_DIR when it is not there
+OUT = "results/cifar_extension"  # results folder: one sub-folder per run
+FIGURES = "figures/cifar_extension"  # figures folder
+DEVICE = "auto"                  # auto | cpu | cuda | cuda:N
+SEEDS = [0, 1, 2]                # model seeds (initialisation, batch order, dropout): one run per seed
+DATA_SEED = 0                    # data seed (shifted splits, estimators)
+REGIMES = ["none", "l2", "dropout", "batchnorm"]  # regularisation regimes (weight decay, dropout, batch norm)
+COVARIATE_WEIGHTS = ["none", "true", "domain", "kliep"]  # covariate study's weight sources (kmm: skada, n x n kernel)
+LABEL_WEIGHTS = ["none", "true", "bbse", "mlls"]  # label study's weight sources
 SOURCE_COUNTS = [500, 5000, 500, 5000]   # cats, dogs, automobiles, trucks in the training set
 IMBALANCE = 10.0                 # label shift: largest / smallest class count of the source
 PER_CLASS = 5000                 # label shift: images of the largest source class
@@ -40,19 +42,19 @@ FEATURE_DIMS = 16                # covariate estimators: PCA dimensions of 8x8x3
 KERNEL_DIMS = 5                  # ... used by the kernel estimator (KLIEP)
 CLIP = float("inf")              # clip estimated weights at this value
 SELF_NORMALIZE = True            # rescale estimated weights to mean 1 over the training set
-WIDTH = 1.0
-EPOCHS = 500
-LR = 0.01
-MOMENTUM = 0.9
-BATCH_SIZE = 16
-L2 = 1e-3
-DROPOUT = 0.5
-NORMALIZATION = "weight_sum"
-PRECISION = "auto"
-COMPILE = False
+WIDTH = 1.0                      # CNN width multiplier
+EPOCHS = 500                     # SGD epochs
+LR = 0.01                        # SGD learning rate
+MOMENTUM = 0.9                   # SGD momentum
+BATCH_SIZE = 16                  # mini-batch size
+L2 = 1e-3                        # weight decay of the l2 regime
+DROPOUT = 0.5                    # on the two hidden fully connected layers, in the dropout regime
+NORMALIZATION = "weight_sum"     # weight_sum: torch class weights (paper); mean: sum w*l / n
+PRECISION = "auto"               # auto: bf16 on CUDA, measured choice on CPU | fp32 | bf16 (autocast)
+COMPILE = False                  # torch.compile the stacked model
 MAX_STACK = 84                   # runs trained together at most (a GPU wants many)
-FIGURES_ON = True
-PROGRESS = True
+FIGURES_ON = True                # draw the figures
+PROGRESS = True                  # progress bar (on a terminal)
 MERGE_ONLY = False               # train nothing: weights tables, merged tables and figures of complete studies
 LAUNCHER = "local"               # local (this process) | submitit (SLURM job array) | submitit-local (same jobs here)
 PARTITION = ""                   # submitit: SLURM partition ("" = the cluster's default)
@@ -73,9 +75,19 @@ FIELDS = {"SEEDS": "seeds", "DATA_SEED": "data_seed", "REGIMES": "regimes", "SOU
           "COMPILE": "compile", "MAX_STACK": "max_stack"}
 
 
+CHOICES = {"PRESET": ("auto", *choices.EXTENSION_PRESETS), "STUDIES": choices.EXTENSION_STUDIES,
+           "REGIMES": choices.CNN_REGIMES, "COVARIATE_WEIGHTS": choices.COVARIATE_SOURCES,
+           "LABEL_WEIGHTS": choices.LABEL_SOURCES, "NORMALIZATION": choices.NORMALIZATIONS,
+           "PRECISION": choices.PRECISIONS, "LAUNCHER": choices.LAUNCHERS}
+
+
 def main(argv=None) -> int:
-    constants = {k: v for k, v in globals().items() if k.isupper() and k != "FIELDS"}
-    values = cli.override_from_argv(constants, __doc__, argv)
+    constants = {k: v for k, v in globals().items() if k.isupper() and k not in ("FIELDS", "CHOICES")}
+    values = cli.override_from_argv(constants, __doc__, argv, help_text=cli.constant_comments(__file__),
+                                    choices=CHOICES, presets=choices.EXTENSION_PRESETS, fields=FIELDS, prog=_PROG)
+    from iwshift import cifar_extension as ext
+    from iwshift import sweep
+
     with cli.exit_on_config_error(_PROG):
         launcher = launch.LaunchConfig.from_constants(values)
         device = launch.job_device(values["DEVICE"], launcher)
@@ -136,12 +148,16 @@ def check_phases(cfg) -> None:
 
 
 def complete(cfg, out) -> bool:
+    from iwshift import cifar_extension as ext
+    from iwshift import sweep
+
     return all(sweep.is_complete(out, r) for r in ext.build_runs(cfg)["run"])
 
 
 def report_incomplete(configs, out) -> int:
     """Merge what there is (no weights tables, no figures) and say how to finish."""
-    from iwshift import results
+    from iwshift import cifar_extension as ext
+    from iwshift import results, sweep
 
     for cfg in configs:
         runs = ext.build_runs(cfg)["run"]

@@ -8,13 +8,15 @@ line (``--epochs 100 --seeds 0 1``); ``--help`` lists them. Writes ``metrics.csv
 import sys
 import time
 
+# light imports only up to the parsed command line: --help and argument errors answer at once;
+# the study (torch, pandas, numba) is imported once the command line is parsed
+from iwshift import choices
 from iwshift import config as cli
-from iwshift import synthetic
 
 OUT = "results/synthetic"            # results folder
 FIGURES = "figures/synthetic"        # figures folder
-DATASETS = list(synthetic.DATASETS)  # separable, moons, moons_minority0, moons_minority1
-MODELS = ["lr", "mlp"]
+DATASETS = list(choices.SYNTHETIC_DATASETS)  # 2-D data sets: separable Gaussians, moons, moons with a minority class
+MODELS = ["lr", "mlp"]               # logistic regression and/or a one-hidden-layer MLP
 WEIGHTINGS = ["equal", "up", "down"]  # up: WEIGHT on class 1; down: WEIGHT on class 0
 REGIMES = ["none", "l2", "dropout"]   # dropout applies to the MLP only
 SEEDS = [0, 1, 2, 3, 4]               # model seeds (initialisation, batch order, dropout)
@@ -24,8 +26,8 @@ L2_LR = 0.1                           # weight decay of logistic regression in t
 L2_MLP = 0.01                         # weight decay of the MLP in the l2 regime
 DROPOUT = 0.5                         # dropout probability in the dropout regime
 HIDDEN = 64                           # MLP hidden units
-EPOCHS = 10_000
-BATCH_SIZE = 8
+EPOCHS = 10_000                      # SGD epochs
+BATCH_SIZE = 8                        # mini-batch size
 LR_SCALE = 0.01                       # learning rate = LR_SCALE / sigma_max(X_train)
 NORMALIZATION = "mean"                # mean: sum w*l / n (IW-ERM); weight_sum: sum w*l / sum w (torch)
 EVALS_PER_DECADE = 3                  # metric snapshots per decade of epochs (3: 1, 2, 5, 10, ...)
@@ -38,14 +40,22 @@ WEIGHT_POWER = 0.5                    # weight exponent k
 ENGINE = "auto"                       # trainer engine: auto/fused (compiled, CPU) or torch (a step per batch, slow)
 EXTREME = True                        # also run the extreme-weighting stability study
 EXTREME_WEIGHTS = [1.0, 10.0, 100.0, 1000.0]  # weights on either class (separable, moons; LR, MLP; regime none)
-OUT_EXTREME = "results/synthetic_extreme"
-FIGURES_ON = True                     # draw the figures (--no-figures-on to skip)
+OUT_EXTREME = "results/synthetic_extreme"  # results folder of the extreme-weighting study
+FIGURES_ON = True                     # draw the figures
 PROGRESS = True                       # progress bar
+
+
+CHOICES = {"DATASETS": choices.SYNTHETIC_DATASETS, "MODELS": choices.MODELS_2D, "WEIGHTINGS": choices.WEIGHTINGS,
+           "REGIMES": choices.SYNTHETIC_REGIMES, "NORMALIZATION": choices.NORMALIZATIONS,
+           "REMEDIES": choices.SYNTHETIC_REMEDIES, "ENGINE": choices.ENGINES}
 
 
 def main(argv=None) -> int:
     values = cli.override_from_argv(
-        {k: v for k, v in globals().items() if k.isupper()}, __doc__, argv)
+        {k: v for k, v in globals().items() if k.isupper() and k != "CHOICES"}, __doc__, argv,
+        help_text=cli.constant_comments(__file__), choices=CHOICES, prog="synthetic_study.py")
+    from iwshift import synthetic
+
     with cli.exit_on_config_error("synthetic_study.py"):
         extreme_weights = [cli.positive_finite("extreme_weights", w) for w in values["EXTREME_WEIGHTS"]]
         cfg = synthetic.SyntheticConfig(
@@ -85,7 +95,7 @@ def run_extreme(cfg, weights, out, figures_dir, progress) -> None:
     """The extreme-weighting stability study: per-run boundary movement, seed spread, divergence flags."""
     from dataclasses import asdict, replace
 
-    from iwshift import plots, results
+    from iwshift import plots, results, synthetic
 
     base = replace(cfg, datasets=[d for d in cfg.datasets if d in ("separable", "moons")] or ["separable"])
     stab, spread, seconds = synthetic.run_extreme_study(base, weights, progress=progress)

@@ -32,10 +32,11 @@ from .train import LossSpec, Trainer, to_device_images
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
 
-SETTINGS = ("weighting", "imbalance")
+from .choices import BINARY_PRESETS as PRESETS  # noqa: E402
+from .choices import BINARY_REMEDIES as REMEDIES  # noqa: E402
+from .choices import BINARY_SETTINGS as SETTINGS  # noqa: E402
+
 VARIANTS = ("unweighted", "weighted", "weighted+l2")
-# plain weighted cross-entropy, and the remedies proposed to make weights matter for deep networks
-REMEDIES = ("plain", "poly", "logit_adjusted", "drw", "exponent", "early_stop")
 
 
 @dataclass
@@ -76,14 +77,6 @@ class BinaryConfig(sweep.CnnConfig):
             raise ConfigError("val_fraction", f"must be in (0, 0.5] (got {self.val_fraction:g})")
         self.other_eval = v.at_least("other_eval", self.other_eval, 0)
         self.noise_eval = v.at_least("noise_eval", self.noise_eval, 0)
-
-
-# Measured on the JPEG copy here (2 CPU cores): see README, "Presets".
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": dict(per_class=5000, width=1.0, epochs=500, lr=0.01, other_eval=8000, noise_eval=1000),
-    "cpu": dict(per_class=500, width=0.25, epochs=150, lr=0.01, other_eval=500, noise_eval=250, eval_every=10,
-                weights=(1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0)),
-}
 
 
 def fmt(x: float) -> str:

@@ -28,9 +28,7 @@ from PIL import Image
 
 from iwshift.results import atomic_write
 
-CIFAR10_CLASSES: tuple[str, ...] = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)
+from iwshift.choices import CIFAR10_CLASSES  # noqa: E402  (light: the scripts' --help lists them)
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
 IMAGE_SHAPE: tuple[int, int, int] = (32, 32, 3)
 SPLITS: tuple[str, ...] = ("train", "test")

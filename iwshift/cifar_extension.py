@@ -48,10 +48,11 @@ from .train import Trainer, to_device_images
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
 
-STUDIES = ("covariate", "label")
-COVARIATE_SOURCES = ("none", "true", "domain", "kliep", "kmm")
+from .choices import COVARIATE_SOURCES, LABEL_SOURCES  # noqa: E402
+from .choices import EXTENSION_PRESETS as PRESETS  # noqa: E402
+from .choices import EXTENSION_STUDIES as STUDIES  # noqa: E402
+
 COVARIATE_DEFAULT = ("none", "true", "domain", "kliep")  # kmm (skada) needs an n x n kernel: opt in
-LABEL_SOURCES = ("none", "true", "bbse", "mlls")
 SUBPOPULATIONS = ("cat", "dog", "automobile", "truck")  # animal, animal, vehicle, vehicle
 SUBPOPULATION_LABEL = {"cat": 0, "dog": 0, "automobile": 1, "truck": 1}
 ESTIMATED = ("domain", "kliep", "kmm", "bbse", "mlls")
@@ -91,13 +92,6 @@ class ExtensionConfig(sweep.CnnConfig):
             raise ConfigError("kernel_dims", f"must be <= --feature-dims ({self.feature_dims})")
         if not self.clip > 0:
             raise ConfigError("clip", f"must be > 0 (got {self.clip:g})")
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": dict(width=1.0, epochs=500, lr=0.01),
-    "cpu": dict(width=0.25, epochs=60, lr=0.01, eval_every=10, source_counts=(50, 500, 50, 500),
-                per_class=500),
-}
 
 
 def with_preset(cfg: ExtensionConfig, preset: str) -> ExtensionConfig:

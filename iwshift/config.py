@@ -147,40 +147,146 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def constant_comments(path: str | os.PathLike) -> dict[str, str]:
+    """The comment of each upper-case module-level constant of the Python file ``path``: the comment on
+    its line (``EPOCHS = 500  # SGD epochs``), else the comment lines right above it. Read with
+    :mod:`tokenize`, without importing the file (so a script's ``--help`` stays fast)."""
+    import tokenize
+
+    comments: dict[str, str] = {}
+    above: list[str] = []
+    name, depth, line_start = None, 0, True
+    with open(path, "rb") as source:
+        tokens = list(tokenize.tokenize(source.readline))
+    for i, token in enumerate(tokens):
+        kind, text = token.type, token.string
+        if kind == tokenize.COMMENT:
+            comment = text.lstrip("#").strip()
+            if name is not None and name not in comments:
+                comments[name] = comment
+            elif name is None and token.start[1] == 0:
+                above.append(comment)
+            continue
+        if kind == tokenize.NL:
+            if name is None and depth == 0 and tokens[i - 1].type == tokenize.NL:
+                above = []  # a blank line ends a comment block
+            continue
+        if kind == tokenize.NEWLINE:
+            name, line_start = None, True
+            continue
+        if kind == tokenize.OP and text in "([{":
+            depth += 1
+        elif kind == tokenize.OP and text in ")]}":
+            depth -= 1
+        if line_start and depth == 0 and kind == tokenize.NAME and token.start[1] == 0:
+            following = tokens[i + 1]
+            if text.isupper() and following.type == tokenize.OP and following.string in ("=", ":"):
+                name = text
+                if above:
+                    comments[name] = " ".join(above)
+            above = []
+        line_start = False
+    return comments
+
+
+def _show(value: Any) -> str:
+    """A default as one would type it: 1/32 for a weight, words separated by spaces for a list."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):  # 0.01 as it reads, 0.0078125 as 1/128
+        return format_number(value) if math.isfinite(value) and len(f"{value:g}") > 6 else f"{value:g}"
+    if isinstance(value, (list, tuple)):  # weights and ratios: 1/8 1/4 1/2 1 2
+        return " ".join(format_number(v) if isinstance(v, float) and math.isfinite(v) else _show(v)
+                        for v in value) or "(none)"
+    if value == "":
+        return '""'
+    return str(value)
+
+
+def _chosen_preset(argv: Sequence[str]) -> str | None:
+    for i, word in enumerate(argv):
+        if word == "--preset" and i + 1 < len(argv):
+            return argv[i + 1]
+        if word.startswith("--preset="):
+            return word.split("=", 1)[1]
+    return None
+
+
 def override_from_argv(
     constants: dict[str, Any],
     description: str | None = None,
     argv: Sequence[str] | None = None,
     help_text: dict[str, str] | None = None,
+    choices: dict[str, Iterable[str]] | None = None,
+    presets: dict[str, dict[str, Any]] | None = None,
+    fields: dict[str, str] | None = None,
+    prog: str | None = None,
 ) -> dict[str, Any]:
     """Return ``constants`` (upper-case names only) updated from command-line flags.
 
-    The type of each flag is the type of its default: bool -> ``--x/--no-x``, int, float (fractions
-    like ``1/32`` accepted), str, and lists or tuples -> one or more values of their first element's
-    type. ``--help`` lists every constant with its default.
+    The type of each flag is the type of its default: bool -> ``--x/--no-x`` (a ``FOO_ON`` switch reads
+    ``--no-foo``), int, float (fractions like ``1/32`` accepted), str, and lists or tuples -> one or more
+    values of their first element's type. ``--help`` lists every constant with its description
+    (``help_text``, e.g. :func:`constant_comments` of the script), its allowed ``choices`` (checked
+    here: a value outside them is a one-line error, exit 2), its default and, for the config ``fields``
+    (constant -> field) that ``presets`` (name -> {field: value}) set, the value each preset uses (only
+    the preset given with ``--preset``, when one is).
     """
-    help_text = help_text or {}
-    parser = OneLineParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    argv = sys.argv[1:] if argv is None else list(argv)
+    help_text, choices, presets, fields = help_text or {}, choices or {}, presets or {}, fields or {}
+    parser = OneLineParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    chosen = _chosen_preset(argv)
+    shown_presets = [chosen] if chosen in presets else list(presets)
     names = [n for n in constants if n.isupper() and not n.startswith("_")]
     for name in names:
         default = constants[name]
         flag = flag_name(name)
-        text = help_text.get(name, "") + f" (default: {default!r})"
+        parts = [help_text.get(name, "").replace("%", "%%")]
+        if name in choices:
+            parts.append("[" + " | ".join(choices[name]) + "]")
+        default_text = f"default: {_show(default)}"
+        preset_values = [f"{p}: {_show(presets[p][fields[name]])}" for p in shown_presets
+                         if name in fields and fields[name] in presets[p]]
+        if preset_values:
+            default_text += "; preset " + ", ".join(preset_values)
+        text = " ".join(p for p in parts if p) + f" ({default_text.replace('%', '%%')})"
         if isinstance(default, bool):
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
-                                default=default, help=text)
+            if name.endswith("_ON"):  # FIGURES_ON: --no-figures (--figures may name something else)
+                switch = ("--no-" if default else "--") + flag_name(name[:-3])[2:] + ("" if default else "-on")
+                parser.add_argument(switch, dest=name, action="store_const", const=not default, default=default,
+                                    help=("turn off: " if default else "turn on: ") + parts[0])
+                parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=default,
+                                    help=argparse.SUPPRESS)  # the former spelling, --figures-on/--no-figures-on
+            else:
+                parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                                    default=default, help=text)
         elif isinstance(default, (list, tuple)):
             kind = _element_type(default[0]) if default else str
-            parser.add_argument(flag, dest=name, nargs="+", type=kind, default=default, help=text)
+            parser.add_argument(flag, dest=name, nargs="+", type=kind, default=default, help=text,
+                                metavar=_metavar(kind, name in choices))
         elif default is None:
-            parser.add_argument(flag, dest=name, type=str, default=None, help=text)
+            parser.add_argument(flag, dest=name, type=str, default=None, help=text, metavar="TEXT")
         else:
-            parser.add_argument(flag, dest=name, type=_element_type(default), default=default,
-                                help=text)
+            kind = _element_type(default)
+            parser.add_argument(flag, dest=name, type=kind, default=default, help=text,
+                                metavar=_metavar(kind, name in choices))
     args = parser.parse_args(argv)
-    return {name: getattr(args, name) for name in names}
+    values = {name: getattr(args, name) for name in names}
+    try:
+        for name, allowed in choices.items():
+            if isinstance(values[name], (list, tuple)):
+                all_of(name, values[name], allowed)
+            else:
+                one_of(name, values[name], allowed)
+    except ConfigError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    return values
+
+
+def _metavar(kind: Callable[[str], Any], has_choices: bool) -> str:
+    if has_choices:
+        return "NAME"
+    return {_parse_int: "N", parse_number: "X"}.get(kind, "TEXT")
 
 
 def flags_given(argv: Sequence[str] | None, names: Iterable[str]) -> set[str]:
@@ -188,7 +294,8 @@ def flags_given(argv: Sequence[str] | None, names: Iterable[str]) -> set[str]:
     explicitly wins over a preset even when its value equals the default)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     words = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
-    return {n for n in names if flag_name(n) in words or "--no-" + flag_name(n)[2:] in words}
+    return {n for n in names if flag_name(n) in words or "--no-" + flag_name(n)[2:] in words
+            or (n.endswith("_ON") and "--no-" + flag_name(n[:-3])[2:] in words)}
 
 
 @contextmanager

@@ -27,7 +27,7 @@ from typing import Any
 from . import config as v
 from .config import ConfigError
 
-LAUNCHERS = ("local", "submitit", "submitit-local")
+from .choices import LAUNCHERS  # noqa: E402
 MISSING = "submitit is not installed; pip install submitit (or use --launcher local)"
 
 # a script's constant -> LaunchConfig field

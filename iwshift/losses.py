@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-NORMALIZATIONS = ("mean", "weight_sum")
+from .choices import NORMALIZATIONS  # noqa: E402
 
 
 def reduce_weighted(per_example: torch.Tensor, weights: torch.Tensor, normalization: str) -> torch.Tensor:

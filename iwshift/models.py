@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-MODELS_2D = ("lr", "mlp")
+from .choices import MODELS_2D  # noqa: E402
 
 
 def _outputs(n_classes: int) -> int:

@@ -7,7 +7,7 @@ import numpy as np
 from .config import ConfigError, positive_finite
 
 # Named class weightings of the 2-D study: (weight of class 0, weight of class 1) given a factor w.
-WEIGHTINGS = ("equal", "up", "down")
+from .choices import WEIGHTINGS  # noqa: E402
 
 
 def class_weights(weighting: str, factor: float) -> np.ndarray:

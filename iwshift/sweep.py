@@ -25,7 +25,7 @@ from .config import ConfigError
 from .models import StackedCNN
 from .train import LossSpec, StackedRuns, Trainer
 
-REGIMES = ("none", "l2", "dropout", "batchnorm")
+from .choices import CNN_REGIMES as REGIMES  # noqa: E402
 # Measured here (2 cores, AVX-512 bf16; benchmarks/bench_cifar.py): bf16 autocast + channels_last trains the
 # stacked CNN 2.4x faster than fp32 at width 1/4 (K = 21) and 1.6x at full width (K = 1). See README, "Speed".
 CPU_PRECISION = "bf16"

@@ -34,13 +34,13 @@ from .train import ENGINES, LossSpec, StackedRuns, Trainer
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
 
-DATASETS = ("separable", "moons", "moons_minority0", "moons_minority1")
-REGIMES = ("none", "l2", "dropout")
+from .choices import SYNTHETIC_DATASETS as DATASETS  # noqa: E402
+from .choices import SYNTHETIC_REGIMES as REGIMES  # noqa: E402
 RUN_COLUMNS = ["run", "dataset", "model", "weighting", "regime", "remedy", "seed", "data_seed",
                "weight_class0", "weight_class1", "l2", "dropout", "lr"]
 # plain weighted cross-entropy, and the remedies that apply to the 2-D study (early stopping needs a
 # validation split that the paper's 2-D protocol does not have)
-REMEDIES = ("plain", "poly", "logit_adjusted", "drw", "exponent")
+from .choices import SYNTHETIC_REMEDIES as REMEDIES  # noqa: E402
 BOUNDARY_EPOCHS = (1, 10, 100, 1000, 10000)
 
 

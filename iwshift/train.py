@@ -164,7 +164,7 @@ class EpochStats:
     accuracy: np.ndarray
 
 
-ENGINES = ("auto", "torch", "fused")
+from .choices import ENGINES  # noqa: E402
 
 
 def _check_inputs(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,

@@ -1,0 +1,48 @@
+"""The named values the studies accept, and the presets of the CIFAR studies, in one light module.
+
+It imports nothing (no torch, pandas or numba), so a script's ``--help`` and its argument errors answer
+at once (:func:`iwshift.config.override_from_argv` shows and checks these choices); the modules that use
+them import them from here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# ------------------------------------------------------------------------------------ shared
+NORMALIZATIONS = ("mean", "weight_sum")              # of the weighted loss (iwshift.losses)
+PRECISIONS = ("auto", "fp32", "bf16")                # CNN training precision (iwshift.sweep)
+CNN_REGIMES = ("none", "l2", "dropout", "batchnorm")  # of the CNN studies (iwshift.sweep)
+ENGINES = ("auto", "torch", "fused")                 # of the trainer (iwshift.train)
+LAUNCHERS = ("local", "submitit", "submitit-local")  # where the runs train (iwshift.launch)
+CIFAR10_CLASSES: tuple[str, ...] = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+
+# ---------------------------------------------------------------- the CIFAR-10 binary study
+BINARY_SETTINGS = ("weighting", "imbalance")
+# plain weighted cross-entropy, and the remedies proposed to make weights matter for deep networks
+BINARY_REMEDIES = ("plain", "poly", "logit_adjusted", "drw", "exponent", "early_stop")
+# Measured on the JPEG copy here (2 CPU cores): see README, "Presets".
+BINARY_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": dict(per_class=5000, width=1.0, epochs=500, lr=0.01, other_eval=8000, noise_eval=1000),
+    "cpu": dict(per_class=500, width=0.25, epochs=150, lr=0.01, other_eval=500, noise_eval=250, eval_every=10,
+                weights=(1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0)),
+}
+
+# ------------------------------------------------------------------- the CIFAR-10 extension
+EXTENSION_STUDIES = ("covariate", "label")
+COVARIATE_SOURCES = ("none", "true", "domain", "kliep", "kmm")
+LABEL_SOURCES = ("none", "true", "bbse", "mlls")
+EXTENSION_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": dict(width=1.0, epochs=500, lr=0.01),
+    "cpu": dict(width=0.25, epochs=60, lr=0.01, eval_every=10, source_counts=(50, 500, 50, 500),
+                per_class=500),
+}
+
+# ----------------------------------------------------------------------- the 2-D synthetic study
+SYNTHETIC_DATASETS = ("separable", "moons", "moons_minority0", "moons_minority1")
+MODELS_2D = ("lr", "mlp")
+WEIGHTINGS = ("equal", "up", "down")  # (weight of class 0, weight of class 1): (1, 1), (1, w), (w, 1)
+SYNTHETIC_REGIMES = ("none", "l2", "dropout")
+SYNTHETIC_REMEDIES = ("plain", "poly", "logit_adjusted", "drw", "exponent")
