@@ -303,13 +303,15 @@ def _check_shapes(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, i
                          f"features (W1 {W1.shape}); got inputs of shape {x_shape}")
     if w2.shape[1] != (H if H else W1.shape[1]):
         raise ValueError(f"w2 {w2.shape} does not fit W1 {W1.shape} (F = H for the MLP, F = d without hidden units)")
-    y = np.asarray(y)
-    if y.shape != (x_shape[0],) or (y.size and (y.min() < 0 or y.max() > 1)):
-        raise ValueError(f"the fused engine needs labels (N,) = ({x_shape[0]},) in {{0, 1}}; got shape {y.shape}"
-                         + (f", values {y.min()}..{y.max()}" if y.size else ""))
-    index = np.asarray(index)
+    y, index = np.asarray(y), np.asarray(index)
+    if y.shape != (x_shape[0],):
+        raise ValueError(f"the fused engine needs labels (N,) = ({x_shape[0]},); got shape {y.shape}")
     if index.size and (index.min() < 0 or index.max() >= x_shape[0]):
         raise ValueError(f"train_index values must be in 0..{x_shape[0] - 1} (got {index.min()}..{index.max()})")
+    trained = y[index]
+    if trained.size and (trained.min() < 0 or trained.max() > 1):
+        raise ValueError(f"the fused engine trains binary models: training labels in {{0, 1}} "
+                         f"(got {trained.min()}..{trained.max()})")
 
 
 def train_stacked(

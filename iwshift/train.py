@@ -167,10 +167,10 @@ class EpochStats:
 from .choices import ENGINES  # noqa: E402
 
 
-def _check_inputs(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+def _check_inputs(model: torch.nn.Module, runs: StackedRuns, inputs: torch.Tensor, labels: torch.Tensor,
                   image_normalization: ImageNormalization | None) -> int:
     """Refuse inputs the model cannot take (a one-line ValueError, before any training); the number of
-    classes of the losses: the model's, else one more than the largest label."""
+    classes of the losses: the model's, else one more than the largest training label."""
     if inputs.dtype == torch.uint8:
         if image_normalization is None:
             raise ValueError("uint8 inputs are images: pass image_normalization ('cifar10', 'unit', or "
@@ -184,11 +184,15 @@ def _check_inputs(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Te
                          f"{model.in_features} (pass (N, {model.in_features}) float features)")
     if labels.shape != inputs.shape[:1]:
         raise ValueError(f"labels must be (N,) = ({inputs.shape[0]},) like the inputs (got {tuple(labels.shape)})")
-    largest = int(labels.max()) if len(labels) else 0
+    index = torch.as_tensor(runs.train_index)
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= len(labels)):
+        raise ValueError(f"train_index values must be in 0..{len(labels) - 1} (got {int(index.min())}..{int(index.max())})")
+    trained = labels.cpu()[index]  # the labels the losses see (other examples may be evaluation-only, e.g. -1)
+    largest, smallest = (int(trained.max()), int(trained.min())) if trained.numel() else (0, 0)
     n_classes = getattr(model, "n_classes", None)
-    if n_classes is not None and (largest >= n_classes or (len(labels) and int(labels.min()) < 0)):
-        raise ValueError(f"labels must be in 0..{n_classes - 1} for a model of n_classes={n_classes} "
-                         f"(got up to {largest})")
+    if smallest < 0 or (n_classes is not None and largest >= n_classes):
+        raise ValueError(f"training labels must be in 0..{(n_classes or largest + 1) - 1} for a model of "
+                         f"n_classes={n_classes} (got {smallest}..{largest})")
     return int(n_classes) if n_classes is not None else largest + 1
 BATCH_ORDERS = ("generator", "counter")
 
@@ -220,7 +224,7 @@ class Trainer:
             value = getattr(model, name, None)
             if isinstance(value, torch.Tensor) and not np.allclose(value.cpu().numpy(), getattr(runs, name)):
                 raise ValueError(f"the model's {name} differ from the runs' (build the model from runs.{name})")
-        n_classes = _check_inputs(model, inputs, labels, image_normalization)
+        n_classes = _check_inputs(model, runs, inputs, labels, image_normalization)
         self.runs, self.inputs, self.labels = runs, inputs, labels
         self.channels_last = channels_last
         if inputs.device.type == "cuda":  # let cuDNN time its algorithms for the grouped convolutions
