@@ -84,7 +84,8 @@ CHOICES = {"PRESET": ("auto", *choices.EXTENSION_PRESETS), "STUDIES": choices.EX
 def main(argv=None) -> int:
     constants = {k: v for k, v in globals().items() if k.isupper() and k not in ("FIELDS", "CHOICES")}
     values = cli.override_from_argv(constants, __doc__, argv, help_text=cli.constant_comments(__file__),
-                                    choices=CHOICES, presets=choices.EXTENSION_PRESETS, fields=FIELDS, prog=_PROG)
+                                    choices=CHOICES, presets=choices.EXTENSION_PRESETS, fields=FIELDS, prog=_PROG,
+                                    repeats_allowed=["SOURCE_COUNTS"])
     from iwshift import cifar_extension as ext
     from iwshift import sweep
 

@@ -57,7 +57,8 @@ def main(argv=None) -> int:
     from iwshift import synthetic
 
     with cli.exit_on_config_error("synthetic_study.py"):
-        extreme_weights = [cli.positive_finite("extreme_weights", w) for w in values["EXTREME_WEIGHTS"]]
+        extreme_weights = cli.distinct("extreme_weights", [cli.positive_finite("extreme_weights", w)
+                                                            for w in values["EXTREME_WEIGHTS"]])
         cfg = synthetic.SyntheticConfig(
             datasets=values["DATASETS"], models=values["MODELS"], weightings=values["WEIGHTINGS"],
             regimes=values["REGIMES"], seeds=values["SEEDS"], data_seed=values["DATA_SEED"],

@@ -65,8 +65,8 @@ class BinaryConfig(sweep.CnnConfig):
         if len(classes) != 2:
             raise ConfigError("classes", f"needs exactly two class names (got {len(classes)})")
         self.classes = v.all_of("classes", classes, CIFAR10_CLASSES)
-        self.weights = [v.positive_finite("weights", w) for w in self.weights]
-        self.ratios = [v.positive_finite("ratios", r) for r in self.ratios]
+        self.weights = v.distinct("weights", [v.positive_finite("weights", w) for w in self.weights])
+        self.ratios = v.distinct("ratios", [v.positive_finite("ratios", r) for r in self.ratios])
         if not self.weights or not self.ratios:
             raise ConfigError("weights" if not self.weights else "ratios", "needs at least one value")
         self.per_class = v.at_least("per_class", self.per_class, 2)
@@ -361,17 +361,20 @@ def figures(table: pd.DataFrame) -> Iterator[tuple[str, "plt.Figure"]]:
             ylabel="final fraction predicted positive", reference=0.5, value_ticks=True,
             title="final fraction of pair test images predicted positive against weight")
         grad = part_melt(weighting[weighting["weight"] != 1])
+        if isinstance(grad["w"].dtype, pd.CategoricalDtype):  # no empty panel for the weight 1
+            grad = grad.assign(w=grad["w"].cat.remove_unused_categories())
         regimes, columns = list(dict.fromkeys(grad["regime"])), grad["w"].nunique()
-        fig, axes = plt.subplots(len(regimes), columns, figsize=(2.4 * columns, 2.2 * len(regimes)),
-                                 squeeze=False, sharex=True)
-        for row, regime in zip(axes, regimes):  # rows: regime; columns: weight
-            plots.curves_by_panel(grad[grad["regime"] == regime], "norm", ["regime", "w"], "class", axes=row,
-                                  ylabel="gradient norm")
-            for ax in row:
-                ax.set_yscale("log")
-        fig.suptitle("norm of the weighted loss gradient from each class's probe images")
-        fig.tight_layout()
-        yield "gradient_norms", fig
+        if len(grad):  # a grid of the weight 1 alone has no weighted gradient to show
+            fig, axes = plt.subplots(len(regimes), columns, figsize=(2.4 * columns, 2.2 * len(regimes)),
+                                     squeeze=False, sharex=True)
+            for row, regime in zip(axes, regimes):  # rows: regime; columns: weight
+                plots.curves_by_panel(grad[grad["regime"] == regime], "norm", ["regime", "w"], "class", axes=row,
+                                      ylabel="gradient norm")
+                for ax in row:
+                    ax.set_yscale("log")
+            fig.suptitle("norm of the weighted loss gradient from each class's probe images")
+            fig.tight_layout()
+            yield "gradient_norms", fig
     imbalance = plain[plain["setting"] == "imbalance"]
     if len(imbalance):
         last = final_rows(imbalance)
@@ -381,7 +384,7 @@ def figures(table: pd.DataFrame) -> Iterator[tuple[str, "plt.Figure"]]:
                               value_ticks=True)
         plots.curves_by_panel(last.assign(panel="balanced accuracy"), "test_balanced_accuracy", ["panel"],
                               "variant", x="ratio", axes=[axes[1]], ylabel="final balanced accuracy",
-                              value_ticks=True)
+                              value_ticks=True, chance=0.5)
         fig.suptitle("imbalance: positive:negative training ratio")
         fig.tight_layout()
         yield "imbalance", fig
@@ -396,11 +399,13 @@ def figures(table: pd.DataFrame) -> Iterator[tuple[str, "plt.Figure"]]:
                 yield f"remedies_{setting}", plots.curves_by_panel(
                     part.assign(panel=setting), metric, ["panel"], "remedy", x=x, ylabel=label,
                     reference=0.5 if setting == "weighting" else None, value_ticks=True,
+                    chance=0.5 if setting == "imbalance" else None,
                     title=f"remedies, {setting} setting (early_stop: best validation checkpoint)")
 
 
 def part_melt(table: pd.DataFrame) -> pd.DataFrame:
-    return table.melt(id_vars=["regime", "w", "seed", "epoch"],
+    ids = ["regime", "w", "seed", "epoch"] + [c for c in ("run", "status") if c in table]
+    return table.melt(id_vars=ids,
                       value_vars=["grad_norm_negative_weighted", "grad_norm_positive_weighted"],
                       var_name="class", value_name="norm").replace(
         {"grad_norm_negative_weighted": "negative", "grad_norm_positive_weighted": "positive"})

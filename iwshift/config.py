@@ -90,6 +90,19 @@ def seeds_list(name: str, values: Sequence[int]) -> list[int]:
     return values
 
 
+def distinct(name: str, values: Sequence[Any]) -> list[Any]:
+    """``values`` when no value repeats (``0.125`` and ``1/8`` are the same number); a grid with a repeated
+    value would train and write every run of it twice."""
+    values = list(values)
+    seen: list[Any] = []
+    for value in values:
+        if value in seen:
+            shown = format_number(value) if isinstance(value, float) else str(value)
+            raise ConfigError(name, f"repeated value {shown} in {' '.join(map(str, values))}")
+        seen.append(value)
+    return values
+
+
 def writable_folder(name: str, path: str | os.PathLike) -> Path:
     """Create ``path`` if needed and check that a file can be written inside it."""
     path = Path(path)
@@ -221,6 +234,7 @@ def override_from_argv(
     presets: dict[str, dict[str, Any]] | None = None,
     fields: dict[str, str] | None = None,
     prog: str | None = None,
+    repeats_allowed: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Return ``constants`` (upper-case names only) updated from command-line flags.
 
@@ -230,7 +244,9 @@ def override_from_argv(
     (``help_text``, e.g. :func:`constant_comments` of the script), its allowed ``choices`` (checked
     here: a value outside them is a one-line error, exit 2), its default and, for the config ``fields``
     (constant -> field) that ``presets`` (name -> {field: value}) set, the value each preset uses (only
-    the preset given with ``--preset``, when one is).
+    the preset given with ``--preset``, when one is). A list is a grid (weights, seeds, regimes...): a
+    repeated value is a one-line error, except for the constants in ``repeats_allowed`` (lists whose
+    positions mean something, e.g. counts per class).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     help_text, choices, presets, fields = help_text or {}, choices or {}, presets or {}, fields or {}
@@ -272,12 +288,16 @@ def override_from_argv(
                                 metavar=_metavar(kind, name in choices))
     args = parser.parse_args(argv)
     values = {name: getattr(args, name) for name in names}
+    repeats_allowed = set(repeats_allowed)
     try:
         for name, allowed in choices.items():
             if isinstance(values[name], (list, tuple)):
                 all_of(name, values[name], allowed)
             else:
                 one_of(name, values[name], allowed)
+        for name in names:
+            if isinstance(values[name], (list, tuple)) and name not in repeats_allowed:
+                distinct(name, values[name])
     except ConfigError as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     return values

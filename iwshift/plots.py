@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -28,6 +29,15 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
     return results.atomic_write(path, lambda f: f.write(buffer.getvalue()), binary=True)
 
 
+PROVENANCE = ("_data", "_preset")  # columns the report adds: runs differing in them are never pooled
+FLAGGED_COLOR = "0.6"              # runs excluded from the means (collapsed, diverged)
+
+
+def value_bounds(metric: str) -> tuple[float, float] | None:
+    """The valid range of a metric, by its name: fractions and accuracies lie in [0, 1]."""
+    return (0.0, 1.0) if "fraction" in metric or "accuracy" in metric else None
+
+
 def summarize(table: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFrame:
     """Mean and 95 % Student-t half-width of ``value`` over the rows of each ``by`` group (the seeds)."""
     rows = []
@@ -38,34 +48,103 @@ def summarize(table: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
+def band(summary: pd.DataFrame, bounds: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) of the mean +- 95 % band, clipped to ``bounds`` (a fraction's band stays in [0, 1])."""
+    low, high = (summary["mean"] - summary["ci95"]).to_numpy(), (summary["mean"] + summary["ci95"]).to_numpy()
+    if bounds is not None:
+        low, high = np.clip(low, *bounds), np.clip(high, *bounds)
+    return low, high
+
+
 def line_with_band(ax: plt.Axes, summary: pd.DataFrame, x: str, label: str | None = None,
-                   color: str | None = None, marker: str | None = None) -> None:
+                   color: str | None = None, marker: str | None = None,
+                   bounds: tuple[float, float] | None = None, linestyle: str = "-") -> None:
     summary = summary.sort_values(x)
-    line, = ax.plot(summary[x], summary["mean"], label=label, color=color, marker=marker, ms=3)
-    ax.fill_between(summary[x], summary["mean"] - summary["ci95"], summary["mean"] + summary["ci95"],
-                    color=line.get_color(), alpha=0.2, lw=0)
+    line, = ax.plot(summary[x], summary["mean"], label=label, color=color, marker=marker, ms=3, ls=linestyle)
+    low, high = band(summary, bounds)
+    ax.fill_between(summary[x], low, high, color=line.get_color(), alpha=0.2, lw=0)
+
+
+def split_status(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs whose ``status`` is "ok", the others); a table without the column is all ok."""
+    if "status" not in table:
+        return table, table.iloc[:0]
+    ok = table["status"].fillna("ok") == "ok"
+    return table[ok], table[~ok]
+
+
+def excluded_note(table: pd.DataFrame) -> str:
+    """"2 collapsed, 1 diverged" for the runs of ``table`` whose status is not ok ("" if none)."""
+    _, bad = split_status(table)
+    if bad.empty:
+        return ""
+    counts = bad.groupby("status")["run"].nunique() if "run" in bad else bad["status"].value_counts()
+    return ", ".join(f"{n} {status}" for status, n in counts.items())
+
+
+def provenance_columns(table: pd.DataFrame) -> list[str]:
+    """The provenance columns whose values differ within ``table`` (their runs must not share a line)."""
+    return [c for c in PROVENANCE if c in table and table[c].nunique() > 1]
+
+
+def legend_outside(fig: plt.Figure, axes: Sequence[plt.Axes], title: str | None = None) -> None:
+    """One legend for all ``axes`` (labels deduplicated), to the right of the last one, off the data."""
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    if handles:
+        axes[-1].legend(handles.values(), handles.keys(), fontsize=7, title=title, title_fontsize=7,
+                        loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
 
 
 def curves_by_panel(
     table: pd.DataFrame, metric: str, panel: Sequence[str], hue: str, x: str = "epoch",
     ylabel: str | None = None, logx: bool = True, colors: dict[str, str] | None = None,
     title: str = "", reference: float | None = None, axes: Sequence[plt.Axes] | None = None,
-    value_ticks: bool = False,
+    value_ticks: bool = False, chance: float | None = None, bounds: tuple[float, float] | None | str = "auto",
+    flagged: dict[Any, str] | None = None,
 ) -> plt.Figure:
     """One panel per value of the ``panel`` columns; in each, ``metric`` against ``x`` for each ``hue``
-    value, mean +- 95 % interval over seeds."""
+    value, mean +- 95 % interval over seeds (the band clipped to ``bounds``: by default the metric's valid
+    range, :func:`value_bounds`).
+
+    Runs whose ``status`` is not "ok" (collapsed, diverged) are left out of the means and drawn one by one,
+    thin, grey and dashed; runs of different data or presets (report columns ``_data``, ``_preset``) get
+    separate lines; ``flagged`` hue values (e.g. a regime that did not fit) are drawn dashed, their reason
+    in the legend; ``chance`` draws the chance level, ``reference`` another level. The legend is outside."""
+    bounds = value_bounds(metric) if bounds == "auto" else bounds
     keys = [key for key, _ in table.groupby(list(panel), sort=True)]
+    if not keys:
+        raise ValueError(f"nothing to plot: the table has no rows for {metric}")
     if axes is None:
         fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False,
                                  sharey=True)
         axes = axes[0]
     fig = axes[0].figure
+    styles = ["-", "--", ":", "-."]
     for ax, key in zip(axes, keys):
         key = key if isinstance(key, tuple) else (key,)
         sub = table[(table[list(panel)] == pd.Series(key, index=list(panel))).all(axis=1)]
-        for value, part in sub.groupby(hue, sort=True):
-            line_with_band(ax, summarize(part, [x], metric), x, label=str(value),
-                           color=(colors or {}).get(value))
+        ok, bad = split_status(sub)
+        split = provenance_columns(sub)
+        for value, part in ok.groupby(hue, sort=True):
+            pieces = part.groupby(split, sort=True) if split else [((), part)]
+            for i, (origin, piece) in enumerate(pieces):
+                origin = origin if isinstance(origin, tuple) else (origin,)
+                label = str(value) + (f" [{'; '.join(map(str, origin))}]" if split else "")
+                style = styles[i % len(styles)] if split else "-"
+                if flagged and value in flagged:
+                    label, style = f"{label} ({flagged[value]})", "--"
+                line_with_band(ax, summarize(piece, [x], metric), x, label=label,
+                               color=(colors or {}).get(value), bounds=bounds, linestyle=style)
+        for _, run in (bad.groupby("run", sort=True) if "run" in bad else []):
+            run = run.sort_values(x)
+            ax.plot(run[x], run[metric], color=FLAGGED_COLOR, lw=0.7, ls="--",
+                    marker="x" if len(run) == 1 else None, ms=3,
+                    label=f"collapsed / diverged (excluded): {excluded_note(table)}")
+        if chance is not None:
+            ax.axhline(chance, color="k", lw=0.8, ls="--", alpha=0.6, label=f"chance ({chance:g})")
         if reference is not None:
             ax.axhline(reference, color="k", lw=0.6, ls=":")
         if logx:
@@ -78,11 +157,36 @@ def curves_by_panel(
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(ylabel or metric)
-    axes[-1].legend(fontsize=8, title=hue, title_fontsize=8)
+    legend_outside(fig, list(axes), title=hue)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def bars(table: pd.DataFrame, metric: str, group: str, hue: str, ax: plt.Axes,
+         chance: float | None = None, bounds: tuple[float, float] | None | str = "auto") -> None:
+    """Bars of ``metric``'s mean over seeds per ``group`` (x) and ``hue`` (colour), with the 95 % interval
+    clipped to ``bounds``; runs whose ``status`` is not ok are left out (their count in the x label)."""
+    bounds = value_bounds(metric) if bounds == "auto" else bounds
+    ok, _ = split_status(table)
+    groups, hues = list(dict.fromkeys(table[group])), list(dict.fromkeys(table[hue]))
+    width = 0.8 / max(1, len(hues))
+    for i, value in enumerate(hues):
+        summary = summarize(ok[ok[hue] == value], [group], metric)
+        summary = summary.set_index(group).reindex(groups) if len(summary) else pd.DataFrame(
+            {"mean": np.nan, "ci95": np.nan}, index=groups)
+        low, high = band(summary.fillna({"ci95": 0.0}), bounds)
+        mean = summary["mean"].to_numpy()
+        ax.bar(np.arange(len(groups)) + i * width, mean, width, label=str(value),
+               yerr=np.abs(np.stack([mean - low, high - mean])), capsize=2)
+    ax.set_xticks(np.arange(len(groups)) + width * (len(hues) - 1) / 2, groups)
+    note = excluded_note(table)
+    if note:
+        ax.set_xlabel(f"excluded: {note}", fontsize=7)
+    if chance is not None:
+        ax.axhline(chance, color="k", lw=0.8, ls="--", alpha=0.6, label=f"chance ({chance:g})")
+    ax.grid(alpha=0.3, axis="y")
 
 
 def boundary_grid(

@@ -71,6 +71,7 @@ class SyntheticConfig:
     tau: float = 1.0
     drw_epoch: int = 0                # deferred re-weighting: weights from this epoch on (0: half the epochs)
     weight_power: float = 0.5
+    equal_step: bool = False          # rescale each run's weights to mean 1 over its training set (see build_runs)
     engine: str = "auto"              # the trainer's engine: auto (fused on CPU), fused, or torch (step by step)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept in the manifest
 
@@ -138,6 +139,17 @@ def learning_rate(x_train: np.ndarray, scale: float) -> float:
     return float(scale / np.linalg.norm(x_train.astype(np.float64), ord=2))
 
 
+def unit_mean(class_weights: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Class weights rescaled to mean 1 over a training set with ``counts`` examples per class.
+
+    Under the ``mean`` normalisation a weight w multiplies the step of SGD by the mean weight (about w / 2
+    for one up-weighted class of two), so runs with different weights differ in step size as well as in
+    weighting; rescaled to mean 1 (equivalently: the learning rate divided by the mean weight), every run
+    takes the unweighted run's effective step. Under ``weight_sum`` the rescaling changes nothing."""
+    class_weights, counts = np.asarray(class_weights, np.float64), np.asarray(counts, np.float64)
+    return class_weights * counts.sum() / (counts @ class_weights)
+
+
 def build_runs(cfg: SyntheticConfig, datasets: dict[str, datamod.Dataset]) -> pd.DataFrame:
     """One row per run of the study's grid (see module docstring), with its hyper-parameters."""
     rows = []
@@ -153,11 +165,12 @@ def build_runs(cfg: SyntheticConfig, datasets: dict[str, datamod.Dataset]) -> pd
                     continue
                 for weighting in weightings:
                     for remedy in cfg.remedies if regime == "none" else [r for r in cfg.remedies if r == "plain"]:
+                        counts = datasets[dataset].train.class_counts()
                         w0, w1 = shifts.class_weights(weighting, cfg.weight)
-                        if remedy == "exponent":  # w**k renormalised to mean 1 over the training set
-                            counts = datasets[dataset].train.class_counts()
-                            w0, w1 = losses.weight_exponent(np.array([w0, w1]), cfg.weight_power)
-                            w0, w1 = np.array([w0, w1]) * len(datasets[dataset].train) / (counts @ [w0, w1])
+                        if cfg.equal_step:
+                            w0, w1 = unit_mean(np.array([w0, w1]), counts)
+                        if remedy == "exponent":  # w**k at the plain weights' mean: the same effective step
+                            w0, w1 = losses.weight_exponent(np.array([w0, w1]), cfg.weight_power, counts)
                         for seed in cfg.seeds:
                             rows.append({
                                 "dataset": dataset, "model": model, "weighting": weighting,
@@ -411,13 +424,20 @@ def _normals_over_time(params: dict[str, np.ndarray], group_key: str, x_train: n
     return out
 
 
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+
+
 def stability(result: SyntheticResult) -> pd.DataFrame:
     """One row per run: how much the boundary moves and whether training misbehaved.
 
-    ``boundary_movement``: mean angle (degrees) between the boundary normals of consecutive evaluated
-    epochs (1, 2, 5, 10, ...), i.e. how far the boundary turns per snapshot; ``late_movement``: the same over
-    the last decade of epochs; ``loss_spikes``: snapshots whose weighted train loss is more than twice the
-    previous one; ``diverged``: a non-finite parameter or loss at any snapshot (flagged, never raised)."""
+    ``late_fluctuation``: how far the boundary wanders late in training, the mean angle (degrees) between
+    the boundary normals of the evaluated epochs in the last decade (epoch >= last / 10) and their mean
+    direction; ``boundary_movement``: mean angle between the normals of consecutive evaluated epochs
+    (1, 2, 5, 10, ...: mostly how fast the boundary converges, which grows with the step size);
+    ``late_movement``: the same over the last decade; ``loss_spikes``: snapshots whose weighted train loss is
+    more than twice the previous one; ``diverged``: a non-finite parameter or loss at any snapshot (flagged,
+    never raised), ``status`` "diverged" or "ok"."""
     params, table = result.params, result.table
     epochs = params["epochs"]
     losses_by_run = {run: part.sort_values("epoch")["train_loss_weighted"].to_numpy()
@@ -429,6 +449,8 @@ def stability(result: SyntheticResult) -> pd.DataFrame:
         with np.errstate(invalid="ignore"):
             normals = _normals_over_time(params, key, result.datasets[dataset].train.x)
             turn = metrics.angle_degrees(normals[:, 1:], normals[:, :-1])  # (runs, epochs - 1)
+            window = _unit(normals[:, epochs >= epochs[-1] / 10])          # (runs, late epochs, 2)
+            wander = metrics.angle_degrees(window, _unit(window.mean(1, keepdims=True)))
         late = epochs[1:] > epochs[-1] / 10
         finite = np.isfinite(np.stack([params[f"{key}__{k}"].reshape(len(run_ids), len(epochs), -1).sum(-1)
                                        for k in ("W1", "b1", "w2", "b2")])).all(0)  # (runs, epochs)
@@ -436,39 +458,57 @@ def stability(result: SyntheticResult) -> pd.DataFrame:
             loss = losses_by_run[run]
             with np.errstate(invalid="ignore", divide="ignore"):
                 spikes = int(np.sum(loss[1:] > 2 * loss[:-1]))
-            rows.append({"run": int(run), "boundary_movement": float(np.nanmean(turn[i])) if np.isfinite(turn[i]).any() else np.nan,
-                         "late_movement": float(np.nanmean(turn[i, late])) if np.isfinite(turn[i, late]).any() else np.nan,
+            diverged = not finite[i].all() or not np.isfinite(loss).all()
+            mean_of = lambda a: float(np.nanmean(a)) if np.isfinite(a).any() and not diverged else np.nan  # noqa: E731
+            rows.append({"run": int(run), "late_fluctuation": mean_of(wander[i]),
+                         "boundary_movement": mean_of(turn[i]), "late_movement": mean_of(turn[i, late]),
                          "final_normal_x": normals[i, -1, 0], "final_normal_y": normals[i, -1, 1],
-                         "loss_spikes": spikes,
-                         "diverged": int(not finite[i].all() or not np.isfinite(loss).all())})
+                         "loss_spikes": spikes, "diverged": int(diverged),
+                         "status": "diverged" if diverged else "ok"})
     out = result.runs.merge(pd.DataFrame(rows), on="run")
     final = table[table["epoch"] == table["epoch"].max()][["run", "angle_to_svm", "test_accuracy"]]
     return out.merge(final, on="run", how="left")
 
 
+SPREAD_KEYS = ["dataset", "model", "weighting", "weight"]
+
+
+def seed_deviation(stab: pd.DataFrame) -> pd.Series:
+    """Per run: the angle (degrees) between its final boundary normal and the mean final direction of the
+    seeds of its configuration (data set, model, weighting, weight): the across-seed spread, one value per
+    seed, so that it can be paired with the seed's run at weight 1."""
+    out = pd.Series(np.nan, index=stab.index)
+    for _, part in stab.groupby(SPREAD_KEYS, sort=True):
+        ok = part[part["diverged"] == 0]
+        normals = _unit(ok[["final_normal_x", "final_normal_y"]].to_numpy(np.float64))
+        if len(ok):
+            out[ok.index] = metrics.angle_degrees(normals, _unit(normals.mean(0)))
+    return out
+
+
 def seed_spread(stab: pd.DataFrame) -> pd.DataFrame:
     """Across-seed variation of the final boundary per configuration: the mean angle (degrees) between each
-    seed's final normal and the configuration's mean normal direction."""
+    (not diverged) seed's final normal and the configuration's mean normal direction."""
+    stab = stab.assign(seed_deviation=seed_deviation(stab))
     rows = []
-    keys = ["dataset", "model", "weighting", "weight"]
-    for key, part in stab.groupby(keys, sort=True):
-        normals = part[["final_normal_x", "final_normal_y"]].to_numpy(np.float64)
-        normals = normals / np.linalg.norm(normals, axis=1, keepdims=True)
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a diverged configuration has no direction
-            spread = float(np.nanmean(metrics.angle_degrees(normals, np.nanmean(normals, 0))))
-        rows.append({**dict(zip(keys, key)), "seed_spread": spread, "n_seeds": len(part),
-                     "diverged_runs": int(part["diverged"].sum())})
+    for key, part in stab.groupby(SPREAD_KEYS, sort=True):
+        rows.append({**dict(zip(SPREAD_KEYS, key)), "seed_spread": float(part["seed_deviation"].mean()),
+                     "n_seeds": len(part), "diverged_runs": int(part["diverged"].sum())})
     return pd.DataFrame(rows)
 
 
 def run_extreme_study(base: SyntheticConfig, weights: Sequence[float] = EXTREME_WEIGHTS,
                       progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     """Weights 1, 10, 100, 1,000 on either class (separable and moons; LR and MLP; regime none): per-run
-    stability rows, the per-configuration seed spread, and the training seconds."""
+    stability rows, the per-configuration seed spread, and the training seconds.
+
+    Every run's weights are rescaled to mean 1 over its training set (``equal_step``), so that the weights
+    are compared at the unweighted run's effective step: without it, under the ``mean`` normalisation a
+    weight of 1,000 takes steps about 500 times larger, and the boundary then converges sooner and moves
+    less, which says nothing about the weights."""
     frames, seconds = [], 0.0
-    for w in weights:
-        cfg = replace(base, weight=float(w), regimes=["none"], remedies=["plain"],
+    for w in cfgmod.distinct("extreme_weights", [float(w) for w in weights]):
+        cfg = replace(base, weight=float(w), regimes=["none"], remedies=["plain"], equal_step=True,
                       weightings=["equal"] if w == 1 else ["up", "down"])
         result = run_study(cfg, progress=progress)
         seconds += result.train_seconds
@@ -478,28 +518,30 @@ def run_extreme_study(base: SyntheticConfig, weights: Sequence[float] = EXTREME_
         frames.append(stab)
     stab = pd.concat(frames, ignore_index=True)
     stab["run"] = np.arange(len(stab))
+    stab["seed_deviation"] = seed_deviation(stab)
     return stab, seed_spread(stab), seconds
 
 
 def instability_figure(stab: pd.DataFrame) -> "plt.Figure":
-    """Boundary movement per snapshot and across-seed spread of the final boundary against the weight."""
+    """Late-training fluctuation of the boundary and its across-seed spread against the weight (weights at
+    equal effective step; up and down averaged within each seed; mean ± 95 % interval over seeds; diverged
+    runs left out and drawn apart)."""
     import matplotlib.pyplot as plt
 
     from . import plots
 
-    spread = seed_spread(stab)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    if "seed_deviation" not in stab:
+        stab = stab.assign(seed_deviation=seed_deviation(stab))
     data = stab.assign(config=stab["dataset"] + " / " + stab["model"])
-    plots.curves_by_panel(data.assign(panel="movement"), "boundary_movement", ["panel"], "config", x="weight",
-                          axes=[axes[0]], ylabel="boundary turn per snapshot (deg)", value_ticks=True)
-    for (dataset, model), part in spread.groupby(["dataset", "model"]):
-        part = part.groupby("weight")["seed_spread"].mean()
-        axes[1].plot(part.index, part.values, marker="o", ms=3, label=f"{dataset} / {model}")
-    axes[1].set_xscale("log")
-    axes[1].set_xlabel("weight")
-    axes[1].set_ylabel("across-seed spread of final boundary (deg)")
-    axes[1].grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
-    fig.suptitle("extreme weighting: instability of the decision boundary (regime none)")
+    ok = data[data["diverged"] == 0]
+    per_seed = ok.groupby(["config", "weight", "seed"], as_index=False)[["late_fluctuation", "seed_deviation"]].mean()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, metric, label in ((axes[0], "late_fluctuation", "late fluctuation of the boundary (deg)"),
+                              (axes[1], "seed_deviation", "across-seed spread of the final boundary (deg)")):
+        plots.curves_by_panel(per_seed.assign(panel=metric.replace("_", " ")), metric, ["panel"], "config",
+                              x="weight", axes=[ax], ylabel=label, value_ticks=True)
+    diverged = int(data["diverged"].sum())
+    fig.suptitle("extreme weighting at equal effective step: instability of the decision boundary (regime none)"
+                 + (f"; {diverged} diverged runs left out" if diverged else ""), fontsize=9)
     fig.tight_layout()
     return fig
