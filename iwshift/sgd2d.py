@@ -338,7 +338,7 @@ def train_stacked(
 
     Run k trains on ``x[index[k]]``, ``y[index[k]]`` with per-example ``weights[k]``; ``loss_kind`` per
     run: 0 = cross-entropy (default), 1 = polynomially tailed with ``poly`` rows (alpha, beta);
-    ``logit_offset`` per run: tau * log(pi_1 / pi_0) for logit adjustment (default 0); ``defer_until``
+    ``logit_offset`` per run: the logit adjustment's offset of class 1 minus class 0, -tau * log(w_1 / w_0) (default 0); ``defer_until``
     per run: the 1-based epoch from which the weights apply (default 0: always)."""
     if normalization not in ("mean", "weight_sum"):
         raise ValueError(f"unknown normalization {normalization!r}")

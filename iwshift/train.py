@@ -82,7 +82,7 @@ class LossSpec:
     name: str = "ce"        # ce | poly | logit_adjusted | poly_wang
     alpha: float = 1.0      # poly, poly_wang: tail exponent
     beta: float = 0.0       # poly: switch point
-    tau: float = 1.0        # logit_adjusted: strength
+    tau: float = 1.0        # logit_adjusted: strength (offset -tau * log w_y, unit weights)
 
 
 @dataclass
@@ -239,7 +239,8 @@ class Trainer:
         self.batch_size, self.normalization, self.precision = batch_size, normalization, precision
         self.batch_order = batch_order
         self.index = torch.as_tensor(runs.train_index, device=self.device)
-        self.weights = torch.as_tensor(runs.example_weights, device=self.device)
+        self.train_weights = self._training_weights()
+        self.weights = torch.as_tensor(self.train_weights, device=self.device)
         self.optimizer = StackedSGD(list(model.parameters()), runs.n_models, lr, momentum, runs.l2)
         self.generators = [torch.Generator().manual_seed(int(s)) for s in runs.seeds]
         self.epoch = 0
@@ -274,18 +275,39 @@ class Trainer:
             raise ValueError("uint8 images given to a trainer of float features (no image_normalization)")
         return normalize(x, self.scale, self.shift)
 
+    def class_weights(self, n_classes: int) -> np.ndarray:
+        """(K, C) each run's class weight w_c: the mean importance weight of its class-c training examples
+        (1 for a class it has no example of)."""
+        labels = self.labels.cpu().numpy()[self.runs.train_index]  # (K, n); once, at construction
+        out = np.ones((self.runs.n_models, n_classes))
+        for c in range(n_classes):
+            member = labels == c
+            counts = member.sum(1)
+            total = np.where(member, self.runs.example_weights, 0.0).sum(1)
+            out[:, c] = np.where(counts > 0, total / np.maximum(counts, 1), 1.0)
+        return out
+
+    def _training_weights(self) -> np.ndarray:
+        """(K, n) the weights SGD uses: the runs' importance weights, except unit weights for logit
+        adjustment, which replaces weighting (its correction is the logit offset, not the weights)."""
+        adjusted = np.array([s.name == "logit_adjusted" for s in self.runs.loss])
+        return np.where(adjusted[:, None], np.float32(1.0), self.runs.example_weights).astype(np.float32)
+
     def _prepare_losses(self, n_classes: int) -> None:
-        """Per-run loss tensors: which runs use the polynomial tail, and tau * log(prior) of each run's
-        own training set for logit adjustment (zero for the other runs, which makes it plain CE)."""
+        """Per-run loss tensors: which runs use the polynomial tail, and each run's logit offset.
+
+        Logit adjustment (Menon et al., ICLR 2021) trains on logits + tau * log(p_s(y) / p_t(y)) for every
+        class y; with importance weights w_y = p_t(y) / p_s(y), the offset is -tau * log w_y, with w_y the
+        run's class weight (:meth:`class_weights`), and the run trains with unit weights. So it is a real
+        alternative to weighting in every setting: not plain cross-entropy on a balanced set with weights,
+        and no double correction of an imbalanced one. The other runs get a zero offset."""
         specs = self.runs.loss
         self.poly_mask = torch.tensor([s.name == "poly" for s in specs], device=self.device)
         poly = [s for s in specs if s.name == "poly"]
         self.poly_params = (poly[0].alpha, poly[0].beta) if poly else None
-        train_labels = self.labels[self.index].cpu()  # (K, n)
-        counts = torch.stack([torch.bincount(row, minlength=n_classes) for row in train_labels]).float()
-        log_prior = torch.log(counts.clamp_min(1) / counts.sum(1, keepdim=True))
+        log_weight = torch.as_tensor(np.log(self.class_weights(n_classes)), dtype=torch.float32)  # (K, C)
         tau = torch.tensor([s.tau if s.name == "logit_adjusted" else 0.0 for s in specs])
-        self.logit_offset = (tau[:, None] * log_prior).to(self.device)[:, None, :]  # (K, 1, C)
+        self.logit_offset = (-tau[:, None] * log_weight).to(self.device)[:, None, :]  # (K, 1, C)
         self.defer = torch.tensor(self.runs.defer_until, device=self.device)
         wang = [s for s in specs if s.name == "poly_wang"]  # Wang et al.'s released poly-tailed loss
         self.wang_mask = torch.tensor([s.name == "poly_wang" for s in specs], device=self.device)
@@ -333,7 +355,7 @@ class Trainer:
         params = {k: v.numpy() for k, v in self.model.stacked_params().items()}  # views: trained in place
         offset = self.logit_offset[:, 0].cpu()
         stats = sgd2d.train_stacked(
-            params, self.inputs.numpy(), self.labels.numpy(), runs.train_index, runs.example_weights,
+            params, self.inputs.numpy(), self.labels.numpy(), runs.train_index, self.train_weights,
             [self.lr] * K, runs.l2, runs.dropout, runs.seeds, self.epoch, self.epoch + count,
             self.batch_size, self.normalization, loss_kind=self.poly_mask.long().numpy(),
             logit_offset=(offset[:, 1] - offset[:, 0]).numpy(),  # [0, z] + offset: BCE of z + difference

@@ -126,3 +126,58 @@ def test_bad_remedy_parameters_give_one_line_errors(kw, argument):
     with pytest.raises(ConfigError) as info:
         cifar_binary.BinaryConfig(**kw)
     assert str(info.value).startswith(argument) and "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------- logit adjustment in the trainer
+
+
+def _trainer_2d(data, class_w, spec, engine, bias_shift=0.0, seed=3):
+    from iwshift import models
+
+    weights = np.asarray(class_w, np.float32)[data.y][None]
+    runs = StackedRuns([seed], np.arange(len(data.y))[None], weights, [0.0], [0.0], loss=[spec])
+    model = models.Stacked2D("lr", [seed], hidden=4)
+    with torch.no_grad():
+        model.stacked_params()["b2"].add_(bias_shift)
+    return Trainer(model, runs, torch.from_numpy(data.x), torch.from_numpy(data.y), lr=0.1, momentum=0.0,
+                   batch_size=8, normalization="mean", batch_order="counter", engine=engine)
+
+
+def _trained(trainer, epochs=3):
+    trainer.train_epochs(epochs)
+    return {k: v.detach().numpy().copy() for k, v in trainer.model.stacked_params().items()}
+
+
+@pytest.mark.parametrize("engine", ["torch", "fused"])
+def test_logit_adjustment_on_a_balanced_set_with_weights_is_not_cross_entropy(engine):
+    """In the weighting setting (balanced classes, weight w on one) the offset -tau log w_y is not a constant:
+    logit adjustment is neither plain nor weighted cross-entropy."""
+    from iwshift.data import make_separable
+
+    data = make_separable(32, seed=0).train
+    w = [1.0, 8.0]
+    adjusted = _trained(_trainer_2d(data, w, LossSpec("logit_adjusted", tau=1.0), engine))
+    for reference in (_trainer_2d(data, w, LossSpec(), engine), _trainer_2d(data, [1.0, 1.0], LossSpec(), engine)):
+        assert not np.allclose(adjusted["b2"], _trained(reference)["b2"], atol=1e-3)
+
+
+@pytest.mark.parametrize("engine", ["torch", "fused"])
+def test_logit_adjustment_replaces_the_weights_instead_of_correcting_twice(engine):
+    """With correcting class weights w on an imbalanced set, logit adjustment trains exactly as unweighted
+    cross-entropy on logits offset by -tau log w_y (here: a linear model whose bias starts shifted by the
+    offset difference), whatever the scale of the weights; not as weighted cross-entropy plus an offset."""
+    from iwshift.data import make_moons_split
+    from iwshift.shifts import keep_fraction
+
+    moons = make_moons_split(96, seed=1).train
+    data = moons.subset(keep_fraction(moons.y, 1, 0.25, seed=0))
+    counts = np.bincount(data.y, minlength=2)
+    w = 0.5 * len(data.y) / counts  # the imbalance setting's correcting weights
+    tau = 1.0
+    shift = -tau * np.log(w[1] / w[0])
+    adjusted = _trained(_trainer_2d(data, w, LossSpec("logit_adjusted", tau=tau), engine))
+    reference = _trained(_trainer_2d(data, [1.0, 1.0], LossSpec(), engine, bias_shift=shift))
+    np.testing.assert_allclose(adjusted["w2"], reference["w2"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(adjusted["b2"] + shift, reference["b2"], rtol=1e-5, atol=1e-6)
+    scaled = _trained(_trainer_2d(data, 3 * w, LossSpec("logit_adjusted", tau=tau), engine))
+    np.testing.assert_allclose(scaled["w2"], adjusted["w2"], rtol=1e-5, atol=1e-6)

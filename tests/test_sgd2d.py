@@ -70,12 +70,12 @@ def test_trainer_matches_plain_autograd(engine, model_name, p, l2, normalization
     data = make_moons_split(n_samples=84, seed=3).train  # 42 examples: the last batch is partial
     class_w = np.array([1.0, 10.0])
     seed, lr, epochs, batch = 7, 0.05, 3, 8
-    counts = np.bincount(data.y, minlength=2)
     tau = 0.7
-    offset = tau * np.log(counts[1] / counts[0]) if loss == "logit_adjusted" else 0.0
+    # logit adjustment: unit weights and the offset -tau * log w_y on each class's logit
+    offset = -tau * np.log(class_w[1] / class_w[0]) if loss == "logit_adjusted" else 0.0
     poly = (2.0, 0.5)
-    expected = reference_sgd(model_name, seed, data.x, data.y, class_w, lr, l2, p, epochs, batch,
-                             normalization, loss, offset, poly)
+    expected = reference_sgd(model_name, seed, data.x, data.y, np.ones(2) if loss == "logit_adjusted" else class_w,
+                             lr, l2, p, epochs, batch, normalization, loss, offset, poly)
     spec = {"ce": LossSpec(), "poly": LossSpec("poly", *poly), "logit_adjusted": LossSpec("logit_adjusted", tau=tau)}
     trainer = make_trainer(model_name, [seed], data, class_w[None], lr, [l2], [p], batch, normalization, engine,
                            specs=[spec[loss]])
