@@ -118,8 +118,8 @@ def curves_by_panel(
     if not keys:
         raise ValueError(f"nothing to plot: the table has no rows for {metric}")
     if axes is None:
-        fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False,
-                                 sharey=True)
+        fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys) + 1.6, 2.8), squeeze=False,
+                                 sharey=True)  # + room for the legend on the right
         axes = axes[0]
     fig = axes[0].figure
     styles = ["-", "--", ":", "-."]
@@ -142,7 +142,7 @@ def curves_by_panel(
             run = run.sort_values(x)
             ax.plot(run[x], run[metric], color=FLAGGED_COLOR, lw=0.7, ls="--",
                     marker="x" if len(run) == 1 else None, ms=3,
-                    label=f"collapsed / diverged (excluded): {excluded_note(table)}")
+                    label=f"left out: {excluded_note(table)}")
         if chance is not None:
             ax.axhline(chance, color="k", lw=0.8, ls="--", alpha=0.6, label=f"chance ({chance:g})")
         if reference is not None:
@@ -167,8 +167,13 @@ def curves_by_panel(
 def bars(table: pd.DataFrame, metric: str, group: str, hue: str, ax: plt.Axes,
          chance: float | None = None, bounds: tuple[float, float] | None | str = "auto") -> None:
     """Bars of ``metric``'s mean over seeds per ``group`` (x) and ``hue`` (colour), with the 95 % interval
-    clipped to ``bounds``; runs whose ``status`` is not ok are left out (their count in the x label)."""
+    clipped to ``bounds``; runs whose ``status`` is not ok are left out (their count in the x label); runs of
+    different data or presets (report columns ``_data``, ``_preset``) get separate bars."""
     bounds = value_bounds(metric) if bounds == "auto" else bounds
+    split = provenance_columns(table)
+    if split:  # runs of different data or presets: separate bars
+        table = table.assign(**{hue: table[hue].astype(str) + " [" + table[split].astype(str).agg("; ".join, axis=1)
+                                + "]"})
     ok, _ = split_status(table)
     groups, hues = list(dict.fromkeys(table[group])), list(dict.fromkeys(table[hue]))
     width = 0.8 / max(1, len(hues))

@@ -33,7 +33,7 @@ from .metrics import mean_confidence_interval
 CONFIDENCE = 0.95
 DELTA = 0.02        # practical threshold for differences in fractions and accuracies
 DELTA_SLOPE = 0.01  # ... for slopes: fraction predicted positive per doubling of the weight
-DELTA_DEGREES = 1.0  # practical threshold for boundary movement (degrees per snapshot)
+DELTA_DEGREES = 1.0  # practical threshold for boundary instability (degrees)
 FIT = 0.99          # mean final train accuracy of the unregularised CIFAR runs below this: "did not fit"
 TRAINED = 0.90      # ... of the regime a claim is about below this: "did not train"
 
@@ -41,26 +41,34 @@ SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_RUN = "supported", "contradicted", "i
 STUDIES = ("synthetic", "synthetic_extreme", "cifar_binary", "cifar_extension")
 
 RULES = f"""\
-* **Intervals.** A mean over seeds (or over paired observations) has the 95 % Student-t interval
-  mean ± t(0.975, n−1)·sd/√n; with n < 2 there is no interval and the verdict is *inconclusive*.
-  A slope is the ordinary least-squares slope of the final value on log2(weight) over all (weight, seed)
-  points, with interval slope ± t(0.975, n−2)·SE (n ≥ 3 points); with one seed it reflects only the
-  scatter of the points about the line.
+* **Intervals are over seeds only.** Each seed gives one value (a paired difference, a slope, or the mean
+  over a seed's data sets or ratios, which are not replicates); the estimate is the mean over seeds with
+  the 95 % Student-t interval mean ± t(0.975, n−1)·sd/√n, n = number of seeds. With one seed there is no
+  interval and the verdict is *inconclusive* (the row says so).
+* **Slopes:** per seed, the ordinary least-squares slope of the final value on log2(weight); then the
+  interval over seeds as above.
 * **Practical thresholds** δ: {DELTA} for differences in fractions and accuracies; {DELTA_SLOPE} for slopes
   (fraction predicted positive per doubling of the weight: a 100× weight, 6.6 doublings, then moves the
-  fraction by less than {6.64 * DELTA_SLOPE:.2f}); {DELTA_DEGREES:g}° for boundary movement.
-* **Reading an interval [lo, hi]:** *negligible* if −δ < lo and hi < δ; otherwise *positive* if lo > 0,
-  *negative* if hi < 0, *unclear* if it contains 0.
+  fraction by less than {6.64 * DELTA_SLOPE:.2f}); {DELTA_DEGREES:g}° for boundary instability.
+* **Reading an interval [lo, hi] against ±δ** (one rule family for every claim): *negligible* if it lies
+  inside (−δ < lo and hi < δ); *positive* if it lies at or above +δ (lo ≥ δ); *negative* if at or below −δ
+  (hi ≤ −δ); *unclear* if it crosses ±δ.
 * **Effect rule** (a, c, e simple models, g, remedies): *supported* if positive; *contradicted* if
   negligible or negative; *inconclusive* if unclear.
-* **No-dependence rule** (b, d): *supported* if negligible; *contradicted* if positive or negative;
-  *inconclusive* if unclear (an interval too wide to rule out a dependence of δ supports nothing).
-* **No-gain rule** (e deep networks, f): *contradicted* if lo > 0 (a significant gain); *supported*
-  otherwise (the interval contains 0 or lies below it).
+* **No-effect rule** (b, d, e deep networks, f: "no dependence", "no gain"): *supported* only if negligible
+  (the whole interval inside ±δ: gains or losses of δ are excluded); *contradicted* if positive or negative;
+  *inconclusive* if unclear (an interval too wide to exclude an effect of δ supports nothing).
+* **Run health:** runs whose `status` is not "ok" (collapsed to a constant predictor, or diverged) are left
+  out of every verdict; the row says how many.
 * **Fit** (b, c, d, CIFAR remedies): *inconclusive* when the unregularised plain CIFAR runs have mean
   final train accuracy < {FIT} ("did not fit": the claims are about networks that fit their training
-  data); c and d also when their own regime's is < {TRAINED} ("did not train").
-* **Extreme weights** (g): also *supported* when a run at the largest weight diverged and none at weight 1.
+  data); c and d also when their own regime's is < {TRAINED} ("did not train"). Train accuracy is measured
+  in evaluation mode (`train_accuracy_eval`) where the results have it, else the running training-mode one.
+* **Extreme weights** (g): weights compared at equal effective step (each run's weights rescaled to mean 1
+  over its training set; results without it are *inconclusive*); instability = late-training fluctuation of
+  the boundary and across-seed spread of the final boundary, up and down averaged within a seed, minus the
+  seed's run at weight 1; *supported* if either measure is positive, *contradicted* if both are negligible or
+  negative; also *supported* when a run at the largest weight diverged and none at weight 1.
 * **Several rows:** a claim is supported if every row is, contradicted if any row is, *not run* if no row
   ran, and inconclusive otherwise.
 """
@@ -86,7 +94,7 @@ class Interval:
         if not np.isfinite(self.mean):
             return "—"
         if not self.defined:
-            return f"{number(self.mean, digits)}{unit} [no interval, n = {self.n}]"
+            return f"{number(self.mean, digits)}{unit} [no interval: {self.n} seed{'s' if self.n != 1 else ''}]"
         return f"{number(self.mean, digits)} [{number(self.low, digits)}, {number(self.high, digits)}]{unit}"
 
 
@@ -126,14 +134,14 @@ def ols_slope(x: Sequence[float], y: Sequence[float], confidence: float = CONFID
 
 
 def classify(interval: Interval, delta: float = DELTA) -> str:
-    """negligible | positive | negative | unclear | undefined (see :data:`RULES`)."""
+    """negligible | positive | negative | unclear | undefined: the interval against ±δ (see :data:`RULES`)."""
     if not interval.defined:
         return "undefined"
     if -delta < interval.low and interval.high < delta:
         return "negligible"
-    if interval.low > 0:
+    if interval.low >= delta:
         return "positive"
-    if interval.high < 0:
+    if interval.high <= -delta:
         return "negative"
     return "unclear"
 
@@ -143,15 +151,18 @@ def effect_verdict(interval: Interval, delta: float = DELTA) -> str:
         classify(interval, delta), INCONCLUSIVE)
 
 
-def no_dependence_verdict(interval: Interval, delta: float = DELTA) -> str:
+def no_effect_verdict(interval: Interval, delta: float = DELTA) -> str:
+    """"No effect", "no dependence", "no gain": supported only when the whole interval lies inside ±δ."""
     return {"negligible": SUPPORTED, "positive": CONTRADICTED, "negative": CONTRADICTED}.get(
         classify(interval, delta), INCONCLUSIVE)
 
 
-def no_gain_verdict(interval: Interval) -> str:
-    if not interval.defined:
-        return INCONCLUSIVE
-    return CONTRADICTED if interval.low > 0 else SUPPORTED
+def over_seeds(values: pd.Series) -> Interval:
+    """The interval over seeds of per-observation ``values`` indexed by (at least) ``seed``: the values of a
+    seed (e.g. over data sets or ratios, which are not replicates) are averaged first."""
+    if values.empty:
+        return mean_interval([])
+    return mean_interval(values.groupby(level="seed").mean())
 
 
 def combine(verdicts: Sequence[str]) -> str:
@@ -314,6 +325,25 @@ def n_seeds(rows: pd.DataFrame) -> int:
     return int(rows["seed"].nunique()) if len(rows) else 0
 
 
+def usable(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The runs of ``rows`` that count for verdicts (``status`` "ok"), and a note on the others for the row
+    ("; excluded: 1 collapsed", or "")."""
+    from . import plots
+
+    ok, _ = plots.split_status(rows)
+    note = plots.excluded_note(rows)
+    return ok, f"; excluded: {note}" if note else ""
+
+
+def fit_accuracy(rows: pd.DataFrame) -> pd.Series:
+    """Train accuracy for the fit rules: evaluation-mode (``train_accuracy_eval``) where measured, else the
+    running training-mode accuracy."""
+    if "train_accuracy_eval" in rows:
+        return rows["train_accuracy_eval"].fillna(rows["train_accuracy"]) if "train_accuracy" in rows \
+            else rows["train_accuracy_eval"]
+    return rows["train_accuracy"]
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
@@ -338,10 +368,10 @@ def claim_a(studies: dict[str, Study | None]) -> Claim:
     lines = []
     for dataset in ("separable", "moons"):
         for model in ("lr", "mlp"):
-            part = t[(t["dataset"] == dataset) & (t["model"] == model)]
+            part, note = usable(t[(t["dataset"] == dataset) & (t["model"] == model)])
             label = f"{dataset}, {model}"
             if part.empty:
-                claim.rows.append(Row(label))
+                claim.rows.append(Row(label, "not run" + note))
                 continue
             first, last = int(part["epoch"].min()), int(part["epoch"].max())
             gaps = paired_difference(part, ["seed", "epoch"], "weighting", "up", "down", "test_fraction_positive")
@@ -351,7 +381,7 @@ def claim_a(studies: dict[str, Study | None]) -> Claim:
             decline = mean_interval((early - late).dropna())
             verdict = combine([effect_verdict(early_i), effect_verdict(decline)])
             claim.rows.append(Row(label, f"gap at epoch {first}: {early_i.text()}; decline by epoch {last}: "
-                                         f"{decline.text()}", n_seeds(part), source_of(part), verdict, decline))
+                                         f"{decline.text()}{note}", decline.n, source_of(part), verdict, decline))
             lines.append([label, early_i.text(), late_i.text(), decline.text(), early_i.n,
                           f"{classify(early_i)} / {classify(decline)}"])
     claim.details.append(markdown_table(["data, model", "early gap", "late gap", "decline", "seeds",
@@ -360,7 +390,8 @@ def claim_a(studies: dict[str, Study | None]) -> Claim:
 
 
 def cifar_weighting(studies: dict[str, Study | None]) -> pd.DataFrame | None:
-    """Each CIFAR weighting run's reported row (last epoch; best checkpoint for early stopping)."""
+    """Each CIFAR weighting run's reported row (last epoch; best checkpoint for early stopping), runs that
+    collapsed or diverged included (their ``status`` says so; :func:`usable` leaves them out)."""
     from .cifar_binary import final_rows
 
     study = studies["cifar_binary"]
@@ -369,19 +400,27 @@ def cifar_weighting(studies: dict[str, Study | None]) -> pd.DataFrame | None:
     return final_rows(study.table[study.table["setting"] == "weighting"])
 
 
+def seed_slopes(rows: pd.DataFrame) -> pd.Series:
+    """Per seed, the OLS slope of the final fraction predicted positive on log2(weight)."""
+    return rows.groupby("seed").apply(
+        lambda g: ols_slope(np.log2(g["weight"].astype(float)), g["fraction_positive_pair"]).mean)
+
+
 def weight_slope(rows: pd.DataFrame) -> Interval:
-    return ols_slope(np.log2(rows["weight"].astype(float)), rows["fraction_positive_pair"])
+    """Mean over seeds of each seed's slope, with its interval over seeds (none for one seed)."""
+    return mean_interval(seed_slopes(rows)) if len(rows) else mean_interval([])
 
 
 def fit_flags(final: pd.DataFrame, regime: str, own: bool) -> list[str]:
     """Why a CIFAR weighting verdict is inconclusive: the plain unregularised runs did not fit, or (``own``)
-    the regime's runs did not train."""
-    plain = final[final["remedy"] == "plain"]
+    the regime's runs did not train (healthy runs only; evaluation-mode train accuracy where measured)."""
+    plain, _ = usable(final[final["remedy"] == "plain"])
+    accuracy = fit_accuracy(plain)
     flags = []
-    none = plain.loc[plain["regime"] == "none", "train_accuracy"].mean()
+    none = accuracy[plain["regime"] == "none"].mean()
     if not none >= FIT:
         flags.append(f"none regime did not fit (train accuracy {none:.3f} < {FIT})")
-    mine = plain.loc[plain["regime"] == regime, "train_accuracy"].mean()
+    mine = accuracy[plain["regime"] == regime].mean()
     if own and regime != "none" and not mine >= TRAINED:
         flags.append(f"{regime} regime did not train (train accuracy {mine:.3f} < {TRAINED})")
     return flags
@@ -390,38 +429,40 @@ def fit_flags(final: pd.DataFrame, regime: str, own: bool) -> list[str]:
 def _regime_claim(key: str, regime: str, statement: str, rule: str, verdict: Callable[[Interval, float], str],
                   studies: dict[str, Study | None]) -> Claim:
     claim = Claim(key, statement, "slope of final fraction positive vs log2 w",
-                  "slope of the final fraction of pair test images predicted positive against log2(weight on the "
-                  f"positive class), CIFAR-10 weighting setting, plain loss, regime {regime}", rule)
+                  "per seed, the slope of the final fraction of pair test images predicted positive against "
+                  "log2(weight on the positive class), then the mean over seeds; CIFAR-10 weighting setting, "
+                  f"plain loss, regime {regime}", rule)
     final = cifar_weighting(studies)
     if final is None:
         return claim.not_run("cifar_binary", "weighting-setting")
-    rows = final[(final["regime"] == regime) & (final["remedy"] == "plain")]
+    rows, note = usable(final[(final["regime"] == regime) & (final["remedy"] == "plain")])
     if rows.empty:
-        claim.rows.append(Row(f"regime {regime}"))
-        claim.details.append(f"Not run: no `{regime}` runs in the CIFAR weighting results.")
+        claim.rows.append(Row(f"regime {regime}", "not run" + note))
+        claim.details.append(f"Not run: no healthy `{regime}` runs in the CIFAR weighting results.")
         return claim
     slope = weight_slope(rows)
     flags = fit_flags(final, regime, own=key != "b")
-    claim.rows.append(Row(f"regime {regime}", slope.text(unit=" per doubling"), n_seeds(rows), source_of(rows),
+    claim.rows.append(Row(f"regime {regime}", slope.text(unit=" per doubling") + note, slope.n, source_of(rows),
                           INCONCLUSIVE if flags else verdict(slope, DELTA_SLOPE), slope))
-    claim.details.append(f"{slope.n} (weight, seed) points; mean final train accuracy "
-                         f"{rows['train_accuracy'].mean():.3f}; reading: {classify(slope, DELTA_SLOPE)}."
+    claim.details.append(f"{len(rows)} (weight, seed) runs, {slope.n} seeds; mean final train accuracy "
+                         f"{fit_accuracy(rows).mean():.3f}; reading: {classify(slope, DELTA_SLOPE)}."
                          + (" Inconclusive: " + "; ".join(flags) + "." if flags else ""))
     if key == "b":  # every regime once, for comparison
         table = []
-        for name, part in final[final["remedy"] == "plain"].groupby("regime", sort=True):
+        healthy, _ = usable(final[final["remedy"] == "plain"])
+        for name, part in healthy.groupby("regime", sort=True):
             s = weight_slope(part)
-            table.append([name, s.text(), s.n, n_seeds(part), f"{part['train_accuracy'].mean():.3f}",
+            table.append([name, s.text(), len(part), s.n, f"{fit_accuracy(part).mean():.3f}",
                           classify(s, DELTA_SLOPE)])
         claim.details.append("All regimes (plain loss):\n\n" + markdown_table(
-            ["regime", "slope per doubling", "points", "seeds", "mean final train accuracy", "reading"], table))
+            ["regime", "slope per doubling", "runs", "seeds", "mean final train accuracy", "reading"], table))
     return claim
 
 
 def claim_b(studies: dict[str, Study | None]) -> Claim:
     return _regime_claim("b", "none", "On CIFAR-10 without regularisation, the final fraction predicted positive "
-                         "does not depend on the importance weight.", "no-dependence rule; fit",
-                         no_dependence_verdict, studies)
+                         "does not depend on the importance weight.", "no-effect rule; fit",
+                         no_effect_verdict, studies)
 
 
 def claim_c(studies: dict[str, Study | None]) -> Claim:
@@ -431,44 +472,44 @@ def claim_c(studies: dict[str, Study | None]) -> Claim:
 
 def claim_d(studies: dict[str, Study | None]) -> Claim:
     return _regime_claim("d", "dropout", "With dropout the dependence on the weight does not remain.",
-                         "no-dependence rule; fit", no_dependence_verdict, studies)
+                         "no-effect rule; fit", no_effect_verdict, studies)
 
 
 def claim_e(studies: dict[str, Study | None]) -> Claim:
     claim = Claim("e", "Importance weighting corrects class imbalance for simple models but gives no consistent "
                        "benefit for deep networks.",
                   "Δ balanced accuracy, weighted − unweighted",
-                  "test balanced accuracy at the last epoch, minority up-weighted − unweighted: 2-D imbalanced "
-                  "moons with logistic regression (paired by data set and seed), and the CIFAR-10 imbalance "
-                  "setting (paired by ratio ≠ 1 and seed)",
-                  "effect rule (simple models) and no-gain rule (deep networks); supported if both are")
+                  "test balanced accuracy at the last epoch, minority up-weighted − unweighted, paired by seed: "
+                  "2-D imbalanced moons with logistic regression (mean of the two data sets per seed), and the "
+                  "CIFAR-10 imbalance setting (mean over the ratios ≠ 1 per seed)",
+                  "effect rule (simple models) and no-effect rule (deep networks); supported if both are")
     synthetic = studies["synthetic"]
     simple = Row("simple: 2-D imbalanced moons, lr")
     if synthetic is not None:
         t = last_epoch(synthetic.table.query("regime == 'none' and remedy == 'plain' and model == 'lr'"))
-        diffs, parts = [], []
-        for dataset, up in (("moons_minority0", "down"), ("moons_minority1", "up")):
-            part = t[t["dataset"] == dataset]
-            diffs.append(paired_difference(part, ["seed"], "weighting", up, "equal", "test_balanced_accuracy"))
-            parts.append(part)
-        rows = pd.concat(parts)
-        if len(rows):
-            gain = mean_interval(pd.concat(diffs))
-            simple = Row(simple.label, gain.text(), n_seeds(rows), source_of(rows), effect_verdict(gain), gain)
-            claim.details.append(f"Simple models: {gain.n} (data set, seed) pairs; reading: {classify(gain)}.")
+        t, note = usable(t[t["dataset"].isin(["moons_minority0", "moons_minority1"])])
+        diffs = [paired_difference(t[t["dataset"] == dataset], ["seed"], "weighting", up, "equal",
+                                   "test_balanced_accuracy")
+                 for dataset, up in (("moons_minority0", "down"), ("moons_minority1", "up"))]
+        if len(t):
+            gain = over_seeds(pd.concat(diffs))
+            simple = Row(simple.label, gain.text() + note, gain.n, source_of(t), effect_verdict(gain), gain)
+            claim.details.append(f"Simple models: {gain.n} seeds (each the mean of its data sets); "
+                                 f"reading: {classify(gain)}.")
     deep = Row("deep: CIFAR-10 imbalance, CNN")
     binary = studies["cifar_binary"]
     if binary is not None and "setting" in binary.table and (binary.table["setting"] == "imbalance").any():
         from .cifar_binary import final_rows
 
         final = final_rows(binary.table[binary.table["setting"] == "imbalance"])
-        final = final[(final["remedy"] == "plain") & (final["ratio"] != 1)]
-        gain = mean_interval(paired_difference(final, ["ratio", "seed"], "variant", "weighted", "unweighted",
-                                               "test_balanced_accuracy"))
-        deep = Row(deep.label, gain.text(), n_seeds(final), source_of(final), no_gain_verdict(gain), gain)
-        l2 = mean_interval(paired_difference(final, ["ratio", "seed"], "variant", "weighted+l2", "unweighted",
-                                             "test_balanced_accuracy"))
-        claim.details.append(f"Deep networks: {gain.n} (ratio, seed) pairs; reading: {classify(gain)}."
+        final, note = usable(final[(final["remedy"] == "plain") & (final["ratio"] != 1)])
+        gain = over_seeds(paired_difference(final, ["ratio", "seed"], "variant", "weighted", "unweighted",
+                                            "test_balanced_accuracy"))
+        deep = Row(deep.label, gain.text() + note, gain.n, source_of(final), no_effect_verdict(gain), gain)
+        l2 = over_seeds(paired_difference(final, ["ratio", "seed"], "variant", "weighted+l2", "unweighted",
+                                          "test_balanced_accuracy"))
+        claim.details.append(f"Deep networks: {gain.n} seeds (each the mean over {final['ratio'].nunique()} "
+                             f"ratios); reading: {classify(gain)}."
                              + (f" For reference, weighted+l2 − unweighted: {l2.text()}." if l2.n else ""))
     claim.rows = [simple, deep]
     for row, where in ((simple, "no imbalanced-moons results in `synthetic/`"),
@@ -483,15 +524,15 @@ def claim_f(studies: dict[str, Study | None]) -> Claim:
                   "Δ target accuracy, true weights − none",
                   "target accuracy (overall and worst sub-population) at the last epoch, true weights − no "
                   "weights, paired by seed (CIFAR-10 animal/vehicle covariate shift, regime none)",
-                  "no-gain rule on both rows")
+                  "no-effect rule on both rows")
     study = studies["cifar_extension"]
     if study is None or not (study.table["study"] == "covariate").any():
         return claim.not_run("cifar_extension", "covariate-shift")
-    t = last_epoch(study.table.query("study == 'covariate' and regime == 'none'"))
+    t, note = usable(last_epoch(study.table.query("study == 'covariate' and regime == 'none'")))
     for metric, label in (("target_accuracy", "target accuracy"), ("target_worst_group_accuracy", "worst group")):
         rows = t[t["weight_source"].isin(["true", "none"])]
         gain = mean_interval(paired_difference(rows, ["seed"], "weight_source", "true", "none", metric))
-        claim.rows.append(Row(label, gain.text(), n_seeds(rows), source_of(rows), no_gain_verdict(gain), gain))
+        claim.rows.append(Row(label, gain.text() + note, gain.n, source_of(rows), no_effect_verdict(gain), gain))
     claim.details.append("Every weight source against none (regime none):\n\n" + against_none(
         t, {"target_accuracy": "Δ target accuracy", "target_worst_group_accuracy": "Δ worst group"}))
     weights = study.extra.get("weights_covariate")
@@ -502,7 +543,8 @@ def claim_f(studies: dict[str, Study | None]) -> Claim:
     label = last_epoch(study.table.query("study == 'label' and regime == 'none'")) if "study" in study.table else None
     if label is not None and len(label):
         claim.details.append("For reference, 10-class label shift, each weight source against none:\n\n" + against_none(
-            label, {"target_accuracy": "Δ target accuracy", "target_balanced_accuracy": "Δ balanced accuracy"}))
+            usable(label)[0], {"target_accuracy": "Δ target accuracy",
+                               "target_balanced_accuracy": "Δ balanced accuracy"}))
     return claim
 
 
@@ -516,35 +558,65 @@ def against_none(table: pd.DataFrame, metrics: dict[str, str]) -> str:
     return markdown_table(["weights", *metrics.values(), "seeds"], rows)
 
 
+INSTABILITY = {"late_fluctuation": "late fluctuation", "seed_deviation": "seed spread"}
+
+
+def either(verdicts: Sequence[str]) -> str:
+    """Supported if any measure supports, contradicted if all contradict, else inconclusive."""
+    if SUPPORTED in verdicts:
+        return SUPPORTED
+    return CONTRADICTED if verdicts and all(x == CONTRADICTED for x in verdicts) else INCONCLUSIVE
+
+
 def claim_g(studies: dict[str, Study | None]) -> Claim:
     claim = Claim("g", "Decision boundaries become unstable under extreme weights.",
-                  "Δ boundary movement, largest weight − weight 1",
-                  "boundary movement (mean turn of the boundary between consecutive snapshots, degrees) at the "
-                  "largest weight − at weight 1, paired by seed (either class weighted; regime none)",
-                  f"effect rule with δ = {DELTA_DEGREES:g}°, or a run diverged at the largest weight and none at 1")
+                  "Δ instability (late fluctuation; seed spread), largest weight − weight 1",
+                  "at equal effective step (each run's weights rescaled to mean 1 over its training set): late "
+                  "fluctuation = mean angle of the boundary over the last decade of epochs to its mean direction; "
+                  "seed spread = angle of a seed's final boundary to the mean final boundary of its configuration; "
+                  "per seed, the mean of the up and down runs at the largest weight minus the run at weight 1 "
+                  "(regime none; diverged runs left out)",
+                  f"effect rule with δ = {DELTA_DEGREES:g}° on either measure, or a run diverged at the largest "
+                  "weight and none at 1; inconclusive without equal effective step")
     study = studies["synthetic_extreme"]
     if study is None:
         return claim.not_run("synthetic_extreme")
-    t = study.table
+    equal_step = all(bool(r.get("config", {}).get("equal_step", False)) for r in study.records)
+    if not equal_step:
+        claim.details.append("Inconclusive: these results were not made at equal effective step (the manifest "
+                             "lacks `equal_step`); rerun the extreme-weighting study.")
+    t = study.table.assign(diverged=study.table["diverged"].astype(bool))
     table = []
     for (dataset, model), part in t.groupby(["dataset", "model"], sort=True):
         top = part["weight"].max()
-        base = part[part["weight"] == 1].groupby("seed")["boundary_movement"].mean()
-        high = part[part["weight"] == top]
-        diff = mean_interval(high["boundary_movement"].to_numpy() - high["seed"].map(base).to_numpy())
-        diverged = int(high["diverged"].sum()), int(part.loc[part["weight"] == 1, "diverged"].sum())
+        healthy, note = usable(part[~part["diverged"]])
+        diffs = {}
+        for measure in INSTABILITY:
+            by_seed = lambda w: healthy[healthy["weight"] == w].groupby("seed")[measure].mean()  # noqa: E731
+            diffs[measure] = mean_interval((by_seed(top) - by_seed(1.0)).dropna())
+        diverged = int(part.loc[part["weight"] == top, "diverged"].sum()), \
+            int(part.loc[part["weight"] == 1, "diverged"].sum())
         baseline = bool((part["weight"] == 1).any()) and top > 1
-        verdict = INCONCLUSIVE if not baseline else (
-            SUPPORTED if diverged[0] and not diverged[1] else effect_verdict(diff, DELTA_DEGREES))
+        if not baseline or not equal_step:
+            verdict = INCONCLUSIVE
+        elif diverged[0] and not diverged[1]:
+            verdict = SUPPORTED
+        else:
+            verdict = either([effect_verdict(d, DELTA_DEGREES) for d in diffs.values()])
         label = f"{dataset}, {model}"
-        claim.rows.append(Row(label, f"{diff.text(2, '°')} (w = {top:g} vs 1)", n_seeds(part), source_of(part),
-                              verdict, diff))
-        movement = part.groupby("weight")["boundary_movement"].agg(["mean", "std"])
-        spread = lambda w: f"{movement['mean'].get(w, np.nan):.2f}° ± {movement['std'].get(w, np.nan):.2f}"  # noqa: E731
-        table.append([label, spread(1.0), spread(top), diff.text(2, "°"), f"{diverged[1]} / {diverged[0]}",
-                      int(high["loss_spikes"].sum()) if "loss_spikes" in high else "—"])
-    claim.details.append(markdown_table(["data, model", "movement at w = 1 (mean ± sd over runs)",
-                                         "at the largest w", "difference", "diverged (w = 1 / largest)",
+        value = "; ".join(f"{name} {diffs[m].text(2, '°')}" for m, name in INSTABILITY.items())
+        n = max(d.n for d in diffs.values())
+        note += f"; diverged: {diverged[1]} at w = 1, {diverged[0]} at w = {top:g}" if any(diverged) else ""
+        claim.rows.append(Row(label, f"{value} (w = {top:g} vs 1){note}", n, source_of(part), verdict,
+                              diffs["late_fluctuation"]))
+        level = healthy.groupby("weight")[list(INSTABILITY)].mean()
+        at = lambda m, w: f"{level[m].get(w, np.nan):.2f}°"  # noqa: E731
+        table.append([label, at("late_fluctuation", 1.0), at("late_fluctuation", top),
+                      at("seed_deviation", 1.0), at("seed_deviation", top),
+                      f"{diverged[1]} / {diverged[0]}",
+                      int(part.loc[part["weight"] == top, "loss_spikes"].sum()) if "loss_spikes" in part else "—"])
+    claim.details.append(markdown_table(["data, model", "late fluctuation at w = 1", "at the largest w",
+                                         "seed spread at w = 1", "at the largest w", "diverged (w = 1 / largest)",
                                          "loss spikes (largest)"], table))
     return claim
 
@@ -553,19 +625,19 @@ def remedy_rows(studies: dict[str, Study | None], remedy: str) -> list[Row]:
     """A remedy's rows: CIFAR weighting slope (regime none) and the 2-D separable final gap per model."""
     final, synthetic, rows = cifar_weighting(studies), studies["synthetic"], []
     if final is not None:
-        part = final[(final["remedy"] == remedy) & (final["regime"] == "none")]
+        part, note = usable(final[(final["remedy"] == remedy) & (final["regime"] == "none")])
         row = Row("CIFAR-10 weighting")
         if len(part):
             slope, flags = weight_slope(part), fit_flags(final, "none", own=False)
-            row = Row(row.label, slope.text(unit=" per doubling"), n_seeds(part), source_of(part),
+            row = Row(row.label, slope.text(unit=" per doubling") + note, slope.n, source_of(part),
                       INCONCLUSIVE if flags else effect_verdict(slope, DELTA_SLOPE), slope)
         rows.append(row)
     if synthetic is not None:
         t = synthetic.table.query("regime == 'none' and dataset == 'separable'")
         for model in ("lr", "mlp"):
-            part = last_epoch(t[(t["model"] == model) & (t["remedy"] == remedy)])
+            part, note = usable(last_epoch(t[(t["model"] == model) & (t["remedy"] == remedy)]))
             gap = mean_interval(paired_difference(part, ["seed"], "weighting", "up", "down", "test_fraction_positive"))
-            rows.append(Row(f"2-D separable, {model}", gap.text(), n_seeds(part), source_of(part),
+            rows.append(Row(f"2-D separable, {model}", gap.text() + note, gap.n, source_of(part),
                             effect_verdict(gap), gap) if len(part) else Row(f"2-D separable, {model}"))
     return rows
 
@@ -580,8 +652,9 @@ def remedy_claims(studies: dict[str, Study | None]) -> list[Claim]:
     for remedy in sorted(found - {"plain"}):
         claim = Claim(f"R: {remedy}", f"Remedy `{remedy}` keeps the effect of the importance weight.",
                       "CIFAR: slope vs log2 w; 2-D: final gap up − down",
-                      "CIFAR-10: slope of the final fraction predicted positive against log2(weight), regime none; "
-                      "2-D separable data: gap (up − down) in fraction predicted positive at the last epoch",
+                      "CIFAR-10: per seed, the slope of the final fraction predicted positive against log2(weight), "
+                      "regime none, then the mean over seeds; 2-D separable data: gap (up − down) in fraction "
+                      "predicted positive at the last epoch, paired by seed",
                       "effect rule; fit (CIFAR)", remedy_rows(studies, remedy))
         flags = fit_flags(final, "none", own=False) if final is not None else []
         if flags:
@@ -624,15 +697,16 @@ def _figure_synthetic_gap(studies: dict[str, Study | None]):
     study = studies["synthetic"]
     if study is None:
         return None
-    t = study.table.query("regime == 'none' and remedy == 'plain' and dataset in ['separable', 'moons']")
+    t, note = usable(study.table.query("regime == 'none' and remedy == 'plain' and dataset in ['separable', 'moons']"))
     gaps = paired_difference(t, ["dataset", "model", "seed", "epoch"], "weighting", "up", "down",
                              "test_fraction_positive")
     if gaps.empty:
         return None
     fig = plots.curves_by_panel(gaps.rename("gap").reset_index(), "gap", ["dataset"], "model", reference=0.0,
-                                ylabel="fraction positive: up − down")
+                                ylabel="fraction positive: up − down", bounds=(-1.0, 1.0))
     fig.set_size_inches(6, 2.4)
-    return fig, f"(a) 2-D data: gap in fraction predicted positive (up − down weighting) against epoch ({_where(t)})"
+    return fig, (f"(a) 2-D data: gap in fraction predicted positive (up − down weighting) against epoch "
+                 f"({_where(t)}{note})")
 
 
 def _figure_cifar_weight(studies: dict[str, Study | None]):
@@ -642,10 +716,13 @@ def _figure_cifar_weight(studies: dict[str, Study | None]):
     if final is None:
         return None
     rows = final[final["remedy"] == "plain"].assign(panel="final fraction predicted positive")
+    unfit = {regime: "did not fit" if regime == "none" else "did not train" for regime in rows["regime"].unique()
+             if any(f.startswith(f"{regime} regime") for f in fit_flags(final, regime, own=True))}
     fig = plots.curves_by_panel(rows, "fraction_positive_pair", ["panel"], "regime", x="weight", reference=0.5,
-                                value_ticks=True, ylabel="fraction positive")
-    fig.set_size_inches(4.2, 2.8)
-    return fig, f"(b–d) CIFAR-10 weighting: final fraction predicted positive against the weight ({_where(rows)})"
+                                value_ticks=True, ylabel="fraction positive", flagged=unfit)
+    fig.set_size_inches(4.8, 2.8)
+    return fig, (f"(b–d) CIFAR-10 weighting: final fraction predicted positive against the weight ({_where(rows)}; "
+                 "dashed: a regime that did not fit; grey: collapsed or diverged runs, left out of the means)")
 
 
 def _figure_imbalance(studies: dict[str, Study | None]):
@@ -658,32 +735,29 @@ def _figure_imbalance(studies: dict[str, Study | None]):
     rows = final_rows(study.table[study.table["setting"] == "imbalance"])
     rows = rows[rows["remedy"] == "plain"].assign(panel="final balanced accuracy")
     fig = plots.curves_by_panel(rows, "test_balanced_accuracy", ["panel"], "variant", x="ratio", value_ticks=True,
-                                ylabel="balanced accuracy")
-    fig.set_size_inches(4.2, 2.8)
+                                ylabel="balanced accuracy", chance=0.5)
+    fig.set_size_inches(4.8, 2.8)
     return fig, f"(e) CIFAR-10 imbalance: final balanced accuracy against the positive:negative ratio ({_where(rows)})"
 
 
-def _figure_covariate(studies: dict[str, Study | None]):
-    import matplotlib.pyplot as plt
-
-    from . import plots
+def _extension_figure(studies: dict[str, Study | None], shift: str, caption: str):
+    from .cifar_extension import final_metrics_figure
 
     study = studies["cifar_extension"]
-    if study is None or not (study.table["study"] == "covariate").any():
+    if study is None or "study" not in study.table or not (study.table["study"] == shift).any():
         return None
-    t = last_epoch(study.table.query("study == 'covariate' and regime == 'none'"))
-    fig, ax = plt.subplots(figsize=(4.6, 2.6))
-    sources = sorted(t["weight_source"].unique(), key=lambda s: (s != "none", s))
-    for i, metric in enumerate(("target_accuracy", "target_worst_group_accuracy")):
-        summary = plots.summarize(t, ["weight_source"], metric).set_index("weight_source").reindex(sources)
-        ax.bar(np.arange(len(sources)) + 0.4 * i, summary["mean"], 0.4, yerr=summary["ci95"], capsize=2,
-               label=metric.replace("target_", "").replace("_", " "))
-    ax.set_xticks(np.arange(len(sources)) + 0.2, sources)
-    ax.set_ylabel("final target accuracy")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    return fig, f"(f) CIFAR-10 covariate shift: final target accuracy per weight source, regime none ({_where(t)})"
+    rows = study.table[study.table["study"] == shift]
+    return final_metrics_figure(rows, shift), f"{caption} ({_where(rows)})"
+
+
+def _figure_covariate(studies: dict[str, Study | None]):
+    return _extension_figure(studies, "covariate", "(f) CIFAR-10 covariate shift: final target accuracy, worst "
+                                                   "sub-population and balanced accuracy per weight source and regime")
+
+
+def _figure_label(studies: dict[str, Study | None]):
+    return _extension_figure(studies, "label", "CIFAR-10 10-class label shift: final target accuracy, worst class "
+                                               "and balanced accuracy per weight source and regime")
 
 
 def _where(rows: pd.DataFrame) -> str:
@@ -692,7 +766,8 @@ def _where(rows: pd.DataFrame) -> str:
 
 
 FIGURES = {"synthetic_gap": _figure_synthetic_gap, "cifar_fraction_vs_weight": _figure_cifar_weight,
-           "cifar_imbalance": _figure_imbalance, "covariate_accuracy": _figure_covariate}
+           "cifar_imbalance": _figure_imbalance, "covariate_accuracy": _figure_covariate,
+           "label_accuracy": _figure_label}
 
 
 def write_figures(studies: dict[str, Study | None], folder: Path, dpi: int = 80) -> dict[str, str]:
@@ -730,20 +805,22 @@ def claims_table(claims: Sequence[Claim]) -> str:
 
 
 def studies_table(studies: dict[str, Study | None]) -> str:
+    from . import plots
+
     rows = []
     for name in STUDIES:
         study = studies[name]
         if study is None:
-            rows.append([f"`{name}/`", "not run", "—", "—", "—", "—", "—", "—"])
+            rows.append([f"`{name}/`", "not run", "—", "—", "—", "—", "—", "—", "—"])
             continue
         t, records = study.table, study.records
         runs = t["run"].nunique() if "run" in t else len(t)
         source = source_of(t)
-        rows.append([f"`{name}/`", runs, n_seeds(t), source.data, source.preset, source.device,
-                     ", ".join(sorted({str(r.get("git_revision", "unknown"))[:12] for r in records})),
+        rows.append([f"`{name}/`", runs, n_seeds(t), plots.excluded_note(t) or "none", source.data, source.preset,
+                     source.device, ", ".join(sorted({str(r.get("git_revision", "unknown"))[:12] for r in records})),
                      max((str(r.get("created", "")) for r in records), default="") or "unknown"])
-    return markdown_table(["results", "runs", "seeds", "data", "preset", "device", "git revision", "newest result"],
-                          rows)
+    return markdown_table(["results", "runs", "seeds", "left out of verdicts (collapsed, diverged)", "data",
+                           "preset", "device", "git revision", "newest result"], rows)
 
 
 def render(studies: dict[str, Study | None], claims: Sequence[Claim], remedies: Sequence[Claim],

@@ -54,27 +54,36 @@ def test_ols_slope_interval_matches_scipy_linregress():
     (Interval(0.015, 0.011, 0.019, 5), "negligible"),    # significant but below the threshold
     (Interval(0.0, -0.02, 0.01, 5), "unclear"),          # lower bound exactly at -delta: not inside the band
     (Interval(0.0, -0.0199, 0.0199, 5), "negligible"),
-    (Interval(0.05, 0.0, 0.10, 5), "unclear"),           # touching 0 is not above 0
-    (Interval(0.05, 1e-12, 0.10, 5), "positive"),
+    (Interval(0.05, 0.0, 0.10, 5), "unclear"),           # crosses +delta
+    (Interval(0.05, 1e-12, 0.10, 5), "unclear"),         # above 0, but an effect below delta is not excluded
+    (Interval(0.05, 0.02, 0.10, 5), "positive"),         # at or above +delta
     (Interval(0.1, np.nan, np.nan, 1), "undefined"),
 ])
 def test_interval_reading(interval, reading):
     assert report.classify(interval, delta=0.02) == reading
 
 
-@pytest.mark.parametrize("interval, effect, no_dependence, no_gain", [
-    (Interval(0.10, 0.05, 0.15, 5), SUPPORTED, CONTRADICTED, CONTRADICTED),      # clear effect
-    (Interval(0.0, -0.01, 0.01, 5), CONTRADICTED, SUPPORTED, SUPPORTED),         # clearly none
-    (Interval(0.0, -0.2, 0.2, 5), INCONCLUSIVE, INCONCLUSIVE, SUPPORTED),        # too wide to say
-    (Interval(-0.10, -0.15, -0.05, 5), CONTRADICTED, CONTRADICTED, SUPPORTED),   # the other way
-    (Interval(0.05, 0.0, 0.10, 5), INCONCLUSIVE, INCONCLUSIVE, SUPPORTED),       # touches 0
-    (Interval(0.05, 1e-9, 0.10, 5), SUPPORTED, CONTRADICTED, CONTRADICTED),      # just above 0
-    (Interval(0.05, np.nan, np.nan, 1), INCONCLUSIVE, INCONCLUSIVE, INCONCLUSIVE),
+@pytest.mark.parametrize("interval, effect, no_effect", [
+    (Interval(0.10, 0.05, 0.15, 5), SUPPORTED, CONTRADICTED),        # clear effect
+    (Interval(0.0, -0.01, 0.01, 5), CONTRADICTED, SUPPORTED),        # clearly none
+    (Interval(0.0, -0.2, 0.2, 5), INCONCLUSIVE, INCONCLUSIVE),       # too wide to say
+    (Interval(-0.10, -0.15, -0.05, 5), CONTRADICTED, CONTRADICTED),  # the other way
+    (Interval(0.05, 0.0, 0.10, 5), INCONCLUSIVE, INCONCLUSIVE),      # touches 0
+    (Interval(0.05, 1e-9, 0.10, 5), INCONCLUSIVE, INCONCLUSIVE),     # just above 0, crosses +delta
+    (Interval(0.05, np.nan, np.nan, 1), INCONCLUSIVE, INCONCLUSIVE),
 ])
-def test_verdict_rules_on_clear_and_borderline_cases(interval, effect, no_dependence, no_gain):
+def test_verdict_rules_on_clear_and_borderline_cases(interval, effect, no_effect):
     assert report.effect_verdict(interval) == effect
-    assert report.no_dependence_verdict(interval) == no_dependence
-    assert report.no_gain_verdict(interval) == no_gain
+    assert report.no_effect_verdict(interval) == no_effect
+
+
+def test_no_gain_is_supported_only_inside_the_band():
+    """One rule family: "no gain" needs the whole interval inside ±delta; one crossing delta supports nothing
+    (the README's claim (f) worst-group row, -0.026 [-0.122, +0.071], allows gains of 7 points)."""
+    assert report.no_effect_verdict(Interval(-0.026, -0.122, 0.071, 3)) == INCONCLUSIVE
+    assert report.no_effect_verdict(Interval(-0.2, -0.4, 0.0, 3)) == INCONCLUSIVE  # lower end <= 0 is not enough
+    assert report.no_effect_verdict(Interval(0.002, -0.008, 0.012, 3)) == SUPPORTED
+    assert not hasattr(report, "no_gain_verdict")  # no second, weaker rule
 
 
 def test_combining_rows():
@@ -121,15 +130,21 @@ def write_synthetic(root: Path) -> None:
     results.write_table(root / "synthetic" / "metrics.csv", pd.DataFrame(rows))
     results.write_json(root / "synthetic" / "manifest.json",
                        {"config": asdict(SyntheticConfig(epochs=100)), **RECORD, "device": "cpu"})
+    write_extreme(root, SEEDS)
+
+
+def write_extreme(root: Path, seeds, equal_step: bool = True) -> None:
+    """Stability rows in which the boundary fluctuates more at weight 1,000 than at 1."""
     stab = [dict(run=i, weight=w, dataset="separable", model="lr", weighting=wc, seed=seed,
                  weighted_class={"equal": -1, "up": 1, "down": 0}[wc],
-                 boundary_movement=(2 if w == 1 else 9) + noise(0.5),
-                 loss_spikes=0, diverged=0)
-            for i, (w, wc, seed) in enumerate((w, wc, s) for w in (1.0, 1000.0) for s in SEEDS
+                 late_fluctuation=(2 if w == 1 else 9) + noise(0.5), seed_deviation=3 + noise(0.5),
+                 boundary_movement=5.0, loss_spikes=0, diverged=0, status="ok")
+            for i, (w, wc, seed) in enumerate((w, wc, s) for w in (1.0, 1000.0) for s in seeds
                                               for wc in (["equal"] if w == 1 else ["up", "down"]))]
     results.write_table(root / "synthetic_extreme" / "stability.csv", pd.DataFrame(stab))
     results.write_json(root / "synthetic_extreme" / "manifest.json",
-                       {"config": asdict(SyntheticConfig(epochs=100)), **RECORD, "device": "cpu"})
+                       {"config": asdict(SyntheticConfig(epochs=100, equal_step=equal_step)), **RECORD,
+                        "device": "cpu"})
 
 
 def write_run(folder: Path, run: dict, metrics: list[dict], config) -> None:
@@ -138,24 +153,27 @@ def write_run(folder: Path, run: dict, metrics: list[dict], config) -> None:
     results.write_json(folder / run["run"] / "config.json", {"run": run, "config": asdict(config), **RECORD})
 
 
-def write_cifar(root: Path, none_fit: float = 1.0) -> None:
-    """Weighting: flat fraction without regularisation, log-linear with L2. Imbalance: no gain."""
+def write_cifar(root: Path, none_fit: float = 1.0, seeds=SEEDS, regimes=(("none", 0.0), ("l2", 0.08)),
+                ratios=(1 / 4, 1.0, 4.0), extra=None) -> None:
+    """Weighting: flat fraction without regularisation, log-linear with L2. Imbalance: no gain.
+    ``extra(run) -> dict`` adds or overrides a run's metric columns."""
     cfg = cifar_binary.with_preset(cifar_binary.BinaryConfig(), "cpu")
-    for seed in SEEDS:
-        for regime, slope in (("none", 0.0), ("l2", 0.08)):
+    for seed in seeds:
+        for regime, slope in regimes:
             for w in (1 / 4, 1.0, 4.0):
                 run = dict(run=f"weighting_w{cifar_binary.fmt(w)}_{regime}_s{seed}", setting="weighting", weight=w,
                            ratio=1.0, variant="weighted", regime=regime, remedy="plain", seed=seed)
-                metrics = [dict(epoch=e, fraction_positive_pair=0.5 + slope * np.log2(w) * e / 2 + noise(),
-                                test_balanced_accuracy=0.7, train_accuracy=none_fit if regime == "none" else 1.0)
+                metrics = [{**dict(epoch=e, fraction_positive_pair=0.5 + slope * np.log2(w) * e / 2 + noise(),
+                                   test_balanced_accuracy=0.7, train_accuracy=none_fit if regime == "none" else 1.0),
+                            **(extra(run) if extra else {})}
                            for e in (1, 2)]
                 write_run(root / "cifar_binary", run, metrics, cfg)
-        for ratio in (1 / 4, 1.0, 4.0):
+        for ratio in ratios:
             for variant in ("unweighted", "weighted"):
                 run = dict(run=f"imbalance_r{cifar_binary.fmt(ratio)}_{variant}_s{seed}", setting="imbalance",
                            weight=np.nan, ratio=ratio, variant=variant, regime="none", remedy="plain", seed=seed)
-                metrics = [dict(epoch=2, fraction_positive_pair=0.5, test_balanced_accuracy=0.7 + noise(0.02),
-                                train_accuracy=1.0)]
+                metrics = [{**dict(epoch=2, fraction_positive_pair=0.5, test_balanced_accuracy=0.7 + noise(0.002),
+                                   train_accuracy=1.0), **(extra(run) if extra else {})}]
                 write_run(root / "cifar_binary", run, metrics, cfg)
 
 
@@ -166,8 +184,8 @@ def write_extension(root: Path) -> None:
         for source in ("none", "true", "domain"):
             run = dict(run=f"covariate_{source}_none_s{seed}", study="covariate", weight_source=source, regime="none",
                        seed=seed, data_seed=0)
-            write_run(folder, run, [dict(epoch=e, target_accuracy=0.8 + noise(0.01),
-                                         target_worst_group_accuracy=0.6 + noise(0.01),
+            write_run(folder, run, [dict(epoch=e, target_accuracy=0.8 + noise(0.002),
+                                         target_worst_group_accuracy=0.6 + noise(0.002),
                                          target_balanced_accuracy=0.8) for e in (1, 2)], replace(cfg, epochs=2))
     results.write_table(folder / "weights_covariate.csv", pd.DataFrame(
         [dict(study="covariate", weight_source=s, rmse=e, mae=e, spearman=1 - e, ess=10.0, ess_fraction=0.5)
@@ -249,8 +267,71 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_a_table_without_a_needed_column_gives_an_inconclusive_row(tmp_path):
     write_synthetic(tmp_path)
     table = results.read_table(tmp_path / "synthetic_extreme" / "stability.csv")
-    results.write_table(tmp_path / "synthetic_extreme" / "stability.csv", table.drop(columns="boundary_movement"))
+    results.write_table(tmp_path / "synthetic_extreme" / "stability.csv", table.drop(columns="late_fluctuation"))
     claims, _ = report.all_claims(report.load(tmp_path))
     g = next(c for c in claims if c.key == "g")
-    assert g.verdict == INCONCLUSIVE and "boundary_movement" in g.rows[0].value
+    assert g.verdict == INCONCLUSIVE and "late_fluctuation" in g.rows[0].value
     assert verdicts(claims)["a"] == SUPPORTED  # the other claims are unaffected
+
+
+# ------------------------------------------------------------------------------- seeds, health, fit
+
+
+def row_of(claims, key, index=0):
+    return next(c for c in claims if c.key == key).rows[index]
+
+
+def test_one_seed_gives_no_interval_and_an_inconclusive_row(tmp_path):
+    """Intervals are over seeds only: one seed with 3 weights (c, d) or 8 ratios (e, deep) is one value."""
+    write_cifar(tmp_path, seeds=(0,), regimes=(("none", 0.0), ("l2", 0.08), ("dropout", 0.0)),
+                ratios=(1 / 16, 1 / 8, 1 / 4, 1 / 2, 2.0, 4.0, 8.0, 16.0))
+    write_extreme(tmp_path, seeds=(0,))
+    claims, _ = report.all_claims(report.load(tmp_path))
+    for key, index in (("b", 0), ("c", 0), ("d", 0), ("e", 1), ("g", 0)):
+        row = row_of(claims, key, index)
+        assert row.verdict == INCONCLUSIVE, key
+        assert row.n_seeds == 1 and not row.estimate.defined, key
+        assert "no interval: 1 seed" in row.value, key
+
+
+def test_replicates_are_seeds_not_ratios_nor_weightings(full_results):
+    """e (deep): the ratios of a seed are averaged first; g: up and down are paired within a seed."""
+    claims, _ = report.all_claims(report.load(full_results))
+    deep, g = row_of(claims, "e", 1), row_of(claims, "g")
+    assert deep.estimate.n == deep.n_seeds == 3
+    assert g.estimate.n == g.n_seeds == 3
+    assert g.verdict == SUPPORTED
+
+
+def test_extreme_weights_without_equal_step_are_inconclusive(tmp_path):
+    write_extreme(tmp_path, SEEDS, equal_step=False)
+    claims, _ = report.all_claims(report.load(tmp_path))
+    g = next(c for c in claims if c.key == "g")
+    assert g.verdict == INCONCLUSIVE and "equal effective step" in " ".join(g.details)
+
+
+def test_collapsed_and_diverged_runs_are_left_out_of_verdicts_and_counted(tmp_path):
+    def extra(run):
+        status = {"weighting_w4_none_s0": "collapsed", "weighting_w4_none_s1": "diverged"}.get(run["run"], "ok")
+        return dict(status=status, **({"fraction_positive_pair": 1.0} if status != "ok" else {}))
+
+    write_cifar(tmp_path, extra=extra)
+    claims, _ = report.all_claims(report.load(tmp_path))
+    b = row_of(claims, "b")
+    assert abs(b.estimate.mean) < 0.01  # the constant predictors' fraction 1.0 at w = 4 would make a slope
+    assert b.verdict != CONTRADICTED
+    assert "excluded: 1 collapsed, 1 diverged" in b.value
+    assert "excluded" not in row_of(claims, "c").value
+    text = report.studies_table(report.load(tmp_path))
+    assert "1 collapsed, 1 diverged" in text
+
+
+def test_fit_rules_use_the_evaluation_mode_train_accuracy(tmp_path):
+    """Training-mode accuracy 0.9 (dropout on, parameters moving) but 1.0 in evaluation mode: it fit."""
+    write_cifar(tmp_path, none_fit=0.9, extra=lambda run: dict(train_accuracy_eval=1.0))
+    claims, _ = report.all_claims(report.load(tmp_path))
+    assert row_of(claims, "b").verdict == SUPPORTED
+    other = tmp_path / "other"
+    write_cifar(other, none_fit=1.0, extra=lambda run: dict(train_accuracy_eval=0.9))
+    claims, _ = report.all_claims(report.load(other))
+    assert row_of(claims, "b").verdict == INCONCLUSIVE
