@@ -55,7 +55,7 @@ class BinaryConfig(sweep.CnnConfig):
     poly_beta: float = 0.0           # ... and switch point (margin)
     tau: float = 1.0                 # logit adjustment strength
     drw_epoch: int = 0               # deferred re-weighting: weights from this epoch on (0: half the epochs)
-    weight_power: float = 0.5        # weight exponent k: w**k renormalised to mean 1
+    weight_power: float = 0.5        # weight exponent k: w**k rescaled to the mean of the plain weights
     val_fraction: float = 0.1        # early stopping: held-out, importance-weighted validation split
 
     def __post_init__(self) -> None:
@@ -190,7 +190,7 @@ def training_set(run: pd.Series, pair: PairData, cfg: BinaryConfig) -> sweep.Tra
             weights = np.where(index >= cfg.per_class, correcting[1], correcting[0])
     remedy = run.get("remedy", "plain")
     if remedy == "exponent":
-        weights = losses.weight_exponent(weights, cfg.weight_power)
+        weights = losses.weight_exponent(weights, cfg.weight_power, keep_mean=True)  # plain weights' step
     if remedy == "early_stop":
         return sweep.split_validation(index, weights, pair.labels.cpu().numpy()[index], cfg.val_fraction,
                                       seed=[cfg.data_seed, key, 1])

@@ -139,17 +139,18 @@ def per_example_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str = "ce
     raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
 
 
-def weight_exponent(weights: np.ndarray, k: float, counts: np.ndarray | None = None) -> np.ndarray:
-    """Weights raised to the power k and rescaled to keep their mean along the last axis (each weight
-    counted ``counts`` times when given, e.g. class weights with their class sizes). Keeping the mean keeps
-    the effective step of the plain weights under either normalisation, so the remedy is compared with
-    plain weighting at an equal step: k = 1 returns the weights exactly, k = 0 makes them uniform at their
-    mean, 0 < k < 1 tempers them."""
+def weight_exponent(weights: np.ndarray, k: float, counts: np.ndarray | None = None,
+                    keep_mean: bool = False) -> np.ndarray:
+    """Weights raised to the power k and rescaled to mean 1 along the last axis, or with ``keep_mean`` to the
+    mean of ``weights`` (each weight counted ``counts`` times when given, e.g. class weights with their class
+    sizes). Keeping the mean keeps the effective step of the plain weights under either normalisation, so
+    that the remedy is compared with plain weighting at an equal step: k = 1 then returns the weights
+    exactly. k = 0 makes them uniform; 0 < k < 1 tempers them."""
     weights = np.asarray(weights, np.float64)
     counts = np.ones(weights.shape[-1]) if counts is None else np.asarray(counts, np.float64)
     powered = weights ** k
     mean = lambda w: (w * counts).sum(-1, keepdims=True) / counts.sum()  # noqa: E731
-    return powered * (mean(weights) / mean(powered))
+    return powered * ((mean(weights) if keep_mean else 1.0) / mean(powered))
 
 
 def deferred_weights(weights: np.ndarray, epoch: int, start_epoch: int) -> np.ndarray:

@@ -170,7 +170,8 @@ def build_runs(cfg: SyntheticConfig, datasets: dict[str, datamod.Dataset]) -> pd
                         if cfg.equal_step:
                             w0, w1 = unit_mean(np.array([w0, w1]), counts)
                         if remedy == "exponent":  # w**k at the plain weights' mean: the same effective step
-                            w0, w1 = losses.weight_exponent(np.array([w0, w1]), cfg.weight_power, counts)
+                            w0, w1 = losses.weight_exponent(np.array([w0, w1]), cfg.weight_power, counts,
+                                                             keep_mean=True)
                         for seed in cfg.seeds:
                             rows.append({
                                 "dataset": dataset, "model": model, "weighting": weighting,

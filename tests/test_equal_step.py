@@ -19,9 +19,9 @@ def tiny(**kw):
 
 def test_weight_exponent_keeps_the_mean_of_the_weights():
     w, counts = np.array([1.0, 10.0]), np.array([90, 10])
-    np.testing.assert_array_equal(losses.weight_exponent(w, 1.0, counts), w)  # exactly
+    np.testing.assert_array_equal(losses.weight_exponent(w, 1.0, counts, keep_mean=True), w)  # exactly
     for k in (0.0, 0.5, 2.0):
-        tempered = losses.weight_exponent(w, k, counts)
+        tempered = losses.weight_exponent(w, k, counts, keep_mean=True)
         assert tempered @ counts == pytest.approx(w @ counts)
         assert tempered[1] / tempered[0] == pytest.approx(10.0 ** k)
 
