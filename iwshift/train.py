@@ -305,9 +305,11 @@ class Trainer:
         self.poly_mask = torch.tensor([s.name == "poly" for s in specs], device=self.device)
         poly = [s for s in specs if s.name == "poly"]
         self.poly_params = (poly[0].alpha, poly[0].beta) if poly else None
-        log_weight = torch.as_tensor(np.log(self.class_weights(n_classes)), dtype=torch.float32)  # (K, C)
-        tau = torch.tensor([s.tau if s.name == "logit_adjusted" else 0.0 for s in specs])
-        self.logit_offset = (-tau[:, None] * log_weight).to(self.device)[:, None, :]  # (K, 1, C)
+        adjusted = np.array([s.name == "logit_adjusted" for s in specs])
+        tau = np.array([s.tau for s in specs])[:, None]
+        # a class weight of 0 (a class absent from the target) is clamped: a large but finite offset
+        offset = np.where(adjusted[:, None], -tau * np.log(np.maximum(self.class_weights(n_classes), 1e-12)), 0.0)
+        self.logit_offset = torch.as_tensor(offset, dtype=torch.float32, device=self.device)[:, None, :]  # (K, 1, C)
         self.defer = torch.tensor(self.runs.defer_until, device=self.device)
         wang = [s for s in specs if s.name == "poly_wang"]  # Wang et al.'s released poly-tailed loss
         self.wang_mask = torch.tensor([s.name == "poly_wang" for s in specs], device=self.device)

@@ -181,3 +181,15 @@ def test_logit_adjustment_replaces_the_weights_instead_of_correcting_twice(engin
     np.testing.assert_allclose(adjusted["b2"] + shift, reference["b2"], rtol=1e-5, atol=1e-6)
     scaled = _trained(_trainer_2d(data, 3 * w, LossSpec("logit_adjusted", tau=tau), engine))
     np.testing.assert_allclose(scaled["w2"], adjusted["w2"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_class_weight_of_zero_leaves_every_offset_finite():
+    """Estimated weights can give a class weight 0: other losses get no offset, logit adjustment a finite one."""
+    from iwshift.data import make_separable
+
+    data = make_separable(16, seed=0).train
+    for spec in (LossSpec(), LossSpec("logit_adjusted", tau=1.0)):
+        trainer = _trainer_2d(data, [0.0, 2.0], spec, "torch")
+        assert torch.isfinite(trainer.logit_offset).all()
+        assert (trainer.logit_offset == 0).all() == (spec.name == "ce")
+        assert np.isfinite(_trained(trainer, epochs=1)["w2"]).all()
