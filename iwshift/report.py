@@ -869,16 +869,58 @@ def render(studies: dict[str, Study | None], claims: Sequence[Claim], remedies: 
     return "\n".join(parts).rstrip() + "\n"
 
 
+README_BLOCK = "claims-table"
+
+
+def readme_table(claims: Sequence[Claim]) -> str:
+    """The README's claims table: each claim once in a plain sentence, then a line per measured part with its
+    value, seeds, data, preset, device and verdict (the README block :func:`check_readme` compares)."""
+    rows = []
+    for claim in claims:
+        for row in claim.rows:
+            rows.append([f"({claim.key})" + (f" {row.label}" if row.label else ""),
+                         claim.statement if row is claim.rows[0] else "″", row.value,
+                         row.n_seeds if row.n_seeds is not None else "—",
+                         " · ".join((row.source.data, row.source.preset, row.source.device)), f"**{row.verdict}**"])
+    return markdown_table(["claim", "in one sentence", "value [95 % interval over seeds]", "seeds",
+                           "data · preset · device", "verdict"], rows)
+
+
+def readme_block(results_root: str | Path) -> str:
+    """The claims table the README must show for the results under ``results_root``."""
+    claims, _ = all_claims(load(results_root))
+    return readme_table(claims)
+
+
+def write_readme(results_root: str | Path, readme_path: str | Path) -> None:
+    from . import readme
+
+    path = Path(readme_path)
+    results.write_text(path, readme.replace_block(path.read_text(), README_BLOCK, readme_block(results_root)))
+
+
+def check_readme(results_root: str | Path, readme_path: str | Path) -> str | None:
+    """None when the README's claims table is the one the results give; else one line saying how it differs."""
+    from . import readme
+
+    difference = readme.check_block(Path(readme_path).read_text(), README_BLOCK, readme_block(results_root))
+    return None if difference is None else f"{readme_path}: the claims table is not the results' ({results_root}): " \
+        f"{difference}; rebuild it with python -m iwshift.report --results {results_root} --readme {readme_path}"
+
+
 def make_report(results_root: str | Path, out: str | Path,
                 docs: str | Path | None = None) -> tuple[Path, list[Claim]]:
     """Read every study under ``results_root``, write the report to ``out`` and its figures to
     ``report_figures/`` beside it (and copies to ``docs``). Returns the report's path and its claims."""
+    from . import wang2022
+
     out = Path(out)
     studies = load(results_root)
     claims, remedies = all_claims(studies)
     figure_folder = out.parent / "report_figures"
     figures = write_figures(studies, figure_folder)
-    results.write_text(out, render(studies, claims, remedies, figures, figure_folder.name))
+    text = render(studies, claims, remedies, figures, figure_folder.name)
+    results.write_text(out, text + "\n" + wang2022.section(results_root))
     if docs is not None:
         Path(docs).mkdir(parents=True, exist_ok=True)
         for name in figures:
@@ -892,15 +934,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results", default="results", help="results root holding the study folders (results)")
     parser.add_argument("--out", default=None, help="report file (default: <results>/REPORT.md)")
     parser.add_argument("--docs", default=None, help="also copy the figures into this folder (e.g. docs)")
+    parser.add_argument("--readme", default=None, metavar="README",
+                        help="also write the claims table into this README's claims-table block")
+    parser.add_argument("--check", default=None, metavar="README",
+                        help="only check that this README's claims table is the results'; exit 1 if not")
     args = parser.parse_args(argv)
     with v.exit_on_config_error("python -m iwshift.report"):
         if not Path(args.results).is_dir():
             raise ConfigError("results", f"no results folder {args.results!r}")
+        for flag in ("readme", "check"):
+            if getattr(args, flag) and not Path(getattr(args, flag)).is_file():
+                raise ConfigError(flag, f"no file {getattr(args, flag)!r}")
+        if args.check:
+            difference = check_readme(args.results, args.check)
+            print(difference or f"{args.check}: the claims table is the results' ({args.results})")
+            return 1 if difference else 0
         out = Path(args.out) if args.out else Path(args.results) / "REPORT.md"
         v.writable_folder("out", out.parent)
         if args.docs:
             v.writable_folder("docs", args.docs)
         path, claims = make_report(args.results, out, args.docs)
+        if args.readme:
+            write_readme(args.results, args.readme)
     verdicts = pd.Series([c.verdict for c in claims]).value_counts()
     print(f"{path}: {len(claims)} claims (" + ", ".join(f"{n} {k}" for k, n in verdicts.items()) + ")")
     return 0

@@ -335,3 +335,23 @@ def test_fit_rules_use_the_evaluation_mode_train_accuracy(tmp_path):
     write_cifar(other, none_fit=1.0, extra=lambda run: dict(train_accuracy_eval=0.9))
     claims, _ = report.all_claims(report.load(other))
     assert row_of(claims, "b").verdict == INCONCLUSIVE
+
+
+def test_readme_claims_table_is_written_then_checked_and_an_edited_number_fails(full_results, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Project\n\n<!-- claims-table:begin -->\n<!-- claims-table:end -->\n\nmore\n")
+    assert report.main(["--results", str(full_results), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "| (b) regime none | On CIFAR-10 without regularisation" in text and text.endswith("\n\nmore\n")
+    capsys.readouterr()
+    assert report.main(["--results", str(full_results), "--check", str(readme)]) == 0
+    b_value = next(c for c in report.all_claims(report.load(full_results))[0] if c.key == "b").rows[0].value
+    readme.write_text(text.replace(b_value, b_value.replace("0", "9", 1)))
+    assert report.main(["--results", str(full_results), "--check", str(readme)]) == 1
+    message = capsys.readouterr().out.strip().splitlines()
+    assert len(message) == 2 and "1 of" in message[1] and "lines differ" in message[1]
+
+
+def test_the_readme_is_the_committed_results_claims_table():
+    root = Path(__file__).resolve().parents[1]
+    assert report.check_readme(root / "paper-results", root / "README.md") is None
