@@ -69,7 +69,7 @@ def test_a_changed_configuration_is_a_one_line_error_unless_overwrite(data, tmp_
 
 def test_script_refuses_stale_results_before_training(tmp_path, capsys, image_folder):
     script = load_script("CIFAR10_binary_classifier.py")
-    common = [*BINARY, "--data-dir", str(image_folder), "--out", str(tmp_path / "o"), "--no-figures-on"]
+    common = [*BINARY, "--data-dir", str(image_folder), "--out", str(tmp_path / "o"), "--no-figures"]
     assert script.main([*common, "--epochs", "1"]) == 0
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
