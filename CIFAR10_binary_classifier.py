@@ -58,6 +58,8 @@ VAL_FRACTION = 0.1               # early stopping: importance-weighted validatio
 FIGURES_ON = True                # draw the figures
 PROGRESS = True                  # progress bar (on a terminal)
 MERGE_ONLY = False               # train nothing: merge the grid's complete runs in OUT, draw the figures
+OVERWRITE = False                # retrain the runs in OUT saved with another configuration (else: an error)
+CHECKPOINT_EVERY = 10            # checkpoint each stack every this many epochs (and on SIGTERM/SIGUSR1)
 LAUNCHER = "local"               # local (this process) | submitit (SLURM job array) | submitit-local (same jobs here)
 PARTITION = ""                   # submitit: SLURM partition ("" = the cluster's default)
 GPUS_PER_JOB = 1                 # submitit: GPUs per job (0: CPU jobs)
@@ -98,6 +100,7 @@ def main(argv=None) -> int:
         preset, fields = sweep.preset_fields(values, constants, FIELDS, study.PRESETS, device, argv)
         settings = cli.all_of("settings", values["SETTINGS"], study.SETTINGS)
         configs = [study.BinaryConfig(setting=s, **fields) for s in settings]
+        checkpoint_every = cli.at_least("checkpoint_every", values["CHECKPOINT_EVERY"], 1)
         out = cli.writable_folder("out", values["OUT"])
         figures_dir = cli.writable_folder("figures", values["FIGURES"]) if values["FIGURES_ON"] else None
         executor = launch.make_executor(launcher) if launcher.uses_submitit and not values["MERGE_ONLY"] else None
@@ -111,16 +114,27 @@ def main(argv=None) -> int:
         return finish(table, out, figures_dir, start)
     from iwshift.cifar_data import load_for_script
 
-    data = load_for_script(_PROG, values["DATA_DIR"], values["DOWNLOAD"], values["PROGRESS"] and sys.stderr.isatty())
+    from pathlib import Path
+
+    data_dir = str(Path(values["DATA_DIR"]).resolve())  # as the jobs see it: one data source in config.json
+    data = load_for_script(_PROG, data_dir, values["DOWNLOAD"], values["PROGRESS"] and sys.stderr.isatty())
     if data is None:
         return 2
+    with cli.exit_on_config_error(_PROG):  # every check before anything is trained or written
+        todo = {}
+        for cfg in configs:
+            study.check_data(data, cfg)
+            todo[cfg.setting] = sweep.todo_runs(study.build_runs(cfg), out, sweep.config_record(cfg, data.source, device),
+                                                values["OVERWRITE"], desc=_PROG if executor is not None else None)
     print(f"data: {data.source}; preset {preset}; device {device}")
     if executor is not None:
-        return through_submitit(executor, launcher, configs, values["DATA_DIR"], out, device, figures_dir, start)
+        return through_submitit(executor, launcher, configs, data_dir, out, device, figures_dir, start, todo,
+                                values["OVERWRITE"])
     tables = []
     for cfg in configs:
         print(f"{cfg.setting}: {len(study.build_runs(cfg))} runs; config {asdict(cfg)}")
-        tables.append(study.run_sweep(data, cfg, out, device, progress=values["PROGRESS"] and sys.stderr.isatty()))
+        tables.append(study.run_sweep(data, cfg, out, device, progress=values["PROGRESS"],
+                                      overwrite=values["OVERWRITE"], checkpoint_every=checkpoint_every))
     import pandas as pd
 
     return finish(pd.concat(tables, ignore_index=True), out, figures_dir, start)
@@ -136,17 +150,14 @@ def merge(configs, out):
     return pd.concat([sweep.merge(out, study.build_runs(cfg)["run"]) for cfg in configs], ignore_index=True)
 
 
-def pending(cfg, out) -> list:
-    """The grid's runs without complete results, in stack order (so that a shard holds whole stacks)."""
+def pending(cfg, todo) -> list:
+    """The grid's runs to train (``todo``: sweep.todo_runs), in stack order (so that a shard holds whole stacks)."""
     from iwshift import cifar_binary as study
-    from iwshift import sweep
 
-    runs = study.build_runs(cfg)
-    todo = runs[[not sweep.is_complete(out, r) for r in runs["run"]]]
     return [name for group in study.stacks(todo, cfg) for name in group["run"]] if len(todo) else []
 
 
-def through_submitit(executor, launcher, configs, data_dir, out, device, figures_dir, start) -> int:
+def through_submitit(executor, launcher, configs, data_dir, out, device, figures_dir, start, todo, overwrite) -> int:
     """Shard the runs without results into jobs, wait, report the failures, merge."""
     from pathlib import Path
 
@@ -155,12 +166,13 @@ def through_submitit(executor, launcher, configs, data_dir, out, device, figures
 
     for cfg in configs:
         print(f"{cfg.setting}: {len(study.build_runs(cfg))} runs; config {asdict(cfg)}")
-    todo = [name for cfg in configs for name in pending(cfg, out)]
+    names = [name for cfg in configs for name in pending(cfg, todo[cfg.setting])]
     failures = []
-    if not todo:
+    if not names:
         print("every run has complete results: nothing to submit")
     else:
-        failures = launch.submit_and_report(executor, launcher, study.sweep_job, launch.shard(todo, launcher.jobs),
+        job = launch.Resumable(study.sweep_job, overwrite=overwrite)
+        failures = launch.submit_and_report(executor, launcher, job, launch.shard(names, launcher.jobs),
                                             configs, str(Path(data_dir).resolve()), str(out.resolve()), device,
                                             prog=_PROG)
         if failures is None:  # Ctrl-C: the jobs go on

@@ -56,6 +56,8 @@ MAX_STACK = 84                   # runs trained together at most (a GPU wants ma
 FIGURES_ON = True                # draw the figures
 PROGRESS = True                  # progress bar (on a terminal)
 MERGE_ONLY = False               # train nothing: weights tables, merged tables and figures of complete studies
+OVERWRITE = False                # retrain the runs in OUT saved with another configuration (else: an error)
+CHECKPOINT_EVERY = 10            # checkpoint each stack every this many epochs (and on SIGTERM/SIGUSR1)
 LAUNCHER = "local"               # local (this process) | submitit (SLURM job array) | submitit-local (same jobs here)
 PARTITION = ""                   # submitit: SLURM partition ("" = the cluster's default)
 GPUS_PER_JOB = 1                 # submitit: GPUs per job (0: CPU jobs)
@@ -97,12 +99,14 @@ def main(argv=None) -> int:
         configs = [ext.ExtensionConfig(study=s, weight_sources=values["COVARIATE_WEIGHTS" if s == "covariate"
                                                                       else "LABEL_WEIGHTS"], **fields)
                    for s in studies]
+        checkpoint_every = cli.at_least("checkpoint_every", values["CHECKPOINT_EVERY"], 1)
         out = cli.writable_folder("out", values["OUT"])
         figures_dir = cli.writable_folder("figures", values["FIGURES"]) if values["FIGURES_ON"] else None
         executor = None
-        if launcher.uses_submitit and not values["MERGE_ONLY"]:
+        if not values["MERGE_ONLY"]:
             for cfg in configs:
-                check_phases(cfg)
+                ext.check_black_box(cfg, out)
+        if launcher.uses_submitit and not values["MERGE_ONLY"]:
             executor = launch.make_executor(launcher)
         # the weights tables and merged tables are made here, on this machine's device
         here = sweep.resolve_device("auto") if launcher.launcher == "submitit" else device
@@ -112,12 +116,23 @@ def main(argv=None) -> int:
         incomplete = [cfg for cfg in configs if not complete(cfg, out)]
         if incomplete:
             return report_incomplete(incomplete, out)
-    data = load_for_script(_PROG, values["DATA_DIR"], values["DOWNLOAD"], values["PROGRESS"] and sys.stderr.isatty())
+    from pathlib import Path
+
+    data_dir = str(Path(values["DATA_DIR"]).resolve())  # as the jobs see it: one data source in config.json
+    data = load_for_script(_PROG, data_dir, values["DOWNLOAD"], values["PROGRESS"] and sys.stderr.isatty())
     if data is None:
         return 2
+    todo = {}
+    if not values["MERGE_ONLY"]:
+        with cli.exit_on_config_error(_PROG):  # every check before anything is trained or written
+            for cfg in configs:
+                ext.check_data(data, cfg)
+                todo[cfg.study] = set(sweep.todo_runs(ext.build_runs(cfg), out, sweep.config_record(
+                    cfg, data.source, device if executor is not None else here),
+                                                      values["OVERWRITE"], desc=_PROG if executor is not None else None)["run"])
     print(f"data: {data.source}; preset {preset}; device {device}")
     if executor is not None:
-        code = through_submitit(executor, launcher, configs, values["DATA_DIR"], out, device)
+        code = through_submitit(executor, launcher, configs, data_dir, out, device, todo, values["OVERWRITE"])
         if code:
             return code
         incomplete = [cfg for cfg in configs if not complete(cfg, out)]
@@ -128,8 +143,8 @@ def main(argv=None) -> int:
     for cfg in configs:
         start = time.perf_counter()
         with cli.exit_on_config_error(_PROG):
-            table, weights = ext.run_study(data, cfg, out, here,
-                                           progress=values["PROGRESS"] and sys.stderr.isatty())
+            table, weights = ext.run_study(data, cfg, out, here, progress=values["PROGRESS"],
+                                           overwrite=values["OVERWRITE"], checkpoint_every=checkpoint_every)
         results.write_table(out / f"merged_{cfg.study}.csv", table)
         print(f"{cfg.study} shift: {table['run'].nunique()} runs in {out}/ ({time.perf_counter() - start:.0f} s)")
         print(weights.to_string(index=False))
@@ -138,14 +153,6 @@ def main(argv=None) -> int:
             for name, fig in ext.figures(table, scatter, cfg.study):
                 plots.save_figure(fig, figures_dir / f"{name}.png")
     return 0
-
-
-def check_phases(cfg) -> None:
-    """What run_study finds out after phase 1, found before any job is submitted."""
-    if any(s in launch.LABEL_ESTIMATED for s in cfg.weight_sources) and not (
-            "none" in cfg.regimes and "none" in cfg.weight_sources):
-        raise cli.ConfigError("weight_sources", "bbse/mlls need the unweighted 'none' regime runs "
-                                                "(add none to --regimes and to --weight-sources)")
 
 
 def complete(cfg, out) -> bool:
@@ -172,15 +179,16 @@ def report_incomplete(configs, out) -> int:
     return 1
 
 
-def through_submitit(executor, launcher, configs, data_dir, out, device) -> int:
-    """Phase 1 then phase 2 as jobs; 0 when every job succeeded."""
+def through_submitit(executor, launcher, configs, data_dir, out, device, todo, overwrite) -> int:
+    """Phase 1 then phase 2 as jobs (the runs of ``todo``: sweep.todo_runs per study); 0 when every job succeeded."""
     from pathlib import Path
 
+    job = launch.Resumable(launch.extension_job, overwrite=overwrite)
     for phase in (1, 2):
-        cells = [cell for cfg in configs for cell in launch.extension_cells(cfg, phase, out)]
+        cells = [cell for cfg in configs for cell in launch.extension_cells(cfg, phase, out, todo[cfg.study])]
         if not cells:
             continue
-        failures = launch.submit_and_report(executor, launcher, launch.extension_job,
+        failures = launch.submit_and_report(executor, launcher, job,
                                             launch.shard(cells, launcher.jobs), configs, phase,
                                             str(Path(data_dir).resolve()), str(out.resolve()), device,
                                             prog=_PROG, label=f"phase {phase}: ")

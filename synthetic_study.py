@@ -40,7 +40,7 @@ WEIGHT_POWER = 0.5                    # weight exponent k
 ENGINE = "auto"                       # trainer engine: auto/fused (compiled, CPU) or torch (a step per batch, slow)
 EXTREME = True                        # also run the extreme-weighting stability study
 EXTREME_WEIGHTS = [1.0, 10.0, 100.0, 1000.0]  # weights on either class (separable, moons; LR, MLP; regime none)
-OUT_EXTREME = "results/synthetic_extreme"  # results folder of the extreme-weighting study
+OUT_EXTREME = ""                      # extreme-weighting results ("": OUT/extreme)
 FIGURES_ON = True                     # draw the figures
 PROGRESS = True                       # progress bar
 
@@ -72,7 +72,9 @@ def main(argv=None) -> int:
         # folders last: a bad argument creates nothing
         out = cli.writable_folder("out", values["OUT"])
         figures_dir = cli.writable_folder("figures", values["FIGURES"]) if values["FIGURES_ON"] else None
-        out_extreme = cli.writable_folder("out_extreme", values["OUT_EXTREME"]) if values["EXTREME"] else None
+        out_extreme = None
+        if values["EXTREME"]:
+            out_extreme = cli.writable_folder("out_extreme", values["OUT_EXTREME"] or out / "extreme")
     progress = values["PROGRESS"] and sys.stderr.isatty()
     result = synthetic.run_study(cfg, progress=progress)
     synthetic.save(result, out)

@@ -247,8 +247,10 @@ def _evaluate(trainer: Trainer, pair: PairData, class_weights: torch.Tensor) -> 
 ID_COLUMNS = ["run", "setting", "classes", "weight", "ratio", "variant", "regime", "remedy", "seed", "data_seed"]
 
 
-def train_stack(group: pd.DataFrame, pair: PairData, cfg: BinaryConfig, progress: Any = None) -> dict[str, pd.DataFrame]:
-    """Train the runs of ``group`` together; return each run's tidy metrics table."""
+def train_stack(group: pd.DataFrame, pair: PairData, cfg: BinaryConfig, progress: Any = None,
+                checkpoint: Any = None) -> dict[str, pd.DataFrame]:
+    """Train the runs of ``group`` together; return each run's tidy metrics table (``progress(epoch)``
+    after every epoch; ``checkpoint``: see :func:`iwshift.train.fit_table`)."""
     sets = [training_set(run, pair, cfg) for _, run in group.iterrows()]
     drw = cfg.drw_epoch or max(1, cfg.epochs // 2)
 
@@ -259,7 +261,7 @@ def train_stack(group: pd.DataFrame, pair: PairData, cfg: BinaryConfig, progress
 
     return sweep.train_stack(group, sets, pair.images, pair.labels, 2, cfg, evaluate, ID_COLUMNS, progress,
                              losses=[loss_spec(r, cfg) for r in group["remedy"]],
-                             defer_until=[drw if r == "drw" else 0 for r in group["remedy"]])
+                             defer_until=[drw if r == "drw" else 0 for r in group["remedy"]], checkpoint=checkpoint)
 
 
 def final_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -273,10 +275,22 @@ def final_rows(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([table[last & ~stopping], best]).sort_index()
 
 
+def check_data(data: Cifar10, cfg: BinaryConfig) -> None:
+    """The checks that need the data (enough images per class), before anything is trained or written."""
+    for name in cfg.classes:
+        have = int(np.sum(data.train.labels == CIFAR10_CLASSES.index(name)))
+        if have < cfg.per_class:
+            raise ConfigError("per_class", f"class {name} has {have} training images, fewer than {cfg.per_class}")
+
+
 def run_sweep(data: Cifar10, cfg: BinaryConfig, out: str | Path, device: str = "cpu",
-              progress: bool = True, only: Sequence[str] | None = None) -> pd.DataFrame:
+              progress: bool = True, only: Sequence[str] | None = None, overwrite: bool = False,
+              checkpoint_every: int = sweep.CHECKPOINT_EVERY) -> pd.DataFrame:
     """Train every run of the grid (or only the runs named in ``only``) that has no complete results in
-    ``out``; return the merged table of the grid's complete runs."""
+    ``out`` (a run saved with another configuration: an error, or retrained with ``overwrite``); return
+    the merged table of the grid's complete runs. ``progress``: a bar on a terminal, else a line about
+    every 30 s; each stack is checkpointed every ``checkpoint_every`` epochs and resumed from there."""
+    check_data(data, cfg)
     runs = build_runs(cfg)
     trained = runs
     if only is not None:
@@ -286,19 +300,20 @@ def run_sweep(data: Cifar10, cfg: BinaryConfig, out: str | Path, device: str = "
         trained = runs[runs["run"].isin(list(only))]
     pair: list[PairData] = []  # prepared on first use: a complete sweep needs no data on the device
 
-    def train_group(group: pd.DataFrame, bar: Any) -> dict[str, pd.DataFrame]:
+    def train_group(group: pd.DataFrame, on_epoch: Any, checkpoint: Any) -> dict[str, pd.DataFrame]:
         if not pair:
             pair.append(prepare_pair(data, cfg, torch.device(device)))
-        return train_stack(group, pair[0], cfg, bar)
+        return train_stack(group, pair[0], cfg, on_epoch, checkpoint)
 
     table = sweep.run_stacks(trained, out, lambda todo: stacks(todo, cfg), train_group,
                              sweep.config_record(cfg, data.source, device), cfg.epochs, progress,
-                             desc=f"cifar binary ({cfg.setting})")
+                             desc=f"cifar binary ({cfg.setting})", overwrite=overwrite,
+                             checkpoint_every=checkpoint_every)
     return table if only is None else sweep.merge(out, runs["run"])
 
 
 def sweep_job(cfg: BinaryConfig | Sequence[BinaryConfig], data_dir: str, out: str, device: str,
-              names: Sequence[str]) -> list[str]:
+              names: Sequence[str], overwrite: bool = False) -> list[str]:
     """One job of a sweep split into shards (:mod:`iwshift.launch`; a submitit job, so top level and
     picklable): load the data without downloading (the submitting process fetched and cached it), train
     the named runs of the grid(s) of ``cfg`` that lack complete results, and return the names of the
@@ -316,7 +331,7 @@ def sweep_job(cfg: BinaryConfig | Sequence[BinaryConfig], data_dir: str, out: st
     for c, grid in zip(configs, grids):
         mine = [n for n in names if n in grid]
         if mine:
-            run_sweep(data, c, out, device, progress=False, only=mine)
+            run_sweep(data, c, out, device, only=mine, overwrite=overwrite)  # progress: lines in the job's log
             done += [n for n in mine if sweep.is_complete(Path(out), n)]
     return done
 

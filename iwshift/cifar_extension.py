@@ -76,7 +76,8 @@ class ExtensionConfig(sweep.CnnConfig):
         self.study = v.one_of("study", self.study, STUDIES)
         allowed = COVARIATE_SOURCES if self.study == "covariate" else LABEL_SOURCES
         default = COVARIATE_DEFAULT if self.study == "covariate" else LABEL_SOURCES
-        self.weight_sources = v.all_of("weight_sources", list(self.weight_sources) or list(default), allowed)
+        flag = f"{self.study}_weights"  # the scripts' flag: --covariate-weights / --label-weights
+        self.weight_sources = v.all_of(flag, list(self.weight_sources) or list(default), allowed)
         counts = [v.at_least("source_counts", c, 1) for c in self.source_counts]
         if len(counts) != 4:
             raise ConfigError("source_counts", f"needs 4 counts (cat, dog, automobile, truck), got {len(counts)}")
@@ -193,6 +194,20 @@ def prepare_label(data: Cifar10, cfg: ExtensionConfig, device: torch.device | st
     return ShiftData(to_device_images(images, device), torch.as_tensor(labels, device=device), labels.copy(),
                      source, holdout, unlabelled, evaluation,
                      _probe(labels, source, cfg.probe_per_class, 10, rng), true, 10)
+
+
+def check_data(data: Cifar10, cfg: ExtensionConfig) -> None:
+    """The checks that need the data (enough training images per class), before anything is trained."""
+    if cfg.study == "covariate":
+        wanted = dict(zip(SUBPOPULATIONS, cfg.source_counts))
+        flag = "source_counts"
+    else:
+        wanted = dict(zip(CIFAR10_CLASSES, long_tail_counts(cfg.per_class, cfg.imbalance)))
+        flag = "per_class"
+    for name, count in wanted.items():
+        have = int(np.sum(data.train.labels == CIFAR10_CLASSES.index(name)))
+        if count > have:
+            raise ConfigError(flag, f"needs {count} training images of {name}; the data has {have}")
 
 
 def prepare(data: Cifar10, cfg: ExtensionConfig, device: torch.device | str) -> ShiftData:
@@ -312,13 +327,33 @@ def estimate_label(shift: ShiftData, logits: dict[str, np.ndarray], source_name:
     return iw.mlls_weights(probs, prior)
 
 
+BLACK_BOX = "bbse/mlls are estimated from the unweighted runs: add none to --label-weights and to --regimes"
+
+
+def check_black_box(cfg: ExtensionConfig, out: Path) -> None:
+    """bbse/mlls need each seed's unweighted ``none`` run (its saved final logits), trained here or before."""
+    if not any(s in ("bbse", "mlls") for s in cfg.weight_sources):
+        return
+    if "none" in cfg.regimes and "none" in cfg.weight_sources:
+        return
+    missing = [s for s in cfg.seeds if not (out / f"{cfg.study}_none_none_s{s}" / "logits.npz").exists()]
+    if missing:
+        raise ConfigError("label_weights", BLACK_BOX)
+
+
 def run_study(data: Cifar10, cfg: ExtensionConfig, out: str | Path, device: str = "cpu",
-              progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+              progress: bool = True, overwrite: bool = False,
+              checkpoint_every: int = sweep.CHECKPOINT_EVERY) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train the grid (estimated label-shift weights after the ``none`` runs); return the merged metrics
-    table and the weights table (error against the truth and effective sample size per weight source)."""
+    table and the weights table (error against the truth and effective sample size per weight source).
+    Resume, ``overwrite``, progress and checkpoints as in :func:`iwshift.cifar_binary.run_sweep`."""
     out = Path(out)
-    shift = prepare(data, cfg, torch.device(device))
+    check_data(data, cfg)
+    check_black_box(cfg, out)
+    record = sweep.config_record(cfg, data.source, device)
     runs = build_runs(cfg)
+    sweep.todo_runs(runs, out, record, overwrite, desc=None)  # a stale saved run: an error before anything is trained
+    shift = prepare(data, cfg, torch.device(device))
     labels = shift.labels.cpu().numpy()
     source_weights: dict[str, np.ndarray] = {"none": np.ones(len(shift.source)),
                                              "true": shift.true_weights[shift.source]}
@@ -329,9 +364,8 @@ def run_study(data: Cifar10, cfg: ExtensionConfig, out: str | Path, device: str 
             if name in ESTIMATED:
                 source_weights[name] = estimate_covariate(shift, cfg, name)
                 reports.append(weight_report(name, source_weights[name], source_weights["true"]))
-    record = sweep.config_record(cfg, data.source, device)
 
-    def train_group(group: pd.DataFrame, bar: Any) -> dict[str, pd.DataFrame]:
+    def train_group(group: pd.DataFrame, on_epoch: Any, checkpoint: Any) -> dict[str, pd.DataFrame]:
         sets = [(shift.source, run_weights[(r.weight_source, r.seed)]) for r in group.itertuples()]
         final_logits: dict[str, dict[str, np.ndarray]] = {}
         last = cfg.epochs
@@ -345,15 +379,16 @@ def run_study(data: Cifar10, cfg: ExtensionConfig, out: str | Path, device: str 
             return measured
 
         tables = sweep.train_stack(group, sets, shift.images, shift.labels, shift.n_classes, cfg, evaluate,
-                                   ID_COLUMNS, bar)
+                                   ID_COLUMNS, on_epoch, checkpoint=checkpoint)
         for run, arrays in final_logits.items():
             results.write_arrays(out / run / "logits.npz", arrays)
         return tables
 
     run_weights = {(name, seed): source_weights[name] for name in source_weights for seed in cfg.seeds}
     first = runs[~runs["weight_source"].isin(["bbse", "mlls"])]
+    options = dict(overwrite=overwrite, checkpoint_every=checkpoint_every)
     sweep.run_stacks(first, out, lambda todo: stacks(todo, cfg), train_group, record, cfg.epochs, progress,
-                     desc=f"cifar {cfg.study} shift")
+                     desc=f"cifar {cfg.study} shift", **options)
     second = runs[runs["weight_source"].isin(["bbse", "mlls"])]
     if len(second):
         true_class = np.ones(shift.n_classes)
@@ -361,9 +396,9 @@ def run_study(data: Cifar10, cfg: ExtensionConfig, out: str | Path, device: str 
                                                        for c in np.unique(labels[shift.source])]
         for seed in cfg.seeds:
             black_box = out / f"{cfg.study}_none_none_s{seed}" / "logits.npz"
-            if not black_box.exists():
-                raise ConfigError("weight_sources", "bbse/mlls need the unweighted 'none' regime runs "
-                                                   "(add none to --regimes and to --weight-sources)")
+            if not black_box.exists():  # checked in ExtensionConfig: only a deleted file gets here
+                raise ConfigError("label_weights", f"bbse/mlls need {black_box}, the final logits of the "
+                                                   f"unweighted run; delete that run's folder to retrain it")
             logits = results.read_arrays(black_box)
             for name in second["weight_source"].unique():
                 class_w = estimate_label(shift, logits, name)
@@ -373,7 +408,7 @@ def run_study(data: Cifar10, cfg: ExtensionConfig, out: str | Path, device: str 
                                              class_weight_max_error=float(errors["max_abs_error"]),
                                              class_weights=" ".join(f"{w:.3f}" for w in class_w)))
         sweep.run_stacks(second, out, lambda todo: stacks(todo, cfg), train_group, record, cfg.epochs, progress,
-                         desc=f"cifar {cfg.study} shift (estimated weights)")
+                         desc=f"cifar {cfg.study} shift (estimated weights)", **options)
     weights_table = pd.DataFrame(reports)
     weights_table.insert(0, "study", cfg.study)
     results.write_table(out / f"weights_{cfg.study}.csv", weights_table)

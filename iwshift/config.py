@@ -104,7 +104,9 @@ def distinct(name: str, values: Sequence[Any]) -> list[Any]:
 
 
 def writable_folder(name: str, path: str | os.PathLike) -> Path:
-    """Create ``path`` if needed and check that a file can be written inside it."""
+    """Create ``path`` if needed and check that a file can be written inside it ("" is no folder)."""
+    if not str(path).strip():
+        raise ConfigError(name, "needs a folder (got an empty path)")
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)

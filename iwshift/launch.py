@@ -8,8 +8,10 @@
 ``submitit-local`` the same jobs through submitit's local executor: subprocesses on this machine (a cluster
                    sweep tried without a cluster, and what the tests use).
 
-A run is complete when its folder has ``metrics.csv`` and ``config.json``, so rerunning a sweep submits only
-the runs that a failed, killed or timed-out job left without results. Nothing here imports submitit until a
+A run is complete when its folder has ``metrics.csv`` and ``config.json`` that validate, so rerunning a sweep
+submits only the runs that a failed, killed or timed-out job left without results. Each job is
+checkpoint-and-requeue (:class:`Resumable`): on preemption or its time limit, submitit's signal calls its
+``checkpoint``, which saves the running stack's last finished epoch, and the requeued job continues from there. Nothing here imports submitit until a
 job is to be submitted; it is an optional dependency (``pip install submitit``).
 """
 
@@ -161,12 +163,35 @@ def _importable() -> Iterator[None]:
             os.environ["PYTHONPATH"] = before
 
 
+class Resumable:
+    """A job function that submitit checkpoints and requeues (its ``checkpoint`` method, the protocol of
+    ``submitit.helpers.Checkpointable``): on SIGUSR1/SIGUSR2 from SLURM (time limit, preemption) the running
+    stack's last finished epoch is saved (:func:`iwshift.train.checkpoint_now`) and the same call is
+    resubmitted; it skips the runs with results and resumes the stack from its checkpoint."""
+
+    def __init__(self, fn: Callable[..., Any], **options: Any):
+        self.fn, self.options = fn, options
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args, **self.options)
+
+    def checkpoint(self, *args: Any) -> Any:
+        from submitit.helpers import DelayedSubmission
+
+        from .train import checkpoint_now
+
+        checkpoint_now()
+        return DelayedSubmission(self, *args)
+
+
 def submit(executor: Any, fn: Callable[..., Any], shards: Sequence[Sequence[str]], *args: Any) -> list[Any]:
-    """One job per shard, ``fn(*args, shard)``, submitted together (a job array on SLURM). A refused
-    submission (sbatch's error: a bad partition, too much memory or time) is a one-line ConfigError."""
+    """One job per shard, ``fn(*args, shard)``, submitted together (a job array on SLURM), each a
+    :class:`Resumable`. A refused submission (sbatch's error: a bad partition, too much memory or time) is
+    a one-line ConfigError."""
+    job = fn if isinstance(fn, Resumable) else Resumable(fn)
     try:
         with _importable(), executor.batch():
-            jobs = [executor.submit(fn, *args, list(names)) for names in shards]
+            jobs = [executor.submit(job, *args, list(names)) for names in shards]
     except Exception as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         said = [line for line in lines if "error" in line.lower()] or lines or [type(err).__name__]
@@ -310,22 +335,24 @@ def extension_cell_config(cfg: Any, phase: int, group: str, seeds: Sequence[int]
     return replace(cfg, seeds=list(seeds), regimes=regimes, weight_sources=sources)
 
 
-def extension_cells(cfg: Any, phase: int, out: str | Path) -> list[str]:
-    """The cells ``<study>:<seed>:<plain|batchnorm>`` of ``cfg``'s phase with runs lacking results."""
+def extension_cells(cfg: Any, phase: int, out: str | Path, todo: Any = None) -> list[str]:
+    """The cells ``<study>:<seed>:<plain|batchnorm>`` of ``cfg``'s phase with runs lacking results (or,
+    given ``todo``, with runs among those names: say, :func:`iwshift.sweep.todo_runs`'s)."""
     from .cifar_extension import build_runs
     from .sweep import is_complete
 
+    pending = (lambda r: r in todo) if todo is not None else (lambda r: not is_complete(Path(out), r))  # noqa: E731
     cells = []
     for seed in cfg.seeds:
         for group in ("plain", "batchnorm"):
             sub = extension_cell_config(cfg, phase, group, [seed])
-            if sub is not None and not all(is_complete(Path(out), r) for r in build_runs(sub)["run"]):
+            if sub is not None and any(pending(r) for r in build_runs(sub)["run"]):
                 cells.append(f"{cfg.study}:{seed}:{group}")
     return cells
 
 
 def extension_job(configs: Sequence[Any], phase: int, data_dir: str, out: str, device: str,
-                  cells: Sequence[str]) -> list[str]:
+                  cells: Sequence[str], overwrite: bool = False) -> list[str]:
     """One job of the CIFAR extension: for its cells (grouped into one sub-grid per study and regime group,
     so that they train in one stack), :func:`iwshift.cifar_extension.run_study` on the sub-grid. Returns
     the runs of those sub-grids now complete."""
@@ -346,6 +373,6 @@ def extension_job(configs: Sequence[Any], phase: int, data_dir: str, out: str, d
     for (study, group), seeds in groups.items():
         sub = extension_cell_config(by_study[study], phase, group, seeds)
         if sub is not None:
-            table, _ = run_study(data, sub, out, device, progress=False)
+            table, _ = run_study(data, sub, out, device, overwrite=overwrite)  # progress: lines in the job's log
             done += sorted(set(table["run"])) if len(table) else []
     return done

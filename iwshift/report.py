@@ -235,18 +235,31 @@ def load_synthetic(folder: Path, file: str) -> Study | None:
 
     if not (folder / file).exists():
         return None
-    manifest = results.read_json(folder / "manifest.json") if (folder / "manifest.json").exists() else {}
+    manifest = _load(results.load_json, folder / "manifest.json") if (folder / "manifest.json").exists() else {}
+    if not isinstance(manifest, dict):
+        raise ConfigError("results", f"{folder / 'manifest.json'}: not a manifest (a JSON object)")
     config = manifest.get("config", {})
     preset = preset_label(config, {"paper": asdict(SyntheticConfig())},
                           ("epochs", "n_per_class", "n_moons", "weight", "lr_scale", "batch_size", "hidden"))
     data = f"2-D synthetic (generated, data seed {config.get('data_seed', '?')})"
-    table = _with_provenance(results.read_table(folder / file), data, preset, device_label(manifest))
+    table = _with_provenance(_load(results.load_table, folder / file), data, preset, device_label(manifest))
     return Study(table, [manifest])
+
+
+def _load(read: Callable[[Path], Any], path: Path) -> Any:
+    """A results file read by ``read``; a bad one is a one-line error naming it."""
+    try:
+        return read(path)
+    except results.BadResultFile as err:
+        raise ConfigError("results", f"bad results file {err}") from None
 
 
 def load_runs(folder: Path, presets: dict[str, dict[str, Any]], keys: Sequence[str]) -> Study | None:
     """A per-run CIFAR results folder (:func:`iwshift.sweep.merge`) with each run's ``config.json``."""
-    table = sweep.merge(folder)
+    try:
+        table = sweep.merge(folder, strict=True)
+    except results.BadResultFile as err:
+        raise ConfigError("results", f"bad results file {err}") from None
     if table.empty:
         return None
     records = {run: results.read_json(folder / run / "config.json") for run in sorted(table["run"].unique())}
@@ -254,7 +267,7 @@ def load_runs(folder: Path, presets: dict[str, dict[str, Any]], keys: Sequence[s
         table, table["run"].map({r: data_label(str(c.get("data", "unknown"))) for r, c in records.items()}),
         table["run"].map({r: preset_label(c.get("config", {}), presets, keys) for r, c in records.items()}),
         table["run"].map({r: device_label(c) for r, c in records.items()}))
-    extra = {p.stem: results.read_table(p) for p in sorted(folder.glob("weights_*.csv"))}
+    extra = {p.stem: _load(results.load_table, p) for p in sorted(folder.glob("weights_*.csv"))}
     return Study(table, list(records.values()), extra)
 
 
@@ -268,7 +281,8 @@ def load(root: str | Path) -> dict[str, Study | None]:
     extension = {name: asdict(cifar_extension.with_preset(cifar_extension.ExtensionConfig(), name))
                  for name in cifar_extension.PRESETS}
     return {"synthetic": load_synthetic(root / "synthetic", "metrics.csv"),
-            "synthetic_extreme": load_synthetic(root / "synthetic_extreme", "stability.csv"),
+            "synthetic_extreme": load_synthetic(root / "synthetic" / "extreme", "stability.csv")
+            or load_synthetic(root / "synthetic_extreme", "stability.csv"),  # the layout before synthetic/extreme
             "cifar_binary": load_runs(root / "cifar_binary", binary, ("width", "per_class", "epochs")),
             "cifar_extension": load_runs(root / "cifar_extension", extension,
                                          ("width", "per_class", "epochs", "source_counts"))}

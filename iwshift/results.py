@@ -6,6 +6,7 @@ interrupted run never leaves a half-written result behind.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -13,7 +14,7 @@ import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,56 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         except (ValueError, TypeError):
             pass
     return table
+
+
+class BadResultFile(ValueError):
+    """A results file that does not parse or validate; ``str(err)`` is one line naming the file."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = Path(path)
+        super().__init__(f"{path}: {reason}")
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (a run's config.json records its metrics.csv's, to tell a complete file
+    from a truncated or edited one)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    """:func:`read_json`, with any failure to read or parse as one-line :class:`BadResultFile`."""
+    try:
+        return read_json(path)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise BadResultFile(path, f"not a JSON file ({type(err).__name__}: {_first_line(err)})") from None
+
+
+def load_table(path: str | os.PathLike, required: Sequence[str] = (),
+               text: Sequence[str] | None = None) -> pd.DataFrame:
+    """:func:`read_table` that validates: the file parses as CSV, has rows and every ``required`` column,
+    and (given ``text``) every column but the ``text`` ones is numeric or boolean. Failures are one-line
+    :class:`BadResultFile`."""
+    try:
+        table = read_table(path)
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as err:  # EmptyDataError: a ValueError
+        raise BadResultFile(path, f"not a CSV table ({type(err).__name__}: {_first_line(err)})") from None
+    if table.empty:
+        raise BadResultFile(path, "has no rows")
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise BadResultFile(path, f"lacks the column(s) {', '.join(missing)}")
+    for column in table.columns if text is not None else ():
+        if column in text or pd.api.types.is_numeric_dtype(table[column]):
+            continue
+        if not set(table[column].dropna().unique()) <= {"True", "False"}:
+            bad = table[column][pd.to_numeric(table[column], errors="coerce").isna() & table[column].notna()]
+            raise BadResultFile(path, f"column {column} holds text where numbers belong ({bad.iloc[0]!r})")
+    return table
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0][:120] if text else "").rstrip(".")
 
 
 def write_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:

@@ -9,8 +9,13 @@ metrics.csv`` then ``config.json`` (atomically; a run with both is complete and 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +28,8 @@ from . import config as v
 from . import results
 from .config import ConfigError
 from .models import StackedCNN
-from .train import LossSpec, StackedRuns, Trainer
+from .results import BadResultFile
+from .train import Checkpoint, LossSpec, StackedRuns, Trainer, checkpoint_now, fit_table, read_checkpoint
 
 from .choices import CNN_REGIMES as REGIMES  # noqa: E402
 # Measured here (2 cores, AVX-512 bf16; benchmarks/bench_cifar.py): bf16 autocast + channels_last trains the
@@ -159,13 +165,15 @@ def train_stack(
     cfg: CnnConfig,
     evaluate: Callable[[Trainer, torch.Tensor], dict[str, np.ndarray]],
     id_columns: Sequence[str],
-    progress: Any = None,
+    progress: Callable[[int], None] | None = None,
     losses: Sequence[LossSpec] | None = None,
     defer_until: Sequence[int] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Train the runs of ``group`` together (run k on ``sets[k]`` = (image indices, weights)) and return
-    each run's tidy metrics table: ``id_columns`` of the group, the epoch, the epoch's running train
-    loss (weighted and not) and accuracy, and whatever ``evaluate(trainer, class_weights)`` measures."""
+    each run's tidy metrics table (:func:`iwshift.train.fit_table`): ``id_columns`` of the group, the epoch,
+    the epoch's running train loss (weighted and not) and accuracy, and whatever
+    ``evaluate(trainer, class_weights)`` measures. ``progress(epoch)`` is called after every epoch."""
     K = len(group)
     regimes = group["regime"].tolist()
     sets = [s if isinstance(s, TrainingSet) else TrainingSet(*s) for s in sets]
@@ -186,66 +194,285 @@ def train_stack(
                       compile=cfg.compile, image_normalization="cifar10")
     class_weights = torch.tensor(class_weight_matrix(sets, labels.cpu().numpy(), n_classes),
                                  dtype=torch.float32, device=images.device)
-    evals = set(cfg.eval_epochs())
-    frames = []
-    start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        stats = trainer.train_epoch()
-        if progress is not None:
-            progress.update(K)
-        if epoch not in evals:
-            continue
-        frame = group[list(id_columns)].copy()
-        frame["epoch"] = epoch
-        frame["train_loss_weighted"], frame["train_loss"] = stats.loss_weighted, stats.loss
-        frame["train_accuracy"] = stats.accuracy
-        for name, values in evaluate(trainer, class_weights).items():
-            frame[name] = values
-        frame["seconds"] = time.perf_counter() - start
-        frames.append(frame)
-    table = pd.concat(frames, ignore_index=True)
+    table = fit_table(trainer, group[list(id_columns)], cfg.epochs, cfg.eval_epochs(),
+                      lambda t: evaluate(t, class_weights), checkpoint, progress)
     return {name: part.reset_index(drop=True) for name, part in table.groupby("run", sort=False)}
 
 
-def is_complete(out: Path, run: str) -> bool:
-    return (out / run / "config.json").exists() and (out / run / "metrics.csv").exists()
+# ------------------------------------------------------------------------ results on disk, resume
+
+# Config fields that list the grid (each run's own row says which of their values it has) or say how a
+# run is computed, not what (precision: the one used is compared): a run trained in another grid, stack
+# or job is the same run.
+GRID_FIELDS = ("regimes", "seeds", "weights", "ratios", "remedies", "weight_sources", "setting", "classes", "study")
+HOW_FIELDS = ("max_stack", "compile", "precision")
+FLAG_OF = {"data": "data_dir", "precision_used": "precision"}  # record fields named by their flag
+CHECKPOINT_EVERY = 10            # epochs between a stack's checkpoints (and on SIGTERM / SIGUSR1)
+CHECKPOINTS = ".checkpoints"     # <out>/.checkpoints/<stack>.pt, removed once the stack's results are written
+PROGRESS_EVERY_S = 30.0          # a progress line this often when stderr is not a terminal
+
+
+def load_run(out: str | Path, run: str) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """A run's (metrics table, config record) when both files exist; None when either is missing;
+    :class:`~iwshift.results.BadResultFile` (one line) when they do not parse or validate: JSON with this
+    run's record, the metrics file the record's digest names, the run's columns, numbers where numbers
+    belong, its own rows, epochs increasing from 1."""
+    folder = Path(out) / run
+    config_path, metrics_path = folder / "config.json", folder / "metrics.csv"
+    if not (config_path.is_file() and metrics_path.is_file()):
+        return None
+    record = results.load_json(config_path)
+    if not (isinstance(record, dict) and isinstance(record.get("run"), dict) and record["run"].get("run") == run
+            and isinstance(record.get("config"), dict)):
+        raise BadResultFile(config_path, "is not this run's record (its run and config fields are missing or wrong)")
+    digest = record.get("metrics_sha256")  # absent in results saved before it was recorded
+    if digest is not None and digest != results.file_digest(metrics_path):
+        raise BadResultFile(metrics_path, "is not the file its config.json recorded (truncated or changed)")
+    row = record["run"]
+    text = [k for k, value in row.items() if isinstance(value, str)] + ["status"]
+    table = results.load_table(metrics_path, required=[*row, "epoch"], text=text)
+    if not (table["run"] == run).all():
+        raise BadResultFile(metrics_path, "holds rows of another run")
+    epoch = table["epoch"]
+    if not (pd.api.types.is_integer_dtype(epoch) and epoch.is_monotonic_increasing and epoch.is_unique
+            and epoch.min() >= 1):
+        raise BadResultFile(metrics_path, "its epochs are not whole numbers increasing from 1")
+    return table, record
+
+
+def is_complete(out: str | Path, run: str) -> bool:
+    """The run has results that parse and validate (:func:`load_run`)."""
+    try:
+        return load_run(out, run) is not None
+    except BadResultFile:
+        return False
+
+
+def _plain(value: Any) -> Any:
+    """JSON's view of a value (tuples are lists, numpy numbers are Python's), as saved in config.json."""
+    return json.loads(json.dumps(value, default=results._jsonable))
+
+
+def run_identity(row: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """What a run's results depend on: its row, the data source, every config field but the grid's lists
+    and how it is computed, and the precision used."""
+    config = {k: val for k, val in record.get("config", {}).items() if k not in GRID_FIELDS + HOW_FIELDS}
+    return _plain({**row, "data": record.get("data"), **config, "precision_used": record.get("precision_used")})
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as saved values: NaN equals NaN, 1 equals 1.0, True does not equal 1."""
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return a == b
+
+
+def first_difference(saved: dict[str, Any], wanted: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """(field, saved value, wanted value) of the first field that differs, or None."""
+    for key in [*wanted, *(k for k in saved if k not in wanted)]:
+        if not _same(saved.get(key), wanted.get(key)):
+            return key, saved.get(key), wanted.get(key)
+    return None
+
+
+def todo_runs(runs: pd.DataFrame, out: str | Path, record: dict[str, Any], overwrite: bool = False,
+              desc: str | None = "sweep") -> pd.DataFrame:
+    """The runs to train: those without results, those whose result files are bad (each named in one line
+    on stderr), and, with ``overwrite``, those saved with another configuration. Without ``overwrite`` a
+    saved run whose configuration (or data source) differs from ``record`` is a one-line ConfigError
+    naming the first differing field (before anything is trained)."""
+    out = Path(out)
+    todo = []
+    for row in runs.to_dict("records"):
+        try:
+            loaded = load_run(out, row["run"])
+        except BadResultFile as err:
+            if desc is not None:
+                print(f"{desc}: {err}; run {row['run']} is not complete: training it again", file=sys.stderr)
+            todo.append(True)
+            continue
+        if loaded is None:
+            todo.append(True)
+            continue
+        saved = loaded[1]
+        difference = first_difference(run_identity(saved["run"], saved), run_identity(row, record))
+        if difference is not None and not overwrite:
+            name, old, new = difference
+            raise ConfigError(FLAG_OF.get(name, name),
+                              f"run {row['run']} in {out}/ was trained with {name} = {_short(old)}, not "
+                              f"{_short(new)}; rerun with --overwrite to retrain such runs, or use another --out")
+        todo.append(difference is not None)
+    return runs[todo]
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def stack_checkpoint(out: Path, group: pd.DataFrame, record: dict[str, Any], every: int) -> Checkpoint:
+    """A stack's checkpoint: named after its runs, resumed only by the same runs with the same configuration."""
+    names = list(group["run"])
+    key = hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+    identity = {row["run"]: run_identity(row, record) for row in group.to_dict("records")}
+    return Checkpoint(out / CHECKPOINTS / f"stack-{key}.pt", every, {"runs": names, "identity": identity})
+
+
+def remove_finished_checkpoints(out: Path) -> None:
+    """Delete the checkpoints whose runs all have complete results (and the folder when empty)."""
+    folder = out / CHECKPOINTS
+    if not folder.is_dir():
+        return
+    for path in folder.glob("stack-*.pt"):
+        saved = read_checkpoint(path)
+        if saved is None or all(is_complete(out, run) for run in saved["meta"].get("runs", [])):
+            path.unlink(missing_ok=True)
+    if not any(folder.iterdir()):
+        folder.rmdir()
+
+
+@contextmanager
+def checkpoint_on_signals() -> Iterator[None]:
+    """While a sweep trains in this process's main thread: SIGTERM or SIGUSR1 (a batch system's time limit
+    or preemption) saves the running stack's last finished epoch, then exits (status 128 + signal). Signals
+    someone else handles already (submitit's job environment) are left to them."""
+    import signal
+    import threading
+
+    wanted = [getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name)]
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in wanted}
+
+    def handler(signum: int, frame: Any) -> None:
+        saved = checkpoint_now()
+        print(f"signal {signum}: saved {saved} checkpoint(s); rerun the same command to continue", file=sys.stderr,
+              flush=True)
+        raise SystemExit(128 + signum)
+
+    for sig, before in previous.items():
+        if before in (signal.SIG_DFL, None):
+            signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, before in previous.items():
+            if before in (signal.SIG_DFL, None):
+                signal.signal(sig, before if before is not None else signal.SIG_DFL)
+
+
+class Progress:
+    """Progress of a sweep in run-epochs: a bar on a terminal, else a line on stderr about every
+    :data:`PROGRESS_EVERY_S` seconds (runs, epoch, elapsed, projected remaining)."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = True):
+        self.total, self.desc, self.enabled = total, desc, enabled
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="run-epoch", desc=desc, unit_scale=True)
+        self.position = self.first = self.shown = 0
+        self.start = self.last_line = time.perf_counter()
+        self.stack = (0, 0, 0, 0)
+
+    def begin_stack(self, number: int, count: int, runs: int, epochs: int) -> Callable[[int], None]:
+        """The per-epoch callback of stack ``number`` of ``count`` (``runs`` runs x ``epochs`` epochs)."""
+        base = self.position
+        self.stack = (number, count, runs, epochs)
+
+        def on_epoch(epoch: int) -> None:
+            if self.position == self.first == base and epoch > 1:  # a resumed stack: its past is no work done here
+                self.first = base + (epoch - 1) * runs
+            self.update(base + epoch * runs, epoch)
+
+        return on_epoch
+
+    def update(self, position: int, epoch: int) -> None:
+        if self.bar is not None:
+            self.bar.update(position - self.position)
+        self.position = position
+        now = time.perf_counter()
+        if self.bar is None and self.enabled and now - self.last_line >= PROGRESS_EVERY_S:
+            self.last_line = now
+            elapsed = now - self.start
+            done = position - self.first
+            left = elapsed / done * (self.total - position) if done > 0 else float("nan")
+            number, count, runs, epochs = self.stack
+            print(f"{self.desc}: stack {number}/{count} ({runs} runs), epoch {epoch}/{epochs}; "
+                  f"{position}/{self.total} run-epochs; elapsed {_duration(elapsed)}, about {_duration(left)} left",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def run_stacks(
     runs: pd.DataFrame, out: str | Path, groups: Callable[[pd.DataFrame], Iterable[pd.DataFrame]],
-    train_group: Callable[[pd.DataFrame, Any], dict[str, pd.DataFrame]], record: dict[str, Any],
-    epochs: int, progress: bool = True, desc: str = "sweep",
+    train_group: Callable[[pd.DataFrame, Callable[[int], None], Checkpoint], dict[str, pd.DataFrame]],
+    record: dict[str, Any], epochs: int, progress: bool = True, desc: str = "sweep", overwrite: bool = False,
+    checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> pd.DataFrame:
-    """Train, stack by stack, the runs without complete results in ``out``; write each run's
-    ``metrics.csv`` then ``config.json`` (its row of ``runs`` + ``record``); return the merged table."""
-    from tqdm.auto import tqdm
-
+    """Train, stack by stack, the runs without complete results in ``out`` (:func:`todo_runs`: a run saved
+    with another configuration is an error unless ``overwrite``); write each run's ``metrics.csv`` then
+    ``config.json`` (its row of ``runs`` + ``record`` + the metrics file's digest); return the merged table.
+    ``train_group(group, on_epoch, checkpoint)`` trains a stack, saving to and resuming from ``checkpoint``."""
     out = Path(out)
-    todo = runs[[not is_complete(out, r) for r in runs["run"]]]
+    todo = todo_runs(runs, out, record, overwrite, desc)
     if len(todo):
         stacks = list(groups(todo))
-        bar = tqdm(total=len(todo) * epochs, unit="run-epoch", desc=desc, disable=not progress, unit_scale=True)
-        for number, group in enumerate(stacks, 1):
-            t0 = time.perf_counter()
-            tables = train_group(group, bar)
-            for _, run in group.iterrows():
-                folder = out / run["run"]
-                results.write_table(folder / "metrics.csv", tables[run["run"]])
-                results.write_json(folder / "config.json",
-                                   {"run": run.to_dict(), "stack_size": len(group), **record})
-            if not progress:  # a line per stack where there is no progress bar (logs, batch jobs)
-                print(f"{desc}: stack {number}/{len(stacks)}: {len(group)} runs x {epochs} epochs in "
-                      f"{time.perf_counter() - t0:.0f} s", flush=True)
-        bar.close()
+        meter = Progress(len(todo) * epochs, desc, progress)
+        with checkpoint_on_signals():
+            for number, group in enumerate(stacks, 1):
+                t0 = time.perf_counter()
+                checkpoint = stack_checkpoint(out, group, record, checkpoint_every)
+                tables = train_group(group, meter.begin_stack(number, len(stacks), len(group), epochs), checkpoint)
+                for row in group.to_dict("records"):
+                    folder = out / row["run"]
+                    (folder / "config.json").unlink(missing_ok=True)  # incomplete until both files are new
+                    results.write_table(folder / "metrics.csv", tables[row["run"]])
+                    results.write_json(folder / "config.json",
+                                       {"run": row, "stack_size": len(group), **record,
+                                        "metrics_sha256": results.file_digest(folder / "metrics.csv")})
+                checkpoint.path.unlink(missing_ok=True)
+                if progress and meter.bar is None:  # a line per stack where there is no progress bar (logs)
+                    print(f"{desc}: stack {number}/{len(stacks)}: {len(group)} runs x {epochs} epochs in "
+                          f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        meter.close()
+    remove_finished_checkpoints(out)
     return merge(out, runs["run"])
 
 
-def merge(out: str | Path, names: Sequence[str] | None = None) -> pd.DataFrame:
-    """One tidy table of the complete runs in ``out`` (all of them, or those named)."""
+def merge(out: str | Path, names: Sequence[str] | None = None, strict: bool = False) -> pd.DataFrame:
+    """One tidy table of the complete runs in ``out`` (all of them, or those named). A run whose files do
+    not validate is left out, or with ``strict`` raises :class:`~iwshift.results.BadResultFile`."""
     out = Path(out)
     if names is None:
-        names = sorted(p.name for p in out.iterdir() if p.is_dir()) if out.is_dir() else []
-    tables = [results.read_table(out / n / "metrics.csv") for n in names if is_complete(out, n)]
+        names = sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != CHECKPOINTS) if out.is_dir() else []
+    tables = []
+    for name in names:
+        try:
+            loaded = load_run(out, name)
+        except BadResultFile:
+            if strict:
+                raise
+            continue
+        if loaded is not None:
+            tables.append(loaded[0])
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 

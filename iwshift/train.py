@@ -20,11 +20,15 @@ Tricks, each for speed without changing what a run computes:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from . import losses, sgd2d
@@ -402,6 +406,33 @@ class Trainer:
         stats = (sums / n).cpu().numpy()
         return EpochStats(loss_weighted=stats[0], loss=stats[1], accuracy=stats[2])
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next epoch depends on, copied: parameters and buffers, momentum, the epoch, each
+        run's batch-order generator and the global RNG (dropout masks drawn from it)."""
+        state = {"epoch": self.epoch,
+                 "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                 "momentum": [b.clone() for b in self.optimizer.buffers],
+                 "momentum_started": self.optimizer.started,
+                 "generators": [g.get_state() for g in self.generators],
+                 "torch_rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (of a trainer built the same way)."""
+        self.model.load_state_dict(state["model"])
+        with torch.no_grad():
+            for buffer, saved in zip(self.optimizer.buffers, state["momentum"], strict=True):
+                buffer.copy_(saved)
+        self.optimizer.started = state["momentum_started"]
+        for generator, saved in zip(self.generators, state["generators"], strict=True):
+            generator.set_state(saved)
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.epoch = int(state["epoch"])
+
     @torch.no_grad()
     def predict_logits(self, inputs: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """Logits (K, M, C) of every run on the same inputs (M, ...), evaluation mode."""
@@ -441,3 +472,89 @@ class Trainer:
         else:  # sum_i w_i = sum_c n_c w_c
             scale = class_weights * len(labels) / (class_weights * counts).sum(1, keepdim=True)
         return (plain_t * scale).detach().cpu().numpy(), plain_t.detach().cpu().numpy()
+
+
+# ------------------------------------------------------------------------------ the per-epoch loop
+
+
+@dataclass
+class Checkpoint:
+    """Where :func:`fit_table` saves a stack's state (atomically) every ``every`` epochs and on
+    :func:`checkpoint_now`; ``meta`` identifies what is trained (a saved file with other meta is not resumed)."""
+
+    path: Path
+    every: int = 10
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+_SAVERS: list[Callable[[], None]] = []  # the running fit_table's "save the last finished epoch"
+
+
+def checkpoint_now() -> int:
+    """Save the running :func:`fit_table`'s last finished epoch (for signal handlers: preemption, time
+    limits). Returns how many checkpoints were written."""
+    for save in list(_SAVERS):
+        save()
+    return len(_SAVERS)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any] | None:
+    """A checkpoint written by :func:`fit_table`, or None when the file does not load (say, truncated)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # a half-written or foreign file is no checkpoint: train from the start
+        return None
+    return state if isinstance(state, dict) and {"meta", "trainer", "table", "seconds"} <= set(state) else None
+
+
+def fit_table(trainer: Trainer, id_frame: pd.DataFrame, epochs: int, eval_epochs: Iterable[int],
+              evaluate: Callable[[Trainer], dict[str, np.ndarray]], checkpoint: Checkpoint | None = None,
+              on_epoch: Callable[[int], None] | None = None) -> pd.DataFrame:
+    """Train the trainer's K runs to ``epochs`` and return a tidy table: at each epoch of ``eval_epochs``
+    one row per run with ``id_frame``'s row (K rows), the epoch, the epoch's running training loss
+    (weighted and not) and accuracy, what ``evaluate(trainer)`` measures (arrays of K) and ``seconds``
+    since the start. With a ``checkpoint``, continues from its file when that holds the same ``meta``, and
+    saves every ``checkpoint.every`` epochs and on :func:`checkpoint_now`; a resumed table equals an
+    uninterrupted one (but for ``seconds``, of the time spent in this and earlier attempts)."""
+    evals = set(eval_epochs)
+    frames: list[pd.DataFrame] = []
+    spent = 0.0
+    if checkpoint is not None and Path(checkpoint.path).exists():
+        saved = read_checkpoint(checkpoint.path)
+        if saved is not None and saved["meta"] == checkpoint.meta and saved["trainer"]["epoch"] < epochs:
+            trainer.load_state_dict(saved["trainer"])
+            frames, spent = [saved["table"]] if len(saved["table"]) else [], float(saved["seconds"])
+    start = time.perf_counter() - spent
+    last: dict[str, Any] = {}  # the state after the last finished epoch (a signal may come mid-epoch)
+
+    def save() -> None:
+        if last and checkpoint is not None:
+            from .results import atomic_write
+
+            atomic_write(checkpoint.path, lambda f: torch.save({**last, "meta": checkpoint.meta}, f), binary=True)
+
+    if checkpoint is not None:
+        _SAVERS.append(save)
+    try:
+        for epoch in range(trainer.epoch + 1, epochs + 1):
+            stats = trainer.train_epoch()
+            if epoch in evals:
+                frame = id_frame.reset_index(drop=True).copy()
+                frame["epoch"] = epoch
+                frame["train_loss_weighted"], frame["train_loss"] = stats.loss_weighted, stats.loss
+                frame["train_accuracy"] = stats.accuracy
+                for name, values in evaluate(trainer).items():
+                    frame[name] = values
+                frame["seconds"] = time.perf_counter() - start
+                frames.append(frame)
+            if checkpoint is not None and epoch < epochs:  # the last epoch's results are written at once
+                last = {"trainer": trainer.state_dict(), "seconds": time.perf_counter() - start,
+                        "table": pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()}
+                if checkpoint.every and epoch % checkpoint.every == 0:
+                    save()
+            if on_epoch is not None:
+                on_epoch(epoch)
+    finally:
+        if checkpoint is not None:
+            _SAVERS.remove(save)
+    return pd.concat(frames, ignore_index=True)

@@ -200,7 +200,8 @@ def validation_metrics(trainer: Trainer, sets: Sequence[sweep.TrainingSet], imag
     return out
 
 
-def train_stack(group: pd.DataFrame, pair: PairData, cfg: Wang2022Config, progress: Any = None) -> dict[str, pd.DataFrame]:
+def train_stack(group: pd.DataFrame, pair: PairData, cfg: Wang2022Config, progress: Any = None,
+                checkpoint: Any = None) -> dict[str, pd.DataFrame]:
     """Train the runs of ``group`` together; return each run's tidy metrics table."""
     sets = [training_set(run, pair, cfg) for _, run in group.iterrows()]
     exp = set(group["weighting"] == "iw_exp")
@@ -218,7 +219,7 @@ def train_stack(group: pd.DataFrame, pair: PairData, cfg: Wang2022Config, progre
 
     specs = [LossSpec(name, alpha=cfg.poly_alpha) for name in group["loss"]]
     return sweep.train_stack(group, sets, pair.images, pair.labels, 2, stack_cfg, evaluate, ID_COLUMNS, progress,
-                             losses=specs)
+                             losses=specs, checkpoint=checkpoint)
 
 
 def run_grid(data: Cifar10, cfg: Wang2022Config, out: str | Path, device: str = "cpu",
@@ -226,10 +227,10 @@ def run_grid(data: Cifar10, cfg: Wang2022Config, out: str | Path, device: str = 
     """Train every run of the grid without complete results in ``out`` (resumable); the merged table."""
     pair: list[PairData] = []  # prepared on first use: a complete grid needs no data on the device
 
-    def train_group(group: pd.DataFrame, bar: Any) -> dict[str, pd.DataFrame]:
+    def train_group(group: pd.DataFrame, on_epoch: Any, checkpoint: Any) -> dict[str, pd.DataFrame]:
         if not pair:
             pair.append(prepare(data, cfg, torch.device(device)))
-        return train_stack(group, pair[0], cfg, bar)
+        return train_stack(group, pair[0], cfg, on_epoch, checkpoint)
 
     return sweep.run_stacks(build_runs(cfg), out, lambda todo: stacks(todo, cfg), train_group,
                             sweep.config_record(cfg, data.source, device), cfg.epochs, progress,

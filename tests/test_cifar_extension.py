@@ -96,7 +96,7 @@ def test_study_runs_end_to_end_and_reports_every_weight_source(data, tmp_path, s
     (dict(holdout=1.0), "--holdout"),
     (dict(clip=0.0), "--clip"),
     (dict(kernel_dims=9, feature_dims=4), "--kernel-dims"),
-    (dict(weight_sources=["bbse"]), "--weight-sources"),
+    (dict(weight_sources=["bbse"]), "--covariate-weights"),  # the flag that exists
 ])
 def test_bad_configuration_gives_one_line_error(kw, argument):
     with pytest.raises(ConfigError) as info:

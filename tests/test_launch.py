@@ -283,4 +283,4 @@ def test_extension_checks_the_phases_before_submitting(tmp_path, capsys):
                                "--figures", str(tmp_path / "f"), "--log-dir", str(tmp_path / "logs")])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("CIFAR10_extension.py: error: --weight-sources: bbse/mlls need") and "\n" not in err
+    assert err.startswith("CIFAR10_extension.py: error: --label-weights: bbse/mlls are estimated") and "\n" not in err

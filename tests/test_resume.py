@@ -1,0 +1,372 @@
+"""Nothing lost, nothing stale (issue 14): resume checks what it resumes, checkpoints survive a kill or a
+signal, bad result files are retrained and never merged, every argument is checked before any work, outputs
+stay under the folders given, logs get progress lines; and the per-epoch loop serves any stack (issue 15)."""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cifar_fakes import fake_cifar
+from iwshift import cifar_binary as study
+from iwshift import launch, report, results, sweep, train
+from iwshift.cifar_data import CIFAR10_CLASSES
+from iwshift.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+def tiny(**kw):
+    base = dict(per_class=16, width=0.0625, epochs=2, seeds=[0], other_eval=10, noise_eval=4, probe_per_class=4,
+                weights=[1.0, 4.0], regimes=["none", "dropout"], precision="fp32")
+    base.update(kw)
+    return study.BinaryConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return fake_cifar(train_per_class=16, test_per_class=4)
+
+
+def metrics(out: Path) -> pd.DataFrame:
+    table = sweep.merge(out)
+    return table.drop(columns="seconds").sort_values(["run", "epoch"]).reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------- 1. stale results
+
+
+def test_a_changed_configuration_is_a_one_line_error_unless_overwrite(data, tmp_path):
+    study.run_sweep(data, tiny(epochs=1, weights=[4.0], regimes=["none"]), tmp_path, progress=False)
+    before = (tmp_path / "weighting_w4_none_s0" / "metrics.csv").read_bytes()
+    with pytest.raises(ConfigError) as info:
+        study.run_sweep(data, tiny(epochs=2, weights=[4.0], regimes=["none"]), tmp_path, progress=False)
+    message = str(info.value)
+    assert message.startswith("--epochs: run weighting_w4_none_s0") and "\n" not in message
+    assert "--overwrite" in message
+    assert (tmp_path / "weighting_w4_none_s0" / "metrics.csv").read_bytes() == before  # nothing touched
+    # another data source is stale too; the grid's lists and the stack size are not
+    record = sweep.config_record(tiny(epochs=1, weights=[4.0], regimes=["none"]), "other data", "cpu")
+    with pytest.raises(ConfigError, match="^--data-dir: "):
+        sweep.todo_runs(study.build_runs(tiny(epochs=1, weights=[4.0], regimes=["none"])), tmp_path, record)
+    same = tiny(epochs=1, weights=[1.0, 4.0], regimes=["none", "l2"], max_stack=3)
+    todo = sweep.todo_runs(study.build_runs(same), tmp_path, sweep.config_record(same, "fake", "cpu"))
+    assert "weighting_w4_none_s0" not in set(todo["run"]) and len(todo) == 3
+    table = study.run_sweep(data, tiny(epochs=2, weights=[4.0], regimes=["none"]), tmp_path, progress=False,
+                            overwrite=True)
+    assert sorted(table["epoch"]) == [1, 2]
+
+
+def test_script_refuses_stale_results_before_training(tmp_path, capsys, image_folder):
+    script = load_script("CIFAR10_binary_classifier.py")
+    common = [*BINARY, "--data-dir", str(image_folder), "--out", str(tmp_path / "o"), "--no-figures"]
+    assert script.main([*common, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        script.main([*common, "--epochs", "2"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("CIFAR10_binary_classifier.py: error: --epochs: run ") and "\n" not in err
+    assert script.main([*common, "--epochs", "2", "--overwrite"]) == 0
+    assert pd.read_csv(tmp_path / "o" / "merged.csv")["epoch"].max() == 2
+
+
+# ------------------------------------------------------------------------------ 2. checkpoints
+
+
+KILLED = """
+import os, signal, sys
+sys.path[:0] = [{root!r}, {tests!r}]
+import torch
+from cifar_fakes import fake_cifar
+from iwshift import cifar_binary as study, train
+torch.set_num_threads(1)
+cfg = study.BinaryConfig(per_class=16, width=0.0625, epochs=3, seeds=[0], other_eval=10, noise_eval=4,
+                         probe_per_class=4, weights=[1.0, 4.0], regimes=["none", "l2"], precision="fp32")
+kill_at = int(sys.argv[2])  # the epoch during which this process SIGKILLs itself (0: never)
+trained = []
+epoch_before = train.Trainer.train_epoch
+def train_epoch(self, *args, **kwargs):
+    if self.epoch + 1 == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    trained.append(self.epoch + 1)
+    return epoch_before(self, *args, **kwargs)
+train.Trainer.train_epoch = train_epoch
+study.run_sweep(fake_cifar(train_per_class=16, test_per_class=4), cfg, sys.argv[1], progress=False,
+                checkpoint_every=1)
+print("trained epochs", trained)
+"""
+
+
+def test_sigkill_mid_stack_then_rerun_resumes_from_the_checkpoint_and_matches(tmp_path, data):
+    script = tmp_path / "sweep.py"
+    script.write_text(KILLED.format(root=str(ROOT), tests=str(TESTS)))
+    run = lambda out, kill_at: subprocess.run(  # noqa: E731
+        [sys.executable, str(script), str(out), str(kill_at)], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    killed = run(tmp_path / "resumed", 3)
+    assert killed.returncode == -signal.SIGKILL
+    assert len(list((tmp_path / "resumed" / sweep.CHECKPOINTS).glob("stack-*.pt"))) == 1
+    assert not list((tmp_path / "resumed").glob("*/metrics.csv"))
+    rerun = run(tmp_path / "resumed", 0)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "trained epochs [3]" in rerun.stdout  # continued from epoch 2's checkpoint
+    study.run_sweep(fake_cifar(train_per_class=16, test_per_class=4), tiny(epochs=3, regimes=["none", "l2"]),
+                    tmp_path / "whole", progress=False)  # the same sweep, uninterrupted
+    pd.testing.assert_frame_equal(metrics(tmp_path / "resumed"), metrics(tmp_path / "whole"), check_exact=True)
+    assert not (tmp_path / "resumed" / sweep.CHECKPOINTS).exists()  # removed once the results are complete
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_signal_saves_the_last_finished_epoch_and_a_rerun_matches(data, tmp_path, monkeypatch, signum):
+    cfg = tiny(epochs=3, weights=[4.0], regimes=["l2"])  # (CNN dropout draws from the unseeded global RNG today)
+    study.run_sweep(data, cfg, tmp_path / "whole", progress=False, checkpoint_every=100)
+    evaluate = study._evaluate
+
+    def signalled(trainer, *args):  # the signal comes while epoch 2 is evaluated: epoch 1 is the last finished
+        if trainer.epoch == 2:
+            os.kill(os.getpid(), signum)
+        return evaluate(trainer, *args)
+
+    monkeypatch.setattr(study, "_evaluate", signalled)
+    with pytest.raises(SystemExit) as info:
+        study.run_sweep(data, cfg, tmp_path / "resumed", progress=False, checkpoint_every=100)
+    assert info.value.code == 128 + signum
+    saved = train.read_checkpoint(next((tmp_path / "resumed" / sweep.CHECKPOINTS).glob("stack-*.pt")))
+    assert saved["trainer"]["epoch"] == 1 and list(saved["table"]["epoch"].unique()) == [1]
+    monkeypatch.setattr(study, "_evaluate", evaluate)
+    study.run_sweep(data, cfg, tmp_path / "resumed", progress=False)
+    pd.testing.assert_frame_equal(metrics(tmp_path / "resumed"), metrics(tmp_path / "whole"), check_exact=True)
+    assert signal.getsignal(signum) is signal.SIG_DFL  # the sweep's handlers are gone
+
+
+def test_submitit_checkpoint_saves_the_running_stack_and_requeues_the_same_call(data, tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    job = launch.Resumable(study.sweep_job, overwrite=True)
+    requeued = []
+    evaluate = study._evaluate
+
+    def preempted(trainer, *args):  # what submitit's SIGUSR handler does mid-training
+        if trainer.epoch == 2 and not requeued:
+            requeued.append(job.checkpoint("cfg", "names"))
+            saved = train.read_checkpoint(next((tmp_path / sweep.CHECKPOINTS).glob("stack-*.pt")))
+            assert saved["trainer"]["epoch"] == 1  # the last finished epoch, saved by the checkpoint call
+        return evaluate(trainer, *args)
+
+    monkeypatch.setattr(study, "_evaluate", preempted)
+    study.run_sweep(data, tiny(epochs=3, weights=[4.0], regimes=["none"]), tmp_path, progress=False,
+                    checkpoint_every=100)
+    delayed = requeued[0]
+    assert delayed.function is job and delayed.args == ("cfg", "names")
+    assert job.options == {"overwrite": True}
+
+
+# ---------------------------------------------------------------------------- 3. corrupt files
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) * 2 // 3])
+
+
+CORRUPTIONS = {
+    "garbage": lambda p: p.write_bytes(bytes(range(256)) * 4),
+    "empty": lambda p: p.write_bytes(b""),
+    "truncated": _truncate,
+    "wrong columns": lambda p: p.write_text(p.read_text().replace("epoch", "epoc", 1) if p.suffix == ".csv"
+                                            else p.read_text().replace('"config":', '"konfig":', 1)),
+    "text in a number": lambda p: _text_in_a_number(p) if p.suffix == ".csv"
+    else p.write_text(p.read_text().replace('"run": {', '"run": "x", "_": {', 1)),
+}
+
+
+def _text_in_a_number(path: Path) -> None:
+    table = pd.read_csv(path, dtype=str)
+    table.loc[0, "test_accuracy"] = "abc"
+    table.to_csv(path, index=False)
+
+
+def test_corrupt_files_are_named_retrained_and_never_merged(data, tmp_path, capsys):
+    cfg = tiny(weights=[1.0, 4.0], regimes=["none", "l2"], seeds=[0, 1, 2])  # 12 runs, 10 made corrupt
+    good = metrics_of(study.run_sweep(data, cfg, tmp_path, progress=False))
+    names = sorted(good["run"].unique())
+    corrupt = {}
+    for name, (kind, file) in zip(names, [(k, f) for k in CORRUPTIONS for f in ("metrics.csv", "config.json")]):
+        CORRUPTIONS[kind](tmp_path / name / file)
+        corrupt[name] = tmp_path / name / file
+    for name in names:
+        assert sweep.is_complete(tmp_path, name) == (name not in corrupt), name
+    assert set(sweep.merge(tmp_path)["run"]) == set(names) - set(corrupt)  # never merged
+    with pytest.raises(ConfigError) as info:  # the report names a bad file in one line
+        report.load_runs(tmp_path, {}, ())
+    assert any(str(path) in str(info.value) for path in corrupt.values()) and "\n" not in str(info.value)
+    capsys.readouterr()
+    again = metrics_of(study.run_sweep(data, cfg, tmp_path, progress=False))
+    err = capsys.readouterr().err.splitlines()
+    for name, path in corrupt.items():
+        lines = [line for line in err if f"run {name} " in line]
+        assert len(lines) == 1 and lines[0].startswith(f"cifar binary (weighting): {path}: "), (name, err)
+        assert "training it again" in lines[0]
+    pd.testing.assert_frame_equal(again, good, check_exact=True)
+
+
+def test_results_without_a_recorded_digest_are_still_validated(data, tmp_path):
+    cfg = tiny(weights=[1.0, 4.0], regimes=["none", "l2"])
+    names = sorted(study.run_sweep(data, cfg, tmp_path, progress=False)["run"].unique())
+    for name, kind in zip(names, ["garbage", "empty", "wrong columns", "text in a number"]):
+        run = tmp_path / name
+        record = json.loads((run / "config.json").read_text())
+        del record["metrics_sha256"]  # as saved before digests were recorded
+        (run / "config.json").write_text(json.dumps(record))
+        assert sweep.is_complete(tmp_path, name)
+        CORRUPTIONS[kind](run / "metrics.csv")
+        with pytest.raises(results.BadResultFile) as info:
+            sweep.load_run(tmp_path, name)
+        assert str(info.value).startswith(str(run / "metrics.csv")) and "\n" not in str(info.value), kind
+
+
+def metrics_of(table: pd.DataFrame) -> pd.DataFrame:
+    return table.drop(columns="seconds").sort_values(["run", "epoch"]).reset_index(drop=True)
+
+
+def test_report_names_a_bad_file_in_one_line(tmp_path):
+    (tmp_path / "synthetic").mkdir()
+    (tmp_path / "synthetic" / "metrics.csv").write_bytes(b"\xff\xfe\x00garbage")
+    proc = subprocess.run([sys.executable, "-m", "iwshift.report", "--results", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert str(tmp_path / "synthetic" / "metrics.csv") in proc.stderr
+
+
+# ---------------------------------------------------------------------- 5. checks before work
+
+
+BINARY = ["--preset", "cpu", "--per-class", "8", "--width", "0.0625", "--seeds", "0", "--weights", "4",
+          "--regimes", "none", "--other-eval", "4", "--noise-eval", "2", "--device", "cpu", "--no-progress",
+          "--precision", "fp32"]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name.replace(".", "_"), ROOT / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    import PIL.Image
+
+    root = tmp_path_factory.mktemp("data")
+    data = fake_cifar(train_per_class=10, test_per_class=2)
+    for split, part in (("train", data.train), ("test", data.test)):
+        for i, (image, label) in enumerate(zip(part.images, part.labels)):
+            folder = root / split / CIFAR10_CLASSES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            PIL.Image.fromarray(image).save(folder / f"{i:04d}.png")
+    return root
+
+
+@pytest.mark.parametrize("script_name,args,message", [
+    ("CIFAR10_extension.py", ["--studies", "covariate", "label", "--label-weights", "true", "bbse"],
+     "--label-weights: bbse/mlls"),
+    ("CIFAR10_extension.py", ["--studies", "covariate", "label", "--per-class", "100000"], "--per-class: needs"),
+    ("CIFAR10_extension.py", ["--covariate-weights", "bbse"], "--covariate-weights: unknown value"),
+    ("CIFAR10_binary_classifier.py", ["--per-class", "100000"], "--per-class: class cat has"),
+])
+def test_argument_errors_come_before_any_training_or_file(script_name, args, message, tmp_path, capsys,
+                                                           image_folder):
+    script = load_script(script_name)
+    common = ["--preset", "cpu", "--epochs", "1", "--width", "0.0625", "--seeds", "0", "--device", "cpu",
+              "--regimes", "none"]
+    if "extension" in script_name:
+        common += ["--source-counts", "2", "4", "2", "4"]
+    with pytest.raises(SystemExit) as exit_info:
+        raise SystemExit(script.main([*common, *args, "--data-dir", str(image_folder), "--out", str(tmp_path / "o"),
+                                      "--figures", str(tmp_path / "f"), "--no-progress"]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "weight-sources" not in err
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing written
+
+
+# ------------------------------------------------------------------------------ 6. output folders
+
+
+def test_every_output_goes_under_the_folders_given(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    script = load_script("synthetic_study.py")
+    (tmp_path / "run").mkdir()
+    assert script.main(["--epochs", "2", "--seeds", "0", "--datasets", "separable", "--models", "lr",
+                        "--weightings", "up", "--regimes", "none", "--extreme-weights", "1", "10",
+                        "--out", "run/out", "--figures", "run/fig", "--no-progress"]) == 0
+    written = {p.relative_to(tmp_path).parts[:2] for p in tmp_path.rglob("*") if p.is_file()}
+    assert written == {("run", "out"), ("run", "fig")}, written
+    assert (tmp_path / "run" / "out" / "extreme" / "stability.csv").exists()
+    for flag in ("--out", "--figures"):  # (--out-extreme "" is the default: OUT/extreme)
+        with pytest.raises(SystemExit) as exit_info:
+            script.main(["--epochs", "2", "--out", "run/o2", "--figures", "run/f2", flag, ""])
+        assert exit_info.value.code == 2
+        assert f"{flag}: needs a folder" in capsys.readouterr().err
+
+
+def test_the_report_reads_the_extreme_study_under_synthetic(tmp_path):
+    folder = tmp_path / "synthetic" / "extreme"
+    results.write_table(folder / "stability.csv", pd.DataFrame({"run": ["a"], "weight": [1.0]}))
+    assert report.load(tmp_path)["synthetic_extreme"] is not None
+
+
+# -------------------------------------------------------------------------------- 7. progress
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sweep, "PROGRESS_EVERY_S", 0.0)  # a line every epoch instead of every 30 s
+    study.run_sweep(data, tiny(weights=[4.0], regimes=["none", "l2"]), tmp_path, progress=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "run-epochs" in line]
+    assert len(lines) == 2
+    assert "stack 1/1 (2 runs), epoch 1/2; 2/4 run-epochs; elapsed" in lines[0] and "left" in lines[0]
+    assert "epoch 2/2; 4/4 run-epochs" in lines[1]
+
+
+# ------------------------------------------------------------------- issue 15.4: any stack's loop
+
+
+def test_fit_table_trains_a_2d_stack_to_a_tidy_table_and_resumes_exactly(tmp_path):
+    from iwshift.models import Stacked2D
+
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.normal(size=(40, 2)), dtype=torch.float32)
+    y = torch.tensor((x[:, 0] > 0).long().numpy())
+    runs = train.StackedRuns(seeds=[0, 1], train_index=np.tile(np.arange(40), (2, 1)),
+                             example_weights=np.ones((2, 40)), l2=[0.0, 0.01], dropout=[0.0, 0.0])
+
+    def trainer():
+        model = Stacked2D("mlp", runs.seeds, hidden=8, dropout=runs.dropout)
+        return train.Trainer(model, runs, x, y, lr=0.1, momentum=0.9, batch_size=8, engine="torch")
+
+    ids = pd.DataFrame({"run": ["a", "b"], "seed": [0, 1]})
+    evaluate = lambda t: {"accuracy": (t.predict_logits(x).argmax(-1) == y).float().mean(1).numpy()}  # noqa: E731
+    whole = train.fit_table(trainer(), ids, 4, [1, 2, 4], evaluate)
+    assert list(whole.columns[:3]) == ["run", "seed", "epoch"] and len(whole) == 6
+    assert list(whole["epoch"]) == [1, 1, 2, 2, 4, 4]
+    checkpoint = train.Checkpoint(tmp_path / "c.pt", every=2, meta={"runs": ["a", "b"]})
+    first = trainer()
+    first_table = train.fit_table(first, ids, 4, [1, 2, 4], evaluate, checkpoint)
+    assert train.read_checkpoint(tmp_path / "c.pt")["trainer"]["epoch"] == 2
+    resumed = train.fit_table(trainer(), ids, 4, [1, 2, 4], evaluate, checkpoint)
+    for table in (first_table, resumed):
+        pd.testing.assert_frame_equal(table.drop(columns="seconds"), whole.drop(columns="seconds"), check_exact=True)
+    other = train.Checkpoint(tmp_path / "c.pt", every=2, meta={"runs": ["x"]})  # not this stack's: not resumed
+    fresh = trainer()
+    train.fit_table(fresh, ids, 1, [1], evaluate, other)
+    assert fresh.epoch == 1
