@@ -10,6 +10,11 @@ the preset. Data: torchvision downloads CIFAR-10 into DATA_DIR, or DATA_DIR is a
 runs trained together), waits, reports failed jobs with their logs and merges; rerunning submits only the
 runs still without results. ``--launcher submitit-local`` runs the same jobs on this machine.
 ``--merge-only`` trains nothing: it merges the complete runs of the grid and draws the figures.
+
+Run health, in every run's metrics.csv: ``train_accuracy_eval`` (eval-mode accuracy on the run's training
+set), ``diverged`` (a non-finite training loss: the run stops, its rows end there), ``collapsed`` (a
+constant predictor on the test images) and ``status`` (ok / collapsed / diverged). If any run diverged the
+script ends with a summary line on stderr and exit status 3.
 """
 
 import sys
@@ -204,6 +209,10 @@ def finish(table, out, figures_dir, start) -> int:
         for name, fig in study.figures(table):
             plots.save_figure(fig, figures_dir / f"{name}.png")
         print(f"figures in {figures_dir}/")
+    summary = sweep.divergence_summary(table, _PROG)
+    if summary:
+        print(summary, file=sys.stderr)
+        return sweep.DIVERGED_EXIT_STATUS
     return 0
 
 

@@ -11,6 +11,8 @@ the true weights, effective sample size), the merged table and figures.
 phase 1 (every weight source but bbse/mlls), then phase 2 (bbse/mlls, estimated from phase 1's unweighted
 runs); each job trains cells (a study, a seed, the plain regimes or batchnorm). Then the weights tables,
 merged tables and figures are made here as in a local run. ``--merge-only`` trains nothing.
+
+Run health columns and diverged runs (summary line, exit status 3) as in CIFAR10_binary_classifier.py.
 """
 
 import sys
@@ -140,6 +142,7 @@ def main(argv=None) -> int:
             return report_incomplete(incomplete, out)
     from iwshift import plots, results
 
+    summaries = []
     for cfg in configs:
         start = time.perf_counter()
         with cli.exit_on_config_error(_PROG):
@@ -152,7 +155,10 @@ def main(argv=None) -> int:
             scatter = results.read_arrays(out / f"weights_{cfg.study}.npz")
             for name, fig in ext.figures(table, scatter, cfg.study):
                 plots.save_figure(fig, figures_dir / f"{name}.png")
-    return 0
+        summaries.append(sweep.divergence_summary(table, f"{_PROG}: {cfg.study} shift"))
+    for summary in filter(None, summaries):
+        print(summary, file=sys.stderr)
+    return sweep.DIVERGED_EXIT_STATUS if any(summaries) else 0
 
 
 def complete(cfg, out) -> bool:

@@ -3,6 +3,9 @@
 Every upper-case constant below is the study's configuration and can be overridden from the command
 line (``--epochs 100 --seeds 0 1``); ``--help`` lists them. Writes ``metrics.csv``, ``runs.csv``,
 ``params.npz`` and ``manifest.json`` to OUT and the figures (PNG) to FIGURES.
+
+A run whose loss or parameters become non-finite is not measured further and is marked ``diverged`` in
+metrics.csv (``status``); the script then ends with a summary line on stderr and exit status 3.
 """
 
 import sys
@@ -55,6 +58,7 @@ def main(argv=None) -> int:
         {k: v for k, v in globals().items() if k.isupper() and k != "CHOICES"}, __doc__, argv,
         help_text=cli.constant_comments(__file__), choices=CHOICES, prog="synthetic_study.py")
     from iwshift import synthetic
+    from iwshift.sweep import DIVERGED_EXIT_STATUS
 
     with cli.exit_on_config_error("synthetic_study.py"):
         extreme_weights = cli.distinct("extreme_weights", [cli.positive_finite("extreme_weights", w)
@@ -89,13 +93,22 @@ def main(argv=None) -> int:
             plots.save_figure(fig, figures_dir / f"{name}.png")
             count += 1
         print(f"{count} figures in {figures_dir}/ ({time.perf_counter() - t0:.1f} s)")
+    extreme_diverged = 0
     if out_extreme is not None:
-        run_extreme(cfg, extreme_weights, out_extreme, figures_dir, progress)
+        extreme_diverged = run_extreme(cfg, extreme_weights, out_extreme, figures_dir, progress)
+    diverged = synthetic.diverged_runs(result.table)
+    if diverged or extreme_diverged:
+        print(f"synthetic_study.py: {len(diverged)} of {len(result.runs)} runs diverged (non-finite loss or "
+              f"parameters; status=diverged in {out / 'metrics.csv'}: runs {' '.join(map(str, diverged)) or '-'})"
+              + (f" and {extreme_diverged} extreme-weighting runs (diverged in stability.csv)" if extreme_diverged
+                 else ""), file=sys.stderr)
+        return DIVERGED_EXIT_STATUS
     return 0
 
 
-def run_extreme(cfg, weights, out, figures_dir, progress) -> None:
-    """The extreme-weighting stability study: per-run boundary movement, seed spread, divergence flags."""
+def run_extreme(cfg, weights, out, figures_dir, progress) -> int:
+    """The extreme-weighting stability study: per-run boundary movement, seed spread, divergence flags;
+    returns the number of diverged runs."""
     from dataclasses import asdict, replace
 
     from iwshift import plots, results, synthetic
@@ -111,6 +124,7 @@ def run_extreme(cfg, weights, out, figures_dir, progress) -> None:
           f"{int(stab['diverged'].sum())} diverged; results in {out}/")
     if figures_dir is not None:
         plots.save_figure(synthetic.instability_figure(stab), figures_dir / "instability_vs_weight.png")
+    return int(stab["diverged"].sum())
 
 
 if __name__ == "__main__":

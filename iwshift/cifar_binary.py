@@ -223,10 +223,12 @@ def stacks(runs: pd.DataFrame, cfg: BinaryConfig) -> Iterator[pd.DataFrame]:
 # --------------------------------------------------------------------------------- training
 
 
-def _evaluate(trainer: Trainer, pair: PairData, class_weights: torch.Tensor) -> dict[str, np.ndarray]:
+def _evaluate(trainer: Trainer, pair: PairData, class_weights: torch.Tensor,
+              train_subsets: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     logits = trainer.predict_logits(pair.images[pair.test])
     pred, y = logits.argmax(-1), pair.labels[pair.test]
+    out.update(sweep.health_columns(trainer, train_subsets, pair.images, pair.labels, pred, 2))
     out["test_accuracy"] = metrics.accuracy(pred, y).cpu().numpy()
     out["test_balanced_accuracy"] = metrics.balanced_accuracy(pred, y).cpu().numpy()
     out["test_accuracy_negative"] = metrics.accuracy(pred[:, y == 0], y[y == 0]).cpu().numpy()
@@ -253,9 +255,10 @@ def train_stack(group: pd.DataFrame, pair: PairData, cfg: BinaryConfig, progress
     after every epoch; ``checkpoint``: see :func:`iwshift.train.fit_table`)."""
     sets = [training_set(run, pair, cfg) for _, run in group.iterrows()]
     drw = cfg.drw_epoch or max(1, cfg.epochs // 2)
+    train_subsets = sweep.train_eval_subsets(sets, len(pair.images), seed=cfg.data_seed)
 
     def evaluate(trainer: Trainer, class_w: torch.Tensor) -> dict[str, np.ndarray]:
-        out = _evaluate(trainer, pair, class_w)
+        out = _evaluate(trainer, pair, class_w, train_subsets)
         out["val_loss_weighted"] = sweep.validation_losses(trainer, sets, pair.images, pair.labels)
         return out
 

@@ -286,11 +286,12 @@ def stacks(runs: pd.DataFrame, cfg: ExtensionConfig) -> Iterator[pd.DataFrame]:
 
 
 def _evaluate(trainer: Trainer, shift: ShiftData, class_weights: torch.Tensor, final: bool,
-              keep: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+              keep: dict[str, np.ndarray], train_subsets: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     idx = torch.as_tensor(shift.target_eval, device=shift.images.device)
     logits = trainer.predict_logits(shift.images[idx])
     pred, y = logits.argmax(-1), shift.labels[idx]
+    out.update(sweep.health_columns(trainer, train_subsets, shift.images, shift.labels, pred, shift.n_classes))
     out["target_accuracy"] = metrics.accuracy(pred, y).cpu().numpy()
     out["target_balanced_accuracy"] = metrics.balanced_accuracy(pred, y, shift.n_classes).cpu().numpy()
     groups = shift.group[shift.target_eval]
@@ -369,10 +370,11 @@ def run_study(data: Cifar10, cfg: ExtensionConfig, out: str | Path, device: str 
         sets = [(shift.source, run_weights[(r.weight_source, r.seed)]) for r in group.itertuples()]
         final_logits: dict[str, dict[str, np.ndarray]] = {}
         last = cfg.epochs
+        train_subsets = sweep.train_eval_subsets(sets, len(shift.images), seed=cfg.data_seed)
 
         def evaluate(trainer: Trainer, class_w: torch.Tensor) -> dict[str, np.ndarray]:
             keep: dict[str, np.ndarray] = {}
-            measured = _evaluate(trainer, shift, class_w, trainer.epoch == last, keep)
+            measured = _evaluate(trainer, shift, class_w, trainer.epoch == last, keep, train_subsets)
             for name, array in keep.items():
                 for k, run in enumerate(group["run"]):
                     final_logits.setdefault(run, {})[name] = array[k]

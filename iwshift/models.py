@@ -218,11 +218,18 @@ class StackedCNN(nn.Module):
     keeps per-model statistics for free; the FC layers are batched matrix products. Dropout
     probabilities are per model (a buffer), so runs with and without dropout share one stack.
 
+    Dropout masks are counter-based, a function of (model k's seed, SGD step, element index) computed
+    with integer torch ops on the model's device (:func:`counter_uniform`): no global RNG, no host sync,
+    and a run draws the same masks alone or in any stack. The trainer passes ``step`` in training mode
+    (a Python int, or a 0-d int64 tensor on the device, e.g. inside a CUDA graph).
+
     Input ``(K, B, 3, 32, 32)`` (model k sees its own batch), output logits ``(K, B, n_classes)``.
     """
 
+    step_seeded_dropout = True
+
     def __init__(self, n_models: int, width: float = 1.0, batch_norm: bool = False, n_classes: int = 2,
-                 dropout: Sequence[float] | float = 0.0):
+                 dropout: Sequence[float] | float = 0.0, seeds: Sequence[int] | None = None):
         super().__init__()
         K = self.n_models = n_models
         self.width, self.batch_norm, self.n_classes = width, batch_norm, n_classes
@@ -238,13 +245,16 @@ class StackedCNN(nn.Module):
         self.fc_biases = nn.ParameterList(nn.Parameter(torch.empty(K, 1, b)) for b in sizes[1:])
         self.register_buffer("dropout", torch.as_tensor(dropout, dtype=torch.float32).expand(K).clone())
         self.has_dropout = bool((self.dropout > 0).any())  # a Python flag: no device sync per forward
-        self.reset_parameters([0] * K)
+        self.register_buffer("seeds", torch.zeros(K, dtype=torch.int64))
+        self.reset_parameters([0] * K if seeds is None else seeds)
 
     def reset_parameters(self, seeds: Sequence[int]) -> None:
-        """Initialise model k exactly as a single ``nn.Conv2d``/``nn.Linear`` network under ``seeds[k]``."""
+        """Initialise model k exactly as a single ``nn.Conv2d``/``nn.Linear`` network under ``seeds[k]``;
+        its dropout masks come from the same seed."""
         channels, hidden = cnn_widths(self.width)
         sizes = [channels[-1] * 16, *hidden, self.n_classes]
         with torch.no_grad():
+            self.seeds.copy_(torch.as_tensor(list(seeds), dtype=torch.int64))
             for k, seed in enumerate(seeds):
                 gen = torch.Generator().manual_seed(int(seed))
                 c_in = 3
@@ -261,14 +271,24 @@ class StackedCNN(nn.Module):
                 if isinstance(norm, nn.BatchNorm2d):
                     norm.reset_parameters()
 
-    def _dropout(self, h: torch.Tensor) -> torch.Tensor:
-        if not self.training or not self.has_dropout:
-            return h
-        keep = (1 - self.dropout).view(-1, 1, 1).to(h.dtype)
-        return h * torch.bernoulli(keep.expand_as(h)) / keep
+    def _dropout_scales(self, step: int | torch.Tensor, batch: int) -> list[torch.Tensor]:
+        """Inverted-dropout multipliers (0 or 1/(1-p)) of the hidden FC layers at global ``step``, each
+        (K, batch, units). Element index: position in the step's concatenated (batch, units) masks."""
+        sizes = [W.shape[-1] for W in list(self.fc_weights)[:-1]]
+        index = torch.arange(batch * sum(sizes), device=self.seeds.device)
+        uniform = counter_uniform(self.seeds, DROPOUT_STREAM, step, index)  # (K, batch * sum(sizes))
+        p = self.dropout.unsqueeze(1)
+        scales = torch.where(uniform < p, 0.0, 1.0 / (1.0 - p))
+        return [part.view(self.n_models, batch, units)
+                for part, units in zip(scales.split([batch * u for u in sizes], 1), sizes)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, step: int | torch.Tensor | None = None) -> torch.Tensor:
         K, B = x.shape[:2]
+        scales = None
+        if self.training and self.has_dropout:
+            if step is None:
+                raise ValueError("training with dropout needs the SGD step (the masks are counter-based)")
+            scales = self._dropout_scales(step, B)
         h = x.transpose(0, 1).reshape(B, K * x.shape[2], *x.shape[3:])
         if self.convs[0].weight.is_contiguous(memory_format=torch.channels_last) and K * x.shape[2] > 1:
             h = h.contiguous(memory_format=torch.channels_last)
@@ -281,8 +301,46 @@ class StackedCNN(nn.Module):
         for i, (W, b) in enumerate(zip(self.fc_weights, self.fc_biases)):
             h = torch.baddbmm(b.to(h.dtype), h, W.to(h.dtype))
             if i < last:
-                h = self._dropout(torch.relu(h))
+                h = torch.relu(h)
+                if scales is not None:
+                    h = h * scales[i].to(h.dtype)
         return h
+
+
+# Counter-based random numbers in torch: splitmix64 of (seed, stream, step, index), bit for bit the hash of
+# iwshift.sgd2d (its numba kernels), written with int64 ops that run on any device (multiplication wraps
+# modulo 2**64 and right shifts are made logical by masking).
+DROPOUT_STREAM = 2  # sgd2d's dropout stream: a CNN's first hidden layer draws the masks the 2-D MLP would
+
+
+def _signed(value: int) -> int:
+    """A 64-bit unsigned constant as the int64 with the same bits."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GOLDEN, _M1, _M2 = (_signed(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
+
+
+def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
+    return (z >> bits) & ((1 << (64 - bits)) - 1)  # logical: drop the sign bits of the arithmetic shift
+
+
+def _mix(z: torch.Tensor) -> torch.Tensor:
+    z = (z ^ _shift_right(z, 30)) * _M1
+    z = (z ^ _shift_right(z, 27)) * _M2
+    return z ^ _shift_right(z, 31)
+
+
+def counter_uniform(seeds: torch.Tensor, stream: int, step: int | torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Float32 uniforms in [0, 1), (K, n): element (k, i) is a pure function of (``seeds[k]``, ``stream``,
+    ``step``, ``index[i]``), equal to :mod:`iwshift.sgd2d`'s ``_uniform``. ``step``: a Python int (turned
+    into a device scalar by a fill, not a host-to-device copy) or an int64 tensor on the device."""
+    if not isinstance(step, torch.Tensor):
+        step = torch.full((), int(step), dtype=torch.int64, device=seeds.device)
+    z = _mix(seeds.to(torch.int64) * _GOLDEN + stream)
+    z = _mix(z + step.to(torch.int64) * _GOLDEN).unsqueeze(-1)               # (K, 1)
+    z = _mix(z + (index.to(torch.int64) * _GOLDEN + 1))                      # (K, n)
+    return _shift_right(z, 40).to(torch.float32) * (1.0 / 16777216.0)
 
 
 def _default_init(shape: tuple[int, ...], fan_in: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -196,7 +196,82 @@ def train_stack(
                                  dtype=torch.float32, device=images.device)
     table = fit_table(trainer, group[list(id_columns)], cfg.epochs, cfg.eval_epochs(),
                       lambda t: evaluate(t, class_weights), checkpoint, progress)
-    return {name: part.reset_index(drop=True) for name, part in table.groupby("run", sort=False)}
+    return {name: with_status(part.reset_index(drop=True)) for name, part in table.groupby("run", sort=False)}
+
+
+# ------------------------------------------------------------------------------------------ run health
+# Columns of every run's metrics.csv that say whether its numbers can be trusted: did it fit its training
+# set (eval mode), did its loss become non-finite (diverged: its rows end there), did it collapse to a
+# constant predictor. Consumers read missing columns as train_accuracy_eval = train_accuracy,
+# diverged = collapsed = False, status = "ok".
+
+TRAIN_EVAL_SIZE = 2000      # training examples per run for the eval-mode training accuracy (all when fewer)
+COLLAPSE_FRACTION = 0.999   # a run predicting one class for this fraction of the test images has collapsed
+STATUSES = ("ok", "collapsed", "diverged")
+DIVERGED_EXIT_STATUS = 3    # a study script's exit status when a run diverged (2: bad input, 1: missing results)
+
+
+def train_eval_subsets(sets: Sequence[tuple[np.ndarray, np.ndarray]], n_examples: int,
+                       size: int = TRAIN_EVAL_SIZE, seed: int = 0) -> list[np.ndarray]:
+    """Each run's fixed evaluation subset of its training set: its ``size`` examples with the smallest
+    seeded random key (all of them when fewer), so that runs sharing training examples share the subset
+    and one forward pass over the union serves the stack."""
+    key = np.random.default_rng(seed).random(n_examples)
+    out = []
+    for index, _ in sets:
+        index = np.asarray(index)
+        out.append(np.sort(index[np.argsort(key[index], kind="stable")[:size]]) if len(index) > size else index)
+    return out
+
+
+def train_accuracy_eval(trainer: Trainer, subsets: Sequence[np.ndarray], inputs: torch.Tensor,
+                        labels: torch.Tensor) -> np.ndarray:
+    """(K,) evaluation-mode accuracy (dropout off, batch-norm running statistics) of each run on its own
+    training subset: did the network fit its data?"""
+    union = np.unique(np.concatenate(subsets))
+    union_t = torch.as_tensor(union, device=inputs.device)
+    correct = (trainer.predict_logits(inputs[union_t]).argmax(-1) == labels[union_t]).cpu().numpy()
+    return np.array([correct[k, np.searchsorted(union, s)].mean() for k, s in enumerate(subsets)])
+
+
+def constant_predictor(pred: torch.Tensor, n_classes: int, fraction: float = COLLAPSE_FRACTION) -> np.ndarray:
+    """(K,) whether each run predicts a single class for at least ``fraction`` of its (K, M) predictions."""
+    counts = torch.nn.functional.one_hot(pred.clamp(0, n_classes - 1), n_classes).sum(1)  # (K, C)
+    return (counts.max(1).values >= fraction * pred.shape[1]).cpu().numpy()
+
+
+def health_columns(trainer: Trainer, subsets: Sequence[np.ndarray], inputs: torch.Tensor, labels: torch.Tensor,
+                   test_pred: torch.Tensor, n_classes: int) -> dict[str, np.ndarray]:
+    """The run-health columns of an evaluated epoch (the ``evaluate`` callbacks add them): eval-mode
+    training accuracy, divergence so far, collapse to a constant predictor on the task's test images."""
+    return {"train_accuracy_eval": train_accuracy_eval(trainer, subsets, inputs, labels),
+            "diverged": trainer.diverged.copy(), "collapsed": constant_predictor(test_pred, n_classes)}
+
+
+def with_status(table: pd.DataFrame) -> pd.DataFrame:
+    """One run's metrics with its rows after divergence dropped and ``status`` (the state at its last
+    evaluated epoch, the same in every row: diverged wins over collapsed)."""
+    if "diverged" not in table:
+        return table
+    diverged = table["diverged"].to_numpy(bool)
+    if diverged.any():
+        table = table.iloc[:int(np.argmax(diverged)) + 1]
+    last = table.iloc[-1]
+    status = "diverged" if last["diverged"] else "collapsed" if last.get("collapsed", False) else "ok"
+    return table.assign(status=status)
+
+
+def divergence_summary(table: pd.DataFrame, prog: str) -> str | None:
+    """The line a script ends with when runs of ``table`` diverged (None when none did)."""
+    if "status" not in table or not len(table):
+        return None
+    status = table.groupby("run", sort=False)["status"].last()
+    diverged = status.index[status == "diverged"].tolist()
+    if not diverged:
+        return None
+    shown = ", ".join(diverged[:5]) + (f" and {len(diverged) - 5} more" if len(diverged) > 5 else "")
+    return (f"{prog}: {len(diverged)} of {len(status)} runs diverged (non-finite training loss; stopped, "
+            f"status=diverged in their metrics.csv): {shown}")
 
 
 # ------------------------------------------------------------------------ results on disk, resume

@@ -284,17 +284,26 @@ def run_study(cfg: SyntheticConfig, progress: bool = True) -> SyntheticResult:
         p = {k: v.numpy() for k, v in trainer.model.stacked_params().items()}  # views: follow training
         snapshots: dict[str, list[np.ndarray]] = {k: [] for k in p}
         done = 0
+        diverged = np.zeros(len(group), bool)
         for epoch in eval_epochs:
+            if diverged.all():  # every run of the group diverged: nothing left to train (NaN snapshots)
+                for k, v in p.items():
+                    snapshots[k].append(np.full_like(v, np.nan))
+                continue
             t0 = time.perf_counter()
             trainer.train_epochs(epoch - done)
             train_seconds += time.perf_counter() - t0
             bar.update(epoch - done)
             done = epoch
             measured = _group_metrics(group, p, ds, svm_normal, cfg.normalization)
+            with np.errstate(invalid="ignore"):
+                diverged |= trainer.diverged | ~np.isfinite(measured["train_loss_weighted"]) \
+                    | ~np.isfinite(measured["train_loss"])
             frame = group[["run", "dataset", "model", "weighting", "regime", "remedy", "seed"]].copy()
             frame.insert(len(frame.columns), "epoch", epoch)
             for name, values in measured.items():
                 frame[name] = values
+            frame["diverged"] = diverged.copy()
             rows.append(frame)
             for k, v in p.items():
                 snapshots[k].append(v.copy())
@@ -304,10 +313,27 @@ def run_study(cfg: SyntheticConfig, progress: bool = True) -> SyntheticResult:
             params_out[f"{key}__{k}"] = np.stack(v, 1)  # (runs, epochs, ...)
     bar.close()
     table = pd.concat(rows, ignore_index=True).sort_values(["run", "epoch"], ignore_index=True)
+    table = with_status(table)
     if "angle_to_svm" not in table:
         table["angle_to_svm"] = np.nan
     return SyntheticResult(cfg, runs, table, params_out, datasets, train_seconds,
                            time.perf_counter() - start)
+
+
+def with_status(table: pd.DataFrame) -> pd.DataFrame:
+    """Each run's rows up to its first diverged evaluation (a diverged run is not measured further), and
+    its ``status``: "diverged" (a non-finite loss or parameter) or "ok", the same in every row."""
+    first = table[table["diverged"]].groupby("run")["epoch"].min()
+    cut = table["run"].map(first)
+    table = table[cut.isna() | (table["epoch"] <= cut)].reset_index(drop=True)
+    return table.assign(status=np.where(table["run"].isin(first.index), "diverged", "ok"))
+
+
+def diverged_runs(table: pd.DataFrame) -> list[int]:
+    """The runs of a study table whose status is diverged (none for tables from before the column)."""
+    if "status" not in table:
+        return []
+    return sorted(table.loc[table["status"] == "diverged", "run"].unique().tolist())
 
 
 def save(result: SyntheticResult, out: str | Path) -> dict[str, Path]:

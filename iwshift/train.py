@@ -166,6 +166,7 @@ class EpochStats:
     loss_weighted: np.ndarray
     loss: np.ndarray
     accuracy: np.ndarray
+    nonfinite: np.ndarray | None = None  # a non-finite training loss this epoch, or parameters at its end
 
 
 from .choices import ENGINES  # noqa: E402
@@ -248,6 +249,8 @@ class Trainer:
         self.optimizer = StackedSGD(list(model.parameters()), runs.n_models, lr, momentum, runs.l2)
         self.generators = [torch.Generator().manual_seed(int(s)) for s in runs.seeds]
         self.epoch = 0
+        # the epoch (1-based) in which each run's loss or parameters first became non-finite; 0: never
+        self.diverged_epoch = np.zeros(runs.n_models, np.int64)
         self.scale = self.shift = None  # images only
         if inputs.dtype == torch.uint8:
             self.scale, self.shift = normalization_constants(self.device, image_normalization, inputs.shape[1])
@@ -367,7 +370,27 @@ class Trainer:
             logit_offset=(offset[:, 1] - offset[:, 0]).numpy(),  # [0, z] + offset: BCE of z + difference
             poly=[self.poly_params or (1.0, 0.0)] * K, defer_until=runs.defer_until)
         self.epoch += count
-        return EpochStats(loss_weighted=stats[:, 0], loss=stats[:, 1], accuracy=stats[:, 2])
+        nonfinite = ~np.isfinite(stats[:, :2]).all(1) | ~self._finite_parameters().cpu().numpy()
+        return self._note_divergence(EpochStats(loss_weighted=stats[:, 0], loss=stats[:, 1],
+                                                accuracy=stats[:, 2], nonfinite=nonfinite))
+
+    @property
+    def diverged(self) -> np.ndarray:
+        """(K,) whether each run's training loss or parameters have been non-finite at any epoch so far."""
+        return self.diverged_epoch > 0
+
+    @torch.no_grad()
+    def _finite_parameters(self) -> torch.Tensor:
+        """(K,) bool on the device: every parameter of run k is finite (each parameter's leading
+        dimension splits into K blocks, as for the optimiser)."""
+        K = self.runs.n_models
+        return torch.stack([torch.isfinite(p.detach().reshape(K, -1)).all(1)
+                            for p in self.model.parameters()]).all(0)
+
+    def _note_divergence(self, stats: EpochStats) -> EpochStats:
+        """Record the epoch in which each run first diverged (the check happens once per epoch)."""
+        self.diverged_epoch[(self.diverged_epoch == 0) & stats.nonfinite] = self.epoch
+        return stats
 
     def train_epoch(self, on_step: Callable[[], None] | None = None) -> EpochStats:
         if self.engine == "fused":
@@ -376,7 +399,7 @@ class Trainer:
         K, n = self.index.shape
         orders = self.batch_orders()
         rows = torch.arange(K, device=self.device).unsqueeze(1)
-        sums = torch.zeros(3, K, device=self.device)
+        sums = torch.zeros(4, K, device=self.device)  # weighted loss, loss, accuracy, non-finite steps
         deferred = (self.epoch + 1 < self.defer)[:, None]  # deferred re-weighting: uniform weights until then
         steps_per_epoch = -(-n // self.batch_size)
         for step, start in enumerate(range(0, n, self.batch_size)):
@@ -400,11 +423,14 @@ class Trainer:
                 sums[0] += loss.detach() * b
                 sums[1] += losses.weighted_cross_entropy(logits, y, torch.ones_like(w), "mean") * b
                 sums[2] += (logits.argmax(-1) == y).float().sum(1)
+                sums[3] += ~torch.isfinite(loss.detach())  # on the device: no host sync per step
             if on_step is not None:
                 on_step()
         self.epoch += 1
-        stats = (sums / n).cpu().numpy()
-        return EpochStats(loss_weighted=stats[0], loss=stats[1], accuracy=stats[2])
+        sums[3] += ~self._finite_parameters()
+        stats = (sums / n).cpu().numpy()  # the one host sync of the epoch
+        return self._note_divergence(EpochStats(loss_weighted=stats[0], loss=stats[1], accuracy=stats[2],
+                                                nonfinite=stats[3] > 0))
 
     def state_dict(self) -> dict[str, Any]:
         """Everything the next epoch depends on, copied: parameters and buffers, momentum, the epoch, each
@@ -414,6 +440,7 @@ class Trainer:
                  "momentum": [b.clone() for b in self.optimizer.buffers],
                  "momentum_started": self.optimizer.started,
                  "generators": [g.get_state() for g in self.generators],
+                 "diverged_epoch": self.diverged_epoch.copy(),
                  "torch_rng": torch.get_rng_state()}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
@@ -426,6 +453,7 @@ class Trainer:
             for buffer, saved in zip(self.optimizer.buffers, state["momentum"], strict=True):
                 buffer.copy_(saved)
         self.optimizer.started = state["momentum_started"]
+        self.diverged_epoch = np.array(state.get("diverged_epoch", np.zeros_like(self.diverged_epoch)))
         for generator, saved in zip(self.generators, state["generators"], strict=True):
             generator.set_state(saved)
         torch.set_rng_state(state["torch_rng"])
@@ -538,7 +566,7 @@ def fit_table(trainer: Trainer, id_frame: pd.DataFrame, epochs: int, eval_epochs
     try:
         for epoch in range(trainer.epoch + 1, epochs + 1):
             stats = trainer.train_epoch()
-            if epoch in evals:
+            if epoch in evals or (trainer.diverged_epoch == epoch).any():  # a diverged run's last row
                 frame = id_frame.reset_index(drop=True).copy()
                 frame["epoch"] = epoch
                 frame["train_loss_weighted"], frame["train_loss"] = stats.loss_weighted, stats.loss
@@ -554,6 +582,8 @@ def fit_table(trainer: Trainer, id_frame: pd.DataFrame, epochs: int, eval_epochs
                     save()
             if on_epoch is not None:
                 on_epoch(epoch)
+            if trainer.diverged.all():  # every run diverged (non-finite loss): nothing left to train
+                break
     finally:
         if checkpoint is not None:
             _SAVERS.remove(save)
