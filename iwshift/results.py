@@ -59,13 +59,15 @@ def write_table(path: str | os.PathLike, table: pd.DataFrame) -> Path:
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Inverse of :func:`write_table`. Text stays text (pandas would read a weight source called
-    ``true`` as a boolean); columns whose every value is a number become numeric."""
+    ``true`` as a boolean); columns whose every value is a number become numeric, and columns written
+    from booleans (every value ``True`` or ``False``, e.g. the run-health flags) become booleans."""
     table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     for column in table.columns:
         try:
             table[column] = pd.to_numeric(table[column])
         except (ValueError, TypeError):
-            pass
+            if len(table) and table[column].isin(["True", "False"]).all():
+                table[column] = table[column] == "True"
     return table
 
 

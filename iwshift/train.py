@@ -103,7 +103,8 @@ class StackedRuns:
 
     def __post_init__(self) -> None:
         self.train_index = np.asarray(self.train_index, np.int64)
-        self.example_weights = np.asarray(self.example_weights, np.float32)
+        with np.errstate(over="ignore"):  # a weight beyond float32 becomes inf: the run diverges, flagged
+            self.example_weights = np.asarray(self.example_weights, np.float32)
         K = len(self.seeds)
         if self.train_index.shape[0] != K or self.example_weights.shape != self.train_index.shape:
             raise ValueError("train_index and example_weights must be (K, n) with one row per seed")
