@@ -226,8 +226,7 @@ class Trainer:
             raise ValueError(f"unknown batch_order {batch_order!r}; choose from {', '.join(BATCH_ORDERS)}")
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-        # what the model draws its dropout masks from must be the runs' (the seeds only matter with dropout)
-        for name in ("dropout", "seeds") if getattr(model, "has_dropout", True) else ("dropout",):
+        for name in ("dropout", "seeds"):  # what the model draws its dropout masks from must be the runs'
             value = getattr(model, name, None)
             if isinstance(value, torch.Tensor) and not np.allclose(value.cpu().numpy(), getattr(runs, name)):
                 raise ValueError(f"the model's {name} differ from the runs' (build the model from runs.{name})")
