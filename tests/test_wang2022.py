@@ -40,7 +40,7 @@ def test_poly_wang_uses_their_binary_margin_and_stays_finite_at_zero():
 def test_trainer_gives_each_run_its_own_loss_in_a_mixed_stack():
     runs = StackedRuns(seeds=[0, 1], train_index=np.zeros((2, 4), int), example_weights=np.ones((2, 4)),
                        l2=[0.0, 0.0], dropout=[0.0, 0.0], loss=[LossSpec(), LossSpec("poly_wang", alpha=2.0)])
-    model = StackedCNN(2, 0.125, n_classes=2)
+    model = StackedCNN(2, 0.125, n_classes=2, seeds=[0, 1])
     images = torch.zeros((4, 3, 32, 32), dtype=torch.uint8)
     trainer = Trainer(model, runs, images, torch.tensor([0, 1, 0, 1]), image_normalization="cifar10")
     logits = torch.tensor([[[0.0, 3.0], [1.0, 0.0]]] * 2)
@@ -158,7 +158,8 @@ def test_validation_loss_matches_the_sweep_helper():
     sets = [study.training_set(pd.Series({"seed": s, "weighting": "iw"}), pair, cfg) for s in (0, 1)]
     runs = StackedRuns(seeds=[0, 1], train_index=np.stack([s.index for s in sets]),
                        example_weights=np.stack([s.weights for s in sets]), l2=[0, 0], dropout=[0, 0])
-    trainer = Trainer(StackedCNN(2, 0.125, n_classes=2), runs, pair.images, pair.labels, image_normalization="cifar10")
+    trainer = Trainer(StackedCNN(2, 0.125, n_classes=2, seeds=[0, 1]), runs, pair.images, pair.labels,
+                      image_normalization="cifar10")
     got = study.validation_metrics(trainer, sets, pair.images, pair.labels)
     assert got["val_loss_weighted"] == pytest.approx(sweep.validation_losses(trainer, sets, pair.images, pair.labels))
     assert ((0 <= got["val_accuracy_weighted"]) & (got["val_accuracy_weighted"] <= 1)).all()
