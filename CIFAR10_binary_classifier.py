@@ -196,9 +196,9 @@ def through_submitit(executor, launcher, configs, data_dir, out, device, figures
 
 
 def finish(table, out, figures_dir, start) -> int:
-    """Write the merged table and draw the figures."""
+    """Write the merged table and draw the figures; say which runs diverged (exit status 3 if any)."""
     from iwshift import cifar_binary as study
-    from iwshift import results
+    from iwshift import results, sweep
 
     results.write_table(out / "merged.csv", table)
     print(f"{table['run'].nunique()} runs complete in {out}/ ({time.perf_counter() - start:.0f} s); "

@@ -44,7 +44,7 @@ def _toy(n=32):
 def _trainer(runs, images, labels, lr=0.05):
     model = StackedCNN(runs.n_models, 0.0625, dropout=runs.dropout)
     model.reset_parameters(runs.seeds)
-    return Trainer(model, runs, images, labels, lr=lr, batch_size=8)
+    return Trainer(model, runs, images, labels, lr=lr, batch_size=8, image_normalization="cifar10")
 
 
 # ------------------------------------------------------------------------------ seeded dropout (12.6)
