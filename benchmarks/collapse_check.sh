@@ -39,7 +39,7 @@ for precision in bf16 fp32; do
         --width "$WIDTH" --lr 0.01 --momentum 0.9 --batch-size 16 --weights $WEIGHTS --seeds 0 --regimes none \
         --epochs "$EPOCHS" --other-eval 1000 --noise-eval 100 \
         --precision "$precision" --device "$DEVICE" --data-dir "$DATA" --no-download --no-progress \
-        --out "$OUT/$precision" --no-figures-on > "$OUT/collapse_$precision.log" 2>&1 &
+        --out "$OUT/$precision" --no-figures > "$OUT/collapse_$precision.log" 2>&1 &
 done
 wait
 

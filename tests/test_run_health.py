@@ -272,7 +272,7 @@ def test_binary_script_with_weight_1e39_saves_marked_results_and_exits_non_zero(
         ["--preset", "cpu", "--per-class", "16", "--epochs", "2", "--width", "0.0625", "--seeds", "0",
          "--weights", "1", "1e39", "--regimes", "none", "--other-eval", "8", "--noise-eval", "4",
          "--settings", "weighting", "--precision", "fp32", "--device", "cpu", "--out", str(tmp_path / "out"),
-         "--no-figures-on"])
+         "--no-figures"])
     assert code == sweep.DIVERGED_EXIT_STATUS != 0
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "1 of 2 runs diverged" in last and "weighting_w1e+39_none_s0" in last
@@ -285,7 +285,7 @@ def test_binary_script_with_weight_1e39_saves_marked_results_and_exits_non_zero(
 def test_synthetic_script_with_weight_1e39_marks_diverged_runs_and_exits_non_zero(tmp_path, capsys):
     code = _script("synthetic_study.py").main(
         ["--weight", "1e39", "--epochs", "5", "--seeds", "0", "--datasets", "separable", "--models", "lr",
-         "--regimes", "none", "--out", str(tmp_path / "r"), "--no-figures-on", "--no-extreme"])
+         "--regimes", "none", "--out", str(tmp_path / "r"), "--no-figures", "--no-extreme"])
     assert code == sweep.DIVERGED_EXIT_STATUS
     assert "2 of 3 runs diverged" in capsys.readouterr().err.strip().splitlines()[-1]
     table = pd.read_csv(tmp_path / "r" / "metrics.csv")
