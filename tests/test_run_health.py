@@ -254,6 +254,10 @@ def test_a_binary_sweep_stops_a_diverged_run_and_marks_it(data, tmp_path):
     assert (good["status"] != "diverged").all()
     assert "diverged" in sweep.divergence_summary(table, "prog") and "1 of 2 runs" in sweep.divergence_summary(table, "prog")
     assert sweep.divergence_summary(good, "prog") is None
+    kept = tmp_path / bad["run"].iloc[0] / "metrics.csv"
+    stamp = kept.stat().st_mtime_ns
+    again = study.run_sweep(data, cfg, tmp_path, progress=False)  # a diverged run's results are complete
+    assert kept.stat().st_mtime_ns == stamp and again["status"].tolist() == table["status"].tolist()
 
 
 def _script(name):
