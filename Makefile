@@ -5,7 +5,7 @@ DATA_DIR ?= data
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install reproduce report test bench clean
+.PHONY: install reproduce cpu-results report quick test bench clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,30 @@ reproduce: install
 
 report: install
 	$(PY) -m iwshift.report --results results --docs docs
+
+# A first look (<= 15 min on 2 CPU cores): the 2-D study at paper scale and a one-seed slice of each CIFAR
+# study (cpu preset, fewer weights, ratios and epochs), with their claims report in results/quick/REPORT.md.
+QUICK := results/quick
+CIFAR_QUICK := --preset cpu --seeds 0 --data-dir $(DATA_DIR)
+quick: install
+	$(PY) synthetic_study.py --out $(QUICK)/synthetic --figures figures/quick/synthetic
+	$(PY) CIFAR10_binary_classifier.py $(CIFAR_QUICK) --settings weighting imbalance --regimes none l2 dropout \
+		--weights 1/8 1 8 --ratios 1/4 4 --epochs 60 --out $(QUICK)/cifar_binary --figures figures/quick/cifar_binary
+	$(PY) CIFAR10_extension.py $(CIFAR_QUICK) --studies covariate --regimes none --out $(QUICK)/cifar_extension \
+		--figures figures/quick/cifar_extension
+	$(PY) -m iwshift.report --results $(QUICK)
+
+# The results committed in paper-results/ behind every number of the README (2 CPU cores, cpu presets):
+# the 2-D studies at paper scale with the remedies; CIFAR-10 weighting (3 regimes) and imbalance, and the
+# covariate-shift extension, 3 seeds each; then the claims report, the README's table and the figures.
+CPU_RESULTS ?= paper-results
+CIFAR_CPU := --preset cpu --seeds 0 1 2 --data-dir $(DATA_DIR) --no-figures
+cpu-results: install
+	$(PY) synthetic_study.py --out $(CPU_RESULTS)/synthetic --no-figures --remedies plain poly logit_adjusted drw exponent
+	$(PY) CIFAR10_extension.py $(CIFAR_CPU) --studies covariate --regimes none --out $(CPU_RESULTS)/cifar_extension
+	$(PY) CIFAR10_binary_classifier.py $(CIFAR_CPU) --settings weighting --regimes none l2 dropout --out $(CPU_RESULTS)/cifar_binary
+	$(PY) CIFAR10_binary_classifier.py $(CIFAR_CPU) --settings imbalance --ratios 1/8 1/4 1/2 2 4 8 --out $(CPU_RESULTS)/cifar_binary
+	$(PY) -m iwshift.report --results $(CPU_RESULTS) --docs docs --readme README.md
 
 test: install
 	$(PY) -m pytest

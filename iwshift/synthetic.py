@@ -365,11 +365,12 @@ def save(result: SyntheticResult, out: str | Path) -> dict[str, Path]:
     return paths
 
 
-def load(out: str | Path) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, Any]]:
-    """The saved metrics table, stacked parameters and manifest of a study folder."""
+def load(out: str | Path) -> tuple[pd.DataFrame, dict[str, np.ndarray] | None, dict[str, Any]]:
+    """The saved metrics table, stacked parameters (None where they were not kept: the committed results
+    leave the large ``params.npz`` out) and manifest of a study folder."""
     out = Path(out)
-    return (results.read_table(out / "metrics.csv"), results.read_arrays(out / "params.npz"),
-            results.read_json(out / "manifest.json"))
+    params = results.read_arrays(out / "params.npz") if (out / "params.npz").exists() else None
+    return results.read_table(out / "metrics.csv"), params, results.read_json(out / "manifest.json")
 
 
 def config_from_manifest(manifest: dict[str, Any]) -> SyntheticConfig:
@@ -382,25 +383,27 @@ def _numpy_logits(p: dict[str, np.ndarray], grid: np.ndarray) -> np.ndarray:
         return models.stacked_logits(stacked, torch.from_numpy(grid))[0].numpy()
 
 
-def figures(table: pd.DataFrame, params: dict[str, np.ndarray], cfg: SyntheticConfig,
+def figures(table: pd.DataFrame, params: dict[str, np.ndarray] | None, cfg: SyntheticConfig,
             boundary_seed: int | None = None) -> Iterator[tuple[str, "plt.Figure"]]:
     """Yield every figure of the study with its file stem (one at a time, so that a caller can save
     and close each before the next is drawn): decision-boundary grids (one per data set x model x
     regime, for one seed) and predicted-positive fraction / boundary angle against epoch (mean +- 95 %
-    interval over seeds)."""
+    interval over seeds). Without ``params`` the boundary grids are left out."""
     from . import plots
 
     seed = cfg.seeds[0] if boundary_seed is None else boundary_seed
-    recorded = set(params["epochs"].tolist())
+    recorded = set(params["epochs"].tolist()) if params is not None else set()
     if "remedy" not in table:
         table = table.assign(remedy="plain")
     everything, table = table, table[table["remedy"] == "plain"]
-    snapshot_epochs = [e for e in BOUNDARY_EPOCHS if e in recorded] or [max(recorded)]
+    snapshot_epochs = [e for e in BOUNDARY_EPOCHS if e in recorded] or sorted(recorded)[-1:]
     for dataset in table["dataset"].unique():
         ds = load_dataset(dataset, cfg)
         normal = metrics.max_margin_normal(ds.train.x, ds.train.y) if dataset == "separable" else None
         part = table[table["dataset"] == dataset]
         for (model, regime), runs in part.groupby(["model", "regime"], sort=False):
+            if params is None:
+                break
             chosen = runs[(runs["seed"] == seed)].drop_duplicates("run")
             weightings = [w for w in shifts.WEIGHTINGS if w in set(chosen["weighting"])]
             grid_params = {(r.weighting, e): run_params(params, int(r.run), e)

@@ -45,3 +45,17 @@ def test_cifar_visualization_notebook_plots_a_tiny_results_folder(tmp_path, monk
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]
     assert len(images) >= 4
+
+
+@pytest.mark.parametrize("notebook, variable, folder, least_figures", [
+    ("Synthetic_Data.ipynb", "IWSHIFT_SYNTHETIC_RESULTS", "synthetic", 5),
+    ("CIFAR10_visualization.ipynb", "IWSHIFT_CIFAR_RESULTS", "cifar_binary", 4)])
+def test_notebooks_plot_the_committed_results(notebook, variable, folder, least_figures, monkeypatch):
+    results = ROOT / "paper-results" / folder
+    assert results.is_dir(), f"no committed results in {results}"
+    nb = execute(notebook, {variable: str(results)}, monkeypatch)
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert len(images) >= least_figures
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert f"paper-results/{folder}" in text and str(ROOT) not in text  # read the committed results, shown relatively
