@@ -123,6 +123,7 @@ import torch  # noqa: E402
 
 from iwshift import cifar_binary as study  # noqa: E402
 from iwshift.cifar_data import load_cifar10  # noqa: E402
+from iwshift.choices import BINARY_PRESETS  # noqa: E402
 
 EPOCHS, FULL_EPOCHS, SEEDS = 3, 500, (0, 1, 2)
 t0 = time.perf_counter()
@@ -141,7 +142,7 @@ def timed_evaluate(*args, **kwargs):
 
 
 study._evaluate = timed_evaluate
-paper = dict(study.PRESETS["paper"], seeds=SEEDS, **json.loads(os.environ["SLICE_FIELDS"]))
+paper = {**BINARY_PRESETS["paper"], "seeds": SEEDS, **json.loads(os.environ["SLICE_FIELDS"])}
 device = os.environ["SLICE_DEVICE"]
 parts = [("none regime", dict(setting="weighting", regimes=["none"])),
          ("weighting", dict(setting="weighting")), ("imbalance", dict(setting="imbalance"))]
@@ -173,7 +174,7 @@ for name, fields in parts:
           f"{total / 60:.1f} min (training {train_total / 60:.1f}, evaluation {eval_total / 60:.1f}), data loading aside",
           flush=True)
 if {"weighting", "imbalance"} <= totals.keys():
-    print(f"PROJECTED whole paper study (weighting + imbalance, {FULL_EPOCHS} epochs, 3 seeds): "
+    print(f"PROJECTED whole paper study (weighting + imbalance, {FULL_EPOCHS} epochs, {len(paper['seeds'])} seeds): "
           f"{(totals['weighting'] + totals['imbalance']) / 60:.1f} min on this GPU (moonshot: 10 min)")
 PY
         echo "step 2: ok"
