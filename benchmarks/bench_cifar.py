@@ -16,7 +16,9 @@ found; the line ``data: ...`` says which):
   stack unless ``--batch-norm``: the study trains its batch-norm runs in a stack of their own), images
   resident on the device (``to_device_images``), at ``--precision`` (``auto`` = ``resolve_precision``: bf16 on
   CUDA; bf16 implies channels_last as in ``cifar_binary.train_stack``), optionally ``--compile``.
-  ``--precisions fp32 bf16`` measures each listed precision as well.
+  ``--precisions fp32 bf16`` measures each listed precision as well. ``--graph`` is the trainer's option
+  (``auto``: the static step captured as a CUDA graph on CUDA, the per-step Python loop on CPU; ``on``;
+  ``off``: the Python loop); ``--graphs on off`` measures each listed mode as well.
 
 Each case runs ``--warmup`` untimed steps, then ``--steps`` timed steps (on CUDA the device is synchronised
 before each clock read). The trainer is driven through ``Trainer.train_epoch`` itself (the timed span ends
@@ -28,12 +30,14 @@ The unit, ``img/s per model``, is model-images per second: one image seen by one
 runs stepping together on batches of 16 do 16 K per step. It is the rate at which the study's (model,
 image) training work gets done, so ``case / plain`` is the speed-up on a sweep of many runs over the plain
 loop that trains them one after another (the issue's "per model-image"). Each case's line also shows the
-rate of a single run (img/s per run = img/s per model / K).
+rate of a single run (img/s per run = img/s per model / K), and the wall time per optimiser step (one step
+of all K runs; the host overhead the CUDA graph removes is a fixed cost per step, whatever K).
 
-Run from the repository root: ``python benchmarks/bench_cifar.py`` (defaults: width 1.0 and 200 steps on
-CUDA, width 0.25 and 30 steps on CPU). The last line is ``device=D plain_img_s=A k1_img_s=B k8_img_s=C
-k28_img_s=E best_ratio=R`` (one ``k<K>_img_s`` per ``--ks`` value, at ``--precision``); R is the largest
-ratio over every measured trainer case, all ``--precisions`` included.
+Run from the repository root: ``python benchmarks/bench_cifar.py`` (defaults: width 1.0, 200 steps and
+``--ks 1 7 28 42 84`` on CUDA; width 0.25, 30 steps and ``--ks 1 8 28`` on CPU). The last line is
+``device=D plain_img_s=A k1_img_s=B k8_img_s=C k28_img_s=E k1_step_ms=... best_ratio=R`` (one ``k<K>_img_s``
+and one ``k<K>_step_ms`` per ``--ks`` value, at ``--precision`` and ``--graph``); R is the largest ratio over
+every measured trainer case, all ``--precisions`` and ``--graphs`` included.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ from iwshift.cifar_binary import BinaryConfig  # noqa: E402
 from iwshift.cifar_data import CIFAR10_CLASSES, DataUnavailableError, load_cifar10  # noqa: E402
 from iwshift.models import StackedCNN, cnn_widths  # noqa: E402
 from iwshift.sweep import REGIMES  # noqa: E402
-from iwshift.train import CIFAR_MEAN, CIFAR_STD, StackedRuns, Trainer, to_device_images  # noqa: E402
+from iwshift.train import CIFAR_MEAN, CIFAR_STD, GRAPH_MODES, StackedRuns, Trainer, to_device_images  # noqa: E402
 
 try:  # where the study resolves ``--precision auto`` (iwshift.sweep; iwshift.cifar_binary before it)
     from iwshift.sweep import resolve_precision  # noqa: E402
@@ -231,7 +235,7 @@ def study_runs(n_models: int, n_train_per_class: int) -> StackedRuns:
 
 
 def time_trainer(pair: PairImages, n_models: int, width: float, device: torch.device, precision: str,
-                 compile: bool, batch_norm: bool, warmup: int, steps: int) -> Timing:
+                 compile: bool, batch_norm: bool, warmup: int, steps: int, graph: str = "auto") -> Timing:
     """``Trainer.train_epoch`` on K stacked runs (see the module docstring)."""
     if len(pair.labels) != 2 * int((pair.labels == 0).sum()):
         raise ValueError("the trainer cases expect as many images of each class")
@@ -243,7 +247,7 @@ def time_trainer(pair: PairImages, n_models: int, width: float, device: torch.de
     model.to(device)
     trainer = Trainer(model, runs, images, labels, lr=LR, momentum=MOMENTUM, batch_size=BATCH_SIZE,
                       normalization="weight_sum", precision=precision, channels_last=precision == "bf16",
-                      compile=compile, image_normalization="cifar10")
+                      compile=compile, image_normalization="cifar10", graph=graph)
     clock = StepClock(device, len(pair.labels), warmup, steps)
     try:
         while True:
@@ -276,11 +280,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--per-class", type=int, default=1000, help="training images per class")
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 ImageFolder tree or torchvision folder "
                                                          "(default: random images)")
-    parser.add_argument("--ks", type=int, nargs="+", default=[1, 8, 28], help="stack sizes K to time")
+    parser.add_argument("--ks", type=int, nargs="+", default=None, help="stack sizes K to time (default 1 7 28 "
+                                                                        "42 84 on CUDA, 1 8 28 on CPU)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="trainer precision of the summary line (auto: bf16 on CUDA, CPU_PRECISION on CPU)")
     parser.add_argument("--precisions", choices=("fp32", "bf16"), nargs="+", default=[],
                         help="also time the trainer cases at each of these precisions")
+    parser.add_argument("--graph", choices=GRAPH_MODES, default="auto",
+                        help="the trainer's graph option in the summary line (auto: CUDA graph on CUDA)")
+    parser.add_argument("--graphs", choices=GRAPH_MODES, nargs="+", default=[],
+                        help="also time the trainer cases with each of these graph options")
     parser.add_argument("--compile", action="store_true", help="torch.compile the stacked model (trainer cases)")
     parser.add_argument("--batch-norm", action="store_true", help="batch norm in the trainer's stacks")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -288,7 +297,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if (args.warmup < 0 or (args.steps is not None and args.steps < 1) or args.per_class < 1
             or (args.threads is not None and args.threads < 1)):
         parser.error("--warmup must be >= 0; --steps, --per-class and --threads >= 1")
-    if any(k < 1 for k in args.ks) or len(set(args.ks)) != len(args.ks):
+    if args.ks is not None and (any(k < 1 for k in args.ks) or len(set(args.ks)) != len(args.ks)):
         parser.error("--ks needs distinct values >= 1")
     return args
 
@@ -301,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     cuda = device.type == "cuda"
     width = args.width if args.width is not None else (1.0 if cuda else 0.25)
     steps = args.steps if args.steps is not None else (200 if cuda else 30)
+    ks = args.ks if args.ks is not None else ([1, 7, 28, 42, 84] if cuda else [1, 8, 28])
+    graphs = [args.graph] + [g for g in dict.fromkeys(args.graphs) if g != args.graph]
     main_precision = resolve_precision(args.precision, device)
     precisions = [main_precision] + [p for p in dict.fromkeys(args.precisions) if p != main_precision]
 
@@ -312,31 +323,35 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"CNN width {width:g} (channels {channels}, FC {hidden}); batch {BATCH_SIZE}; {args.warmup} warm-up + "
           f"{steps} timed steps per case; trainer precision {main_precision}"
           f"{' (also ' + ', '.join(precisions[1:]) + ')' if len(precisions) > 1 else ''}"
-          f"{'; torch.compile' if args.compile else ''}{'; batch norm' if args.batch_norm else ''}")
+          f"{'; torch.compile' if args.compile else ''}{'; batch norm' if args.batch_norm else ''}; "
+          f"graph {args.graph}{' (also ' + ', '.join(graphs[1:]) + ')' if len(graphs) > 1 else ''}")
 
     plain = time_plain(pair, width, device, args.warmup, steps)
     print(f"plain   (PIL + ToTensor + Normalize, DataLoader, 1 model, fp32): {plain.per_model:9.1f} img/s per model "
-          f"({plain.seconds:.2f} s for {steps} steps)", flush=True)
+          f"({plain.seconds:.2f} s for {steps} steps, {1e3 * plain.seconds / steps:.3f} ms per step)", flush=True)
 
-    results: dict[tuple[int, str], Timing] = {}
+    results: dict[tuple[int, str, str], Timing] = {}
     for precision in precisions:
-        for k in args.ks:
-            timing = time_trainer(pair, k, width, device, precision, args.compile, args.batch_norm,
-                                  args.warmup, steps)
-            results[k, precision] = timing
-            print(f"K = {k:<3d} (Trainer, {precision}): {timing.per_model:9.1f} img/s per model = "
-                  f"{timing.per_model / plain.per_model:6.2f} x plain  ({timing.per_run:.1f} img/s per run; "
-                  f"{timing.seconds:.2f} s for {steps} steps)", flush=True)
-            if cuda:
-                torch.cuda.empty_cache()
+        for graph in graphs:
+            for k in ks:
+                timing = time_trainer(pair, k, width, device, precision, args.compile, args.batch_norm,
+                                      args.warmup, steps, graph)
+                results[k, precision, graph] = timing
+                print(f"K = {k:<3d} (Trainer, {precision}, graph {graph}): {timing.per_model:9.1f} img/s per model = "
+                      f"{timing.per_model / plain.per_model:6.2f} x plain  ({timing.per_run:.1f} img/s per run; "
+                      f"{1e3 * timing.seconds / steps:.3f} ms per step; {timing.seconds:.2f} s for {steps} steps)",
+                      flush=True)
+                if cuda:
+                    torch.cuda.empty_cache()
 
-    (best_k, best_p), best = max(results.items(), key=lambda item: item[1].per_model)
+    (best_k, best_p, best_g), best = max(results.items(), key=lambda item: item[1].per_model)
     best_ratio = best.per_model / plain.per_model
-    print(f"best: K = {best_k} at {best_p}, {best_ratio:.2f} x the plain loop")
+    print(f"best: K = {best_k} at {best_p}, graph {best_g}, {best_ratio:.2f} x the plain loop")
     if args.data_dir is None or pair.source.startswith("RANDOM"):
         print("note: random images (no CIFAR-10 loaded); throughput does not depend on pixel values")
     fields = [f"device={device.type}", f"plain_img_s={plain.per_model:.1f}"]
-    fields += [f"k{k}_img_s={results[k, main_precision].per_model:.1f}" for k in args.ks]
+    fields += [f"k{k}_img_s={results[k, main_precision, args.graph].per_model:.1f}" for k in ks]
+    fields += [f"k{k}_step_ms={1e3 * results[k, main_precision, args.graph].seconds / steps:.3f}" for k in ks]
     fields.append(f"best_ratio={best_ratio:.2f}")
     print(" ".join(fields))
 

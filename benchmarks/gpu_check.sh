@@ -1,23 +1,39 @@
 #!/usr/bin/env bash
-# One-shot check on a CUDA machine, run from the repository root: bash benchmarks/gpu_check.sh
+# One-shot checks on a CUDA machine, run from the repository root.
 #
-#   0. extracts .devdata/cifar10-jpeg.tar.gz (ImageFolder: train/ and test/ at its top) to /tmp/cifar10;
-#   1. benchmarks/bench_cifar.py at full width, fp32 and bf16 (plain DataLoader loop vs the stacked trainer);
-#   2. a 3-epoch slice of the paper preset with torch.compile (the 84-run weighting sweep, 3 seeds: a 63-run
-#      stack and a 21-run batch-norm stack), then prints seconds per epoch of the whole sweep and the projected
-#      wall time of the full study (500 epochs).
-# Each step survives the other's failure or timeout; the whole script stays under ~8 minutes.
-# Everything printed also goes to $OUT/gpu_check.log; $OUT also receives bench_cifar.log, paper_slice.log,
-# merged.csv and figures/. Exit status 0 when at least one step produced its output, 1 otherwise.
+#   bash benchmarks/gpu_check.sh            (the check, under 8 minutes)
+#     0. extracts .devdata/cifar10-jpeg.tar.gz (ImageFolder: train/ and test/ at its top) to /tmp/cifar10;
+#     1. benchmarks/bench_cifar.py at full width, --ks 1 7 28 42 84: bf16 (the study's precision on CUDA) with
+#        the trainer's CUDA graph (its default) and without it (--graphs off), then fp32 with the graph;
+#     2. a 3-epoch slice of the `paper` preset through the study's own code (iwshift.cifar_binary.train_stack,
+#        3 seeds): the `none` regime alone (7 weights x 3 seeds: one 21-run stack), then every stack of the
+#        weighting and imbalance settings. Each stack's training seconds per epoch (epochs 2-3, so without
+#        the graph capture) and seconds per evaluation are measured apart, and the projected wall time of
+#        500 epochs with the preset's evaluation schedule is printed per stack, for the `none` regime and
+#        for the whole paper study (weighting + imbalance);
+#     3. writes benchmarks/results/<device>.txt (also copied to $OUT): the projection, then the benchmark's
+#        output, whose last line is its key=value summary.
+#
+#   bash benchmarks/gpu_check.sh paper-none (one 10-minute job)
+#     the paper preset's `none` regime, 3 seeds, 500 epochs, full data and width, with
+#     CIFAR10_binary_classifier.py (timeout NONE_LIMIT_S, default 570 s); its results go to $OUT/paper_none/
+#     (merged.csv, per-run folders, figures) and its wall time to benchmarks/results/<device>-paper-none.txt.
+#
+# SLICE_DEVICE (default cuda) and SLICE_FIELDS (JSON, preset fields to override) let step 2 run as a dry run on
+# CPU, e.g. SLICE_DEVICE=cpu SLICE_FIELDS='{"per_class": 40, "width": 0.0625, "other_eval": 20, "noise_eval": 10}'.
+# Each step survives the other's failure or timeout. Everything printed also goes to $OUT/gpu_check.log.
+# Exit status 0 when at least one step produced its output, 1 otherwise.
 set -euo pipefail
 
+MODE=${1:-check}
 OUT=${OUT:-/tmp/gpu_check_out}
 ARCHIVE=.devdata/cifar10-jpeg.tar.gz
-DATA=/tmp/cifar10
-SLICE=/tmp/paper_slice
-BUDGET_S=460          # the whole script, seconds (step 2 gets what steps 0-1 leave, at most 300 s)
+DATA=${DATA:-/tmp/cifar10}
+RESULTS=benchmarks/results
+BUDGET_S=460          # the check, seconds (step 2 gets what steps 0-1 leave)
+NONE_LIMIT_S=${NONE_LIMIT_S:-570}
 export PYTHONUNBUFFERED=1
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$RESULTS"
 
 locate_data() {  # DATA, or the one folder below it that holds train/ (an archive with a top folder)
     local inner
@@ -30,22 +46,8 @@ locate_data() {  # DATA, or the one folder below it that holds train/ (an archiv
     fi
 }
 
-main() {
-    local start=$SECONDS bench_ok=0 slice_ok=0 rc
-    echo "=== gpu_check $(date -u '+%Y-%m-%dT%H:%M:%SZ') in $(pwd); OUT=$OUT"
-    if command -v nvidia-smi >/dev/null; then
-        nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit,clocks.max.sm --format=csv || true
-        nvidia-smi || true
-    else
-        echo "nvidia-smi: not found"
-    fi
-    python3 -c 'import sys, torch, torchvision
-print(f"python {sys.version.split()[0]}; torch {torch.__version__} (CUDA {torch.version.cuda}, cuDNN "
-      f"{torch.backends.cudnn.version()}); torchvision {torchvision.__version__}; "
-      f"cuda available: {torch.cuda.is_available()}"
-      + (f"; {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""))' || true
-
-    echo "=== step 0: data"
+prepare_data() {
+    echo "=== data"
     locate_data
     if [[ ! -d $DATA/train && -f $ARCHIVE ]]; then
         mkdir -p "$DATA"
@@ -59,16 +61,43 @@ print(f"python {sys.version.split()[0]}; torch {torch.__version__} (CUDA {torch.
     elif [[ -d $DATA/train ]]; then
         echo "$DATA/train is already there: not extracting"
     fi
-    if [[ ! -d $DATA/train ]]; then
-        echo "WARNING: no $DATA/train (nor $ARCHIVE): step 1 falls back to random images, step 2 will fail"
-    fi
     if [[ -d $DATA/train ]]; then
         echo "train images: $(find "$DATA/train" -type f | wc -l); test images: $(find "$DATA/test" -type f 2>/dev/null | wc -l)"
+    else
+        echo "WARNING: no $DATA/train (nor $ARCHIVE): the benchmark falls back to random images, the study fails"
     fi
+}
 
-    echo "=== step 1: bench_cifar.py (timeout 240 s), $((SECONDS - start)) s elapsed"
-    if timeout -k 10 240 python3 benchmarks/bench_cifar.py --device cuda --width 1 --data-dir "$DATA" \
-            --precisions fp32 bf16 --steps 300 2>&1 | tee "$OUT/bench_cifar.log"; then
+environment() {
+    echo "=== gpu_check $MODE $(date -u '+%Y-%m-%dT%H:%M:%SZ') in $(pwd) (commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')); OUT=$OUT"
+    if command -v nvidia-smi >/dev/null; then
+        nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit,clocks.max.sm --format=csv || true
+    else
+        echo "nvidia-smi: not found"
+    fi
+    python3 -c 'import sys, torch, torchvision
+print(f"python {sys.version.split()[0]}; torch {torch.__version__} (CUDA {torch.version.cuda}, cuDNN "
+      f"{torch.backends.cudnn.version()}); torchvision {torchvision.__version__}; "
+      f"cuda available: {torch.cuda.is_available()}"
+      + (f"; {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""))' || true
+}
+
+device_slug() {  # e.g. nvidia-h100-80gb-hbm3
+    python3 -c 'import re, torch
+name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+print(re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"))' 2>/dev/null || echo unknown-device
+}
+
+check() {
+    local start=$SECONDS bench_ok=0 slice_ok=0 rc slug
+    environment
+    prepare_data
+    slug=$(device_slug)
+
+    echo "=== step 1: bench_cifar.py (timeout 200 s), $((SECONDS - start)) s elapsed"
+    if timeout -k 10 200 python3 benchmarks/bench_cifar.py --device cuda --width 1 --data-dir "$DATA" \
+            --ks 1 7 28 42 84 --precision bf16 --precisions fp32 --graph auto --graphs off --steps 200 2>&1 \
+            | tee "$OUT/bench_cifar.log"; then
         echo "step 1: ok"
     else
         rc=$?
@@ -79,60 +108,120 @@ print(f"python {sys.version.split()[0]}; torch {torch.__version__} (CUDA {torch.
     fi
 
     local left=$((BUDGET_S - (SECONDS - start)))
-    local limit=$((left < 300 ? left : 300))
-    limit=$((limit < 60 ? 60 : limit))
-    echo "=== step 2: paper preset, 3 seeds, 3 epochs, torch.compile (timeout $limit s), $((SECONDS - start)) s elapsed"
-    rm -rf "$SLICE"
-    if timeout -k 10 "$limit" python3 CIFAR10_binary_classifier.py --preset paper --device cuda --data-dir "$DATA" \
-            --seeds 0 1 2 --epochs 3 --compile --out "$SLICE" --figures "$OUT/figures" --no-progress 2>&1 \
-            | tee "$OUT/paper_slice.log"; then
+    local limit=$((left < 60 ? 60 : left))
+    echo "=== step 2: 3-epoch slice of the paper study, every stack (timeout $limit s), $((SECONDS - start)) s elapsed"
+    if DATA=$DATA SLICE_DEVICE=${SLICE_DEVICE:-cuda} SLICE_FIELDS=${SLICE_FIELDS:-"{}"} timeout -k 10 "$limit" python3 - 2>&1 <<'PY' | tee "$OUT/paper_slice.log"; then
+"""Train every stack of the paper study for 3 epochs (evaluating each epoch, as the preset does early on) and
+project 500 epochs from the training seconds per epoch (epochs 2-3) and the seconds per evaluation."""
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.getcwd())
+import torch  # noqa: E402
+
+from iwshift import cifar_binary as study  # noqa: E402
+from iwshift.cifar_data import load_cifar10  # noqa: E402
+from iwshift.choices import BINARY_PRESETS  # noqa: E402
+
+EPOCHS, FULL_EPOCHS, SEEDS = 3, 500, (0, 1, 2)
+t0 = time.perf_counter()
+data = load_cifar10(os.environ["DATA"], download=False)
+print(f"data: {data.source} ({time.perf_counter() - t0:.0f} s)")
+
+evaluations: list[float] = []  # seconds of each evaluation pass (the study's _evaluate, timed from outside)
+evaluate = study._evaluate
+
+
+def timed_evaluate(*args, **kwargs):
+    t = time.perf_counter()
+    out = evaluate(*args, **kwargs)  # ends with device-to-host copies: synchronised
+    evaluations.append(time.perf_counter() - t)
+    return out
+
+
+study._evaluate = timed_evaluate
+paper = {**BINARY_PRESETS["paper"], "seeds": SEEDS, **json.loads(os.environ["SLICE_FIELDS"])}
+device = os.environ["SLICE_DEVICE"]
+parts = [("none regime", dict(setting="weighting", regimes=["none"])),
+         ("weighting", dict(setting="weighting")), ("imbalance", dict(setting="imbalance"))]
+n_evals = len(study.BinaryConfig(**dict(paper, epochs=FULL_EPOCHS)).eval_epochs())
+print(f"projection: {FULL_EPOCHS} epochs, {n_evals} evaluated (the preset's schedule), from {EPOCHS}-epoch slices")
+totals = {}
+for name, fields in parts:
+    cfg = study.BinaryConfig(**dict(paper, epochs=EPOCHS, **fields))
+    pair = study.prepare_pair(data, cfg, device)
+    total = train_total = eval_total = 0.0
+    for group in study.stacks(study.build_runs(cfg), cfg):
+        evaluations.clear()
+        tables = study.train_stack(group, pair, cfg)
+        seconds = next(iter(tables.values())).set_index("epoch")["seconds"]  # cumulative, after each evaluation
+        cumulative_eval = [sum(evaluations[:i + 1]) for i in range(len(evaluations))]
+        training = [seconds[e] - cumulative_eval[i] for i, e in enumerate(seconds.index)]  # cumulative training
+        per_epoch = (training[-1] - training[0]) / (EPOCHS - 1)
+        per_eval = sum(evaluations[1:]) / len(evaluations[1:])
+        setup = training[0] - per_epoch  # graph capture, cuDNN autotuning: once per stack
+        projected = setup + FULL_EPOCHS * per_epoch + n_evals * per_eval
+        total, train_total, eval_total = total + projected, train_total + FULL_EPOCHS * per_epoch, eval_total + n_evals * per_eval
+        n_train = study.train_size(group.iloc[0], cfg)
+        steps = -(-n_train // cfg.batch_size)
+        print(f"{name:12s} stack of {len(group):2d} runs ({n_train} images, {steps} steps/epoch): "
+              f"{per_epoch:6.2f} s/epoch training ({1e3 * per_epoch / steps:.2f} ms/step), {per_eval:5.2f} s/evaluation, "
+              f"{setup:5.1f} s set-up -> {projected / 60:6.1f} min for {FULL_EPOCHS} epochs", flush=True)
+    totals[name] = total
+    print(f"PROJECTED {name} ({cfg.setting}, {len(study.build_runs(cfg))} runs, {FULL_EPOCHS} epochs): "
+          f"{total / 60:.1f} min (training {train_total / 60:.1f}, evaluation {eval_total / 60:.1f}), data loading aside",
+          flush=True)
+if {"weighting", "imbalance"} <= totals.keys():
+    print(f"PROJECTED whole paper study (weighting + imbalance, {FULL_EPOCHS} epochs, {len(paper['seeds'])} seeds): "
+          f"{(totals['weighting'] + totals['imbalance']) / 60:.1f} min on this GPU (moonshot: 10 min)")
+PY
         echo "step 2: ok"
     else
         rc=$?
         echo "step 2: FAILED (exit status $rc$([[ $rc == 124 ]] && echo ': timed out'))"
     fi
-    if [[ -f $SLICE/merged.csv ]]; then
-        cp "$SLICE/merged.csv" "$OUT/merged.csv"
-    fi
-    if compgen -G "$SLICE/*/config.json" >/dev/null; then
+    if grep -q '^PROJECTED' "$OUT/paper_slice.log" 2>/dev/null; then
         slice_ok=1
-        echo "=== step 2 summary"
-        SLICE_DIR=$SLICE FULL_EPOCHS=500 python3 - <<'PY' || echo "summary: FAILED"
-"""Seconds per epoch of the whole weighting sweep (every stack) from a short slice, and the projection."""
-import os
-import sys
-from pathlib import Path
-
-sys.path.insert(0, os.getcwd())
-from iwshift.cifar_binary import BinaryConfig, merge  # noqa: E402
-
-table = merge(Path(os.environ["SLICE_DIR"]))
-full_epochs = int(os.environ.get("FULL_EPOCHS", 500))
-if table.empty:
-    sys.exit("no complete runs")
-total = 0.0
-stacks = table.groupby(table["regime"] == "batchnorm")
-for bn, part in stacks:
-    per_run = part.groupby("epoch")["seconds"].first().sort_index()
-    e, t = per_run.index.to_list(), per_run.to_list()
-    per_epoch = (t[-1] - t[0]) / (e[-1] - e[0]) if len(e) > 1 else t[-1] / e[-1]
-    total += per_epoch
-    print(f"{'batch-norm' if bn else 'plain':10s} stack: {part['run'].nunique()} runs; first epoch {t[0]:.1f} s "
-          f"(compilation included), then {per_epoch:.2f} s/epoch (cumulative s {[round(x, 1) for x in t]})")
-n_runs = table["run"].nunique()
-evals = len(BinaryConfig(epochs=full_epochs).eval_epochs())
-print(f"the {n_runs}-run paper sweep: {total:.2f} s per epoch, every epoch evaluated in this slice")
-print(f"PROJECTED full paper study ({full_epochs} epochs, all seeds together): {full_epochs * total / 3600:.2f} h "
-      f"(an upper bound: the full study evaluates {evals} of its {full_epochs} epochs)")
-PY
-    else
-        echo "step 2: no complete runs in $SLICE"
     fi
 
+    local results_file=$RESULTS/$slug.txt
+    {
+        echo "# benchmarks/gpu_check.sh $(date -u '+%Y-%m-%dT%H:%M:%SZ'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $slug"
+        grep -E '^(PROJECTED|none regime|weighting|imbalance|projection)' "$OUT/paper_slice.log" 2>/dev/null || echo "(no projection)"
+        cat "$OUT/bench_cifar.log" 2>/dev/null || echo "(no benchmark)"
+    } > "$results_file"
+    cp "$results_file" "$OUT/"
     echo "=== done in $((SECONDS - start)) s: bench_cifar $([[ $bench_ok == 1 ]] && echo ok || echo FAILED)," \
-         "paper slice $([[ $slice_ok == 1 ]] && echo ok || echo FAILED); logs in $OUT"
+         "paper slice $([[ $slice_ok == 1 ]] && echo ok || echo FAILED); results in $results_file; logs in $OUT"
     [[ $bench_ok == 1 || $slice_ok == 1 ]]
 }
 
-main "$@" 2>&1 | tee "$OUT/gpu_check.log"
-exit "${PIPESTATUS[0]}"
+paper_none() {
+    local start=$SECONDS rc=0 slug
+    environment
+    prepare_data
+    slug=$(device_slug)
+    echo "=== the paper preset's none regime, 3 seeds, 500 epochs (timeout $NONE_LIMIT_S s)"
+    rm -rf "$OUT/paper_none"
+    timeout -k 10 "$NONE_LIMIT_S" python3 CIFAR10_binary_classifier.py --preset paper --device cuda \
+        --data-dir "$DATA" --settings weighting --regimes none --seeds 0 1 2 --epochs 500 \
+        --out "$OUT/paper_none" --figures "$OUT/paper_none/figures" --no-progress 2>&1 | tee "$OUT/paper_none.log" \
+        || rc=$?
+    local wall=$((SECONDS - start))
+    {
+        echo "# benchmarks/gpu_check.sh paper-none $(date -u '+%Y-%m-%dT%H:%M:%SZ'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $slug"
+        tail -n 5 "$OUT/paper_none.log" 2>/dev/null
+        echo "device=$slug regime=none runs=21 epochs=500 exit_status=$rc wall_s=$wall"
+    } > "$RESULTS/$slug-paper-none.txt"
+    cp "$RESULTS/$slug-paper-none.txt" "$OUT/"
+    echo "=== done in $wall s (exit status $rc); merged table: $OUT/paper_none/merged.csv"
+    [[ $rc == 0 && -f $OUT/paper_none/merged.csv ]]
+}
+
+case $MODE in
+    check) check 2>&1 | tee "$OUT/gpu_check.log"; exit "${PIPESTATUS[0]}" ;;
+    paper-none) paper_none 2>&1 | tee "$OUT/gpu_check.log"; exit "${PIPESTATUS[0]}" ;;
+    *) echo "usage: bash benchmarks/gpu_check.sh [check|paper-none]" >&2; exit 2 ;;
+esac
