@@ -2,7 +2,8 @@
 # One-shot checks on a CUDA machine, run from the repository root.
 #
 #   bash benchmarks/gpu_check.sh            (the check, under 8 minutes)
-#     0. extracts .devdata/cifar10-jpeg.tar.gz (ImageFolder: train/ and test/ at its top) to /tmp/cifar10;
+#     0. extracts .devdata/cifar10-jpeg.tar.gz (ImageFolder: train/ and test/ at its top) to /tmp/cifar10, and
+#        runs tests/test_graph_step.py (its CUDA-only tests: the captured step equals the per-step loop);
 #     1. benchmarks/bench_cifar.py at full width, --ks 1 7 28 42 84: bf16 (the study's precision on CUDA) with
 #        the trainer's CUDA graph (its default) and without it (--graphs off), then fp32 with the graph;
 #     2. a 3-epoch slice of the `paper` preset through the study's own code (iwshift.cifar_binary.train_stack,
@@ -93,6 +94,10 @@ check() {
     environment
     prepare_data
     slug=$(device_slug)
+
+    echo "=== step 0: the captured step equals the per-step loop (GPU-only tests, timeout 60 s)"
+    timeout -k 5 60 python3 -m pytest -q -p no:cacheprovider tests/test_graph_step.py 2>&1 | tail -n 5 \
+        || echo "WARNING: the graph-step tests failed or timed out: do not trust the captured path's numbers"
 
     echo "=== step 1: bench_cifar.py (timeout 200 s), $((SECONDS - start)) s elapsed"
     if timeout -k 10 200 python3 benchmarks/bench_cifar.py --device cuda --width 1 --data-dir "$DATA" \
