@@ -375,20 +375,14 @@ def _last(cells: pd.DataFrame, loss: str, cell: str) -> pd.Series:
     return cells[(cells["loss"] == loss) & (cells["cell"] == cell) & (cells["selection"] == "last")]["acc"]
 
 
-def _fmt(mean: float, lo: float, hi: float) -> str:
+def _fmt(mean: float, lo: float, hi: float, signed: bool = False) -> str:
+    """``mean [lo, hi]`` to 3 decimals (with a sign for differences); the mean alone without an interval."""
     if not math.isfinite(mean):
         return "—"
+    spec = "+.3f" if signed else ".3f"
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        return f"{mean:.3f}"
-    return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
-def _signed(mean: float, lo: float, hi: float) -> str:
-    if not math.isfinite(mean):
-        return "—"
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return f"{mean:+.3f}"
-    return f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+        return f"{mean:{spec}}"
+    return f"{mean:{spec}} [{lo:{spec}}, {hi:{spec}}]"
 
 
 def markdown(comparison: pd.DataFrame, headlines: pd.DataFrame, label: str = "") -> str:
@@ -400,13 +394,13 @@ def markdown(comparison: pd.DataFrame, headlines: pd.DataFrame, label: str = "")
         lines.append(f"| {LOSS_LABELS[r.loss]} | {r.cell} | {SELECTION_LABELS[r.selection]} | "
                      f"{_fmt(r.ours, r.ours_lo, r.ours_hi)} ({r.n_ours}) | "
                      f"{_fmt(r.theirs, r.theirs_lo, r.theirs_hi)} ({r.n_theirs}) | "
-                     f"{_signed(r.diff, r.diff_lo, r.diff_hi)} | {r.verdict} |")
+                     f"{_fmt(r.diff, r.diff_lo, r.diff_hi, signed=True)} | {r.verdict} |")
     lines += ["", f"Test accuracy, mean over seeds [95 % t-interval]; difference: Welch 95 % interval. "
               f"Verdict: {RULE}.", "",
               "| their headline comparison | ours | reading | theirs | reading |", "|---|---|---|---|---|"]
     for r in headlines.itertuples():
-        lines.append(f"| {r.comparison} | {_signed(r.ours, r.ours_lo, r.ours_hi)} | {r.ours_reading} | "
-                     f"{_signed(r.theirs, r.theirs_lo, r.theirs_hi)} | {r.theirs_reading} |")
+        lines.append(f"| {r.comparison} | {_fmt(r.ours, r.ours_lo, r.ours_hi, signed=True)} | {r.ours_reading} | "
+                     f"{_fmt(r.theirs, r.theirs_lo, r.theirs_hi, signed=True)} | {r.theirs_reading} |")
     lines += ["", f"Reading (δ = {DELTA}): *negligible* if the interval lies within ±δ, else *positive* if it "
               f"lies above 0, *negative* if below, *unclear* if it contains 0."]
     return "\n".join(lines) + "\n"
