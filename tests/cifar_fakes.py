@@ -1,8 +1,10 @@
 """Tiny made-up CIFAR-10 stand-ins for the tests: every image's pixels encode its class."""
 
+from pathlib import Path
+
 import numpy as np
 
-from iwshift.cifar_data import Cifar10, ImageSet
+from iwshift.cifar_data import CIFAR10_CLASSES, Cifar10, ImageSet
 
 
 def class_of(images: np.ndarray) -> np.ndarray:
@@ -23,3 +25,15 @@ def fake_cifar(train_per_class: int = 40, test_per_class: int = 10, seed: int = 
         return ImageSet(images[order], labels[order])
 
     return Cifar10(train=split(train_per_class), test=split(test_per_class), source="fake")
+
+
+def write_image_folder(root: Path, data: Cifar10) -> Path:
+    """``data`` as an ImageFolder tree ``root/<split>/<class>/NNNN.png`` (what the scripts read from disk)."""
+    import PIL.Image
+
+    for split, part in (("train", data.train), ("test", data.test)):
+        for i, (image, label) in enumerate(zip(part.images, part.labels)):
+            folder = root / split / CIFAR10_CLASSES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            PIL.Image.fromarray(image).save(folder / f"{i:04d}.png")
+    return root

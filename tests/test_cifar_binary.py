@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cifar_fakes import class_of, fake_cifar
+from cifar_fakes import class_of, fake_cifar, write_image_folder
 from iwshift import cifar_binary as study
 from iwshift import metrics
 from iwshift.cifar_data import CIFAR10_CLASSES
@@ -239,14 +239,7 @@ def test_missing_data_message_names_both_ways_without_traceback(tmp_path):
 
 
 def test_script_runs_a_tiny_study_from_an_image_folder(tmp_path):
-    import PIL.Image
-
-    data = fake_cifar(train_per_class=12, test_per_class=3)
-    for split, part in (("train", data.train), ("test", data.test)):
-        for i, (image, label) in enumerate(zip(part.images, part.labels)):
-            folder = tmp_path / "data" / split / CIFAR10_CLASSES[label]
-            folder.mkdir(parents=True, exist_ok=True)
-            PIL.Image.fromarray(image).save(folder / f"{i:04d}.png")
+    write_image_folder(tmp_path / "data", fake_cifar(train_per_class=12, test_per_class=3))
     proc = subprocess.run(
         [sys.executable, str(ROOT / "CIFAR10_binary_classifier.py"), "--data-dir", str(tmp_path / "data"),
          "--preset", "cpu", "--per-class", "12", "--epochs", "1", "--width", "0.0625", "--seeds", "0",

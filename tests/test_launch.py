@@ -10,10 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cifar_fakes import fake_cifar
+from cifar_fakes import fake_cifar, write_image_folder
 from iwshift import cifar_binary as study
 from iwshift import launch, sweep
-from iwshift.cifar_data import CIFAR10_CLASSES
 from iwshift.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,16 +55,7 @@ def env():
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """A tiny CIFAR-10 ImageFolder tree (what a job reads from disk, like the real data)."""
-    import PIL.Image
-
-    root = tmp_path_factory.mktemp("data")
-    data = fake_cifar(train_per_class=12, test_per_class=3)
-    for split, part in (("train", data.train), ("test", data.test)):
-        for i, (image, label) in enumerate(zip(part.images, part.labels)):
-            folder = root / split / CIFAR10_CLASSES[label]
-            folder.mkdir(parents=True, exist_ok=True)
-            PIL.Image.fromarray(image).save(folder / f"{i:04d}.png")
-    return root
+    return write_image_folder(tmp_path_factory.mktemp("data"), fake_cifar(train_per_class=12, test_per_class=3))
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,9 @@ import pandas as pd
 import pytest
 import torch
 
-from cifar_fakes import fake_cifar
+from cifar_fakes import fake_cifar, write_image_folder
 from iwshift import cifar_binary as study
 from iwshift import launch, report, results, sweep, train
-from iwshift.cifar_data import CIFAR10_CLASSES
 from iwshift.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,16 +264,7 @@ def load_script(name: str):
 
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
-    import PIL.Image
-
-    root = tmp_path_factory.mktemp("data")
-    data = fake_cifar(train_per_class=10, test_per_class=2)
-    for split, part in (("train", data.train), ("test", data.test)):
-        for i, (image, label) in enumerate(zip(part.images, part.labels)):
-            folder = root / split / CIFAR10_CLASSES[label]
-            folder.mkdir(parents=True, exist_ok=True)
-            PIL.Image.fromarray(image).save(folder / f"{i:04d}.png")
-    return root
+    return write_image_folder(tmp_path_factory.mktemp("data"), fake_cifar(train_per_class=10, test_per_class=2))
 
 
 @pytest.mark.parametrize("script_name,args,message", [
