@@ -474,7 +474,8 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything the next epoch depends on, copied: parameters and buffers, momentum, the epoch, each
-        run's batch-order generator and the global RNG (dropout masks drawn from it)."""
+        run's batch-order generator and the global RNG (the studies' models draw nothing from it since dropout
+        masks are counter-based; kept so that a model which does still resumes exactly)."""
         state = {"epoch": self.epoch,
                  "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
                  "momentum": [b.clone() for b in self.optimizer.buffers],
