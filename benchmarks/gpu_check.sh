@@ -15,12 +15,19 @@
 #     3. writes benchmarks/results/<device>.txt (also copied to $OUT): the projection, then the benchmark's
 #        output, whose last line is its key=value summary.
 #
+#   bash benchmarks/gpu_check.sh session   (one 10-minute job: what a short GPU lease should run first)
+#     the GPU-only tests; bench_cifar.py at K = 21 (the `none` stack) with conv=grouped and conv=unfold, both
+#     captured; then the `none` regime as paper-none below, with the faster convolution, in what is left of
+#     SESSION_S (default 590 s) if its projection fits (else the check below in that time); logs and a
+#     tarball of its results in $OUT.
+#
 #   bash benchmarks/gpu_check.sh paper-none (one 10-minute job)
 #     the paper preset's `none` regime, 3 seeds, 500 epochs, full data and width, with
 #     CIFAR10_binary_classifier.py (timeout NONE_LIMIT_S, default 570 s); its results go to $OUT/paper_none/
 #     (merged.csv, per-run folders, figures) and its wall time to benchmarks/results/<device>-paper-none.txt.
 #
-# SLICE_DEVICE (default cuda) and SLICE_FIELDS (JSON, preset fields to override) let step 2 run as a dry run on
+# CONV (grouped | unfold, default grouped) is the convolution of the studies' runs and of the benchmark's summary
+# line (the other one is benchmarked too). SLICE_DEVICE (default cuda) and SLICE_FIELDS (JSON, preset fields to override) let step 2 run as a dry run on
 # CPU, e.g. SLICE_DEVICE=cpu SLICE_FIELDS='{"per_class": 40, "width": 0.0625, "other_eval": 20, "noise_eval": 10}'.
 # Each step survives the other's failure or timeout. Everything printed also goes to $OUT/gpu_check.log.
 # Exit status 0 when at least one step produced its output, 1 otherwise.
@@ -31,10 +38,23 @@ OUT=${OUT:-/tmp/gpu_check_out}
 ARCHIVE=.devdata/cifar10-jpeg.tar.gz
 DATA=${DATA:-/tmp/cifar10}
 RESULTS=benchmarks/results
-BUDGET_S=460          # the check, seconds (step 2 gets what steps 0-1 leave)
+WORK=${WORK:-/tmp/gpu_check_work}  # what is too many files for $OUT (the none regime's run folders)
 NONE_LIMIT_S=${NONE_LIMIT_S:-570}
+SESSION_S=${SESSION_S:-590}   # the session mode ends its last step by then
+CONV=${CONV:-grouped}
+OTHER_CONV=$([[ $CONV == grouped ]] && echo unfold || echo grouped)
+BENCH_STEPS=${BENCH_STEPS:-200}
+# a dry run on CPU: DEVICE=cpu BENCH_WIDTH=0.0625 EPOCHS=2 EXTRA_ARGS="--per-class 40 --width 0.0625 ..."
+DEVICE=${DEVICE:-cuda}
+BENCH_WIDTH=${BENCH_WIDTH:-1}
+EPOCHS=${EPOCHS:-500}
+EXTRA_ARGS=${EXTRA_ARGS:-}
+PRECISIONS=${PRECISIONS-fp32}  # also benchmarked (check mode), besides bf16 (PRECISIONS= : none)
+BENCH_OTHER_CONV=${BENCH_OTHER_CONV-1}  # check mode: benchmark the other convolution too (BENCH_OTHER_CONV= : not)
+SLICE_PARTS=${SLICE_PARTS:-none,weighting,imbalance}  # check mode: the slices to train and project
+BUDGET_S=${BUDGET_S:-460}  # the check, seconds (step 2 gets what steps 0-1 leave)
 export PYTHONUNBUFFERED=1
-mkdir -p "$OUT" "$RESULTS"
+mkdir -p "$OUT" "$RESULTS" "$WORK"
 
 locate_data() {  # DATA, or the one folder below it that holds train/ (an archive with a top folder)
     local inner
@@ -95,13 +115,16 @@ check() {
     prepare_data
     slug=$(device_slug)
 
-    echo "=== step 0: the captured step equals the per-step loop (GPU-only tests, timeout 60 s)"
-    timeout -k 5 60 python3 -m pytest -q -p no:cacheprovider tests/test_graph_step.py 2>&1 | tail -n 5 \
-        || echo "WARNING: the graph-step tests failed or timed out: do not trust the captured path's numbers"
+    if [[ -z ${SKIP_TESTS:-} ]]; then
+        echo "=== step 0: the captured step equals the per-step loop (GPU-only tests, timeout 60 s)"
+        timeout -k 5 60 python3 -m pytest -q -p no:cacheprovider tests/test_graph_step.py 2>&1 | tail -n 5 \
+            || echo "WARNING: the graph-step tests failed or timed out: do not trust the captured path's numbers"
+    fi
 
     echo "=== step 1: bench_cifar.py (timeout 200 s), $((SECONDS - start)) s elapsed"
-    if timeout -k 10 200 python3 benchmarks/bench_cifar.py --device cuda --width 1 --data-dir "$DATA" \
-            --ks 1 7 28 42 84 --precision bf16 --precisions fp32 --graph auto --graphs off --steps 200 2>&1 \
+    if timeout -k 10 200 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" --data-dir "$DATA" \
+            --ks 1 7 28 42 84 --precision bf16 ${PRECISIONS:+--precisions $PRECISIONS} --graph auto --graphs off \
+            --conv "$CONV" ${BENCH_OTHER_CONV:+--convs "$OTHER_CONV"} --steps "$BENCH_STEPS" 2>&1 \
             | tee "$OUT/bench_cifar.log"; then
         echo "step 1: ok"
     else
@@ -115,7 +138,7 @@ check() {
     local left=$((BUDGET_S - (SECONDS - start)))
     local limit=$((left < 60 ? 60 : left))
     echo "=== step 2: 3-epoch slice of the paper study, every stack (timeout $limit s), $((SECONDS - start)) s elapsed"
-    if DATA=$DATA SLICE_DEVICE=${SLICE_DEVICE:-cuda} SLICE_FIELDS=${SLICE_FIELDS:-"{}"} timeout -k 10 "$limit" python3 - 2>&1 <<'PY' | tee "$OUT/paper_slice.log"; then
+    if DATA=$DATA SLICE_PARTS=$SLICE_PARTS SLICE_DEVICE=${SLICE_DEVICE:-$DEVICE} SLICE_FIELDS=${SLICE_FIELDS:-"{\"conv\": \"$CONV\"}"} timeout -k 10 "$limit" python3 - 2>&1 <<'PY' | tee "$OUT/paper_slice.log"; then
 """Train every stack of the paper study for 3 epochs (evaluating each epoch, as the preset does early on) and
 project 500 epochs from the training seconds per epoch (epochs 2-3) and the seconds per evaluation."""
 import json
@@ -151,6 +174,8 @@ paper = {**BINARY_PRESETS["paper"], "seeds": SEEDS, **json.loads(os.environ["SLI
 device = os.environ["SLICE_DEVICE"]
 parts = [("none regime", dict(setting="weighting", regimes=["none"])),
          ("weighting", dict(setting="weighting")), ("imbalance", dict(setting="imbalance"))]
+wanted = os.environ["SLICE_PARTS"].split(",")
+parts = [(name, fields) for name, fields in parts if name.split()[0] in wanted]
 n_evals = len(study.BinaryConfig(**dict(paper, epochs=FULL_EPOCHS)).eval_epochs())
 print(f"projection: {FULL_EPOCHS} epochs, {n_evals} evaluated (the preset's schedule), from {EPOCHS}-epoch slices")
 totals = {}
@@ -203,30 +228,80 @@ PY
     [[ $bench_ok == 1 || $slice_ok == 1 ]]
 }
 
-paper_none() {
-    local start=$SECONDS rc=0 slug
-    environment
-    prepare_data
+train_none() {  # the none regime, 500 epochs, under timeout $1 s; results in $WORK/paper_none, packed into $OUT
+    local limit=$1 rc=0 t0=$SECONDS slug
     slug=$(device_slug)
-    echo "=== the paper preset's none regime, 3 seeds, 500 epochs (timeout $NONE_LIMIT_S s)"
-    rm -rf "$OUT/paper_none"
-    timeout -k 10 "$NONE_LIMIT_S" python3 CIFAR10_binary_classifier.py --preset paper --device cuda \
-        --data-dir "$DATA" --settings weighting --regimes none --seeds 0 1 2 --epochs 500 \
-        --out "$OUT/paper_none" --figures "$OUT/paper_none/figures" --no-progress 2>&1 | tee "$OUT/paper_none.log" \
-        || rc=$?
-    local wall=$((SECONDS - start))
+    echo "=== the paper preset's none regime, 3 seeds, 500 epochs, conv $CONV (timeout $limit s)"
+    rm -rf "$WORK/paper_none"
+    # checkpoints every 100 epochs: each writes 21 full-width networks and their momentum (~0.25 GB)
+    # shellcheck disable=SC2086  # EXTRA_ARGS: several flags
+    timeout -k 10 "$limit" python3 CIFAR10_binary_classifier.py --preset paper --device "$DEVICE" \
+        --data-dir "$DATA" --settings weighting --regimes none --seeds 0 1 2 --epochs "$EPOCHS" --conv "$CONV" $EXTRA_ARGS \
+        --checkpoint-every 100 --out "$WORK/paper_none" --figures "$WORK/paper_none/figures" 2>&1 \
+        | tee "$OUT/paper_none.log" || rc=$?
+    local wall=$((SECONDS - t0))
     {
-        echo "# benchmarks/gpu_check.sh paper-none $(date -u '+%Y-%m-%dT%H:%M:%SZ'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $slug"
-        tail -n 5 "$OUT/paper_none.log" 2>/dev/null
-        echo "device=$slug regime=none runs=21 epochs=500 exit_status=$rc wall_s=$wall"
+        echo "# benchmarks/gpu_check.sh $MODE $(date -u '+%Y-%m-%dT%H:%M:%SZ'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $slug"
+        grep -v '^\s*$' "$OUT/paper_none.log" 2>/dev/null | tail -n 6
+        echo "device=$slug regime=none runs=21 epochs=500 conv=$CONV exit_status=$rc wall_s=$wall"
     } > "$RESULTS/$slug-paper-none.txt"
     cp "$RESULTS/$slug-paper-none.txt" "$OUT/"
-    echo "=== done in $wall s (exit status $rc); merged table: $OUT/paper_none/merged.csv"
-    [[ $rc == 0 && -f $OUT/paper_none/merged.csv ]]
+    rm -rf "$WORK/paper_none/.checkpoints"
+    # $OUT brings back a few files only: the results as one tarball (merged.csv, per-run folders, figures)
+    [[ -d $WORK/paper_none ]] && tar -czf "$OUT/paper_none.tar.gz" -C "$WORK" paper_none
+    echo "=== none regime: $wall s (exit status $rc); results: $OUT/paper_none.tar.gz"
+    [[ $rc == 0 && -f $WORK/paper_none/merged.csv ]]
+}
+
+paper_none() {
+    environment
+    prepare_data
+    train_none "$NONE_LIMIT_S"
+}
+
+session() {
+    local start=$SECONDS rate_grouped rate_unfold left
+    environment
+    prepare_data
+    # decode the images into the loader's cache meanwhile (the machine has cores to spare)
+    python3 -c "import sys; from iwshift.cifar_data import load_cifar10; load_cifar10(sys.argv[1], download=False)" \
+        "$DATA" > "$OUT/decode.log" 2>&1 &
+    local decoding=$!
+    echo "=== step 0: the captured step equals the per-step loop (GPU-only tests, timeout 75 s)"
+    timeout -k 5 75 python3 -m pytest -q -p no:cacheprovider tests/test_graph_step.py 2>&1 | tail -n 15 \
+        || echo "WARNING: the graph-step tests failed or timed out"
+    wait "$decoding" || echo "WARNING: decoding the images failed: $(tail -n 1 "$OUT/decode.log")"
+    echo "=== step 1: K = 21 (the none stack), grouped vs unfold, captured (timeout 100 s), $((SECONDS - start)) s elapsed"
+    timeout -k 5 100 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" --data-dir "$DATA" --ks 21 \
+        --precision bf16 --graph auto --conv grouped --convs unfold --steps "$BENCH_STEPS" 2>&1 | tee "$OUT/bench_k21.log" \
+        || echo "step 1: FAILED or timed out"
+    # the faster convolution, and the none regime's projected wall time from its ms per step (+12 % for the
+    # 48 evaluations, +30 s to start); when that does not fit, the time goes to the check's benchmark instead
+    read -r CONV projected < <(python3 - "$OUT/bench_k21.log" <<'PY'
+import re, sys
+rates = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"K = 21 +\(Trainer, \w+, graph auto, conv (\w+)\): +([0-9.]+) img/s.*?; ([0-9.]+) ms per step", line)
+    if m:
+        rates[m[1]] = (float(m[2]), float(m[3]))
+conv = max(rates, key=lambda c: rates[c][0]) if rates else "grouped"
+print(conv, int(30 + 1.12 * 500 * 625 * rates[conv][1] / 1e3) if rates else 0)
+PY
+    )
+    left=$((SESSION_S - (SECONDS - start) - 15))
+    echo "K = 21: conv $CONV is faster; the none regime projects to ${projected} s; ${left} s are left"
+    if (( projected > 0 && projected <= left )); then
+        train_none $((left < NONE_LIMIT_S ? left : NONE_LIMIT_S)) || true
+    else
+        echo "the none regime would not finish in the ${left} s left: running the check's benchmark instead"
+        SKIP_TESTS=1 BUDGET_S=$left check || true
+    fi
+    echo "=== session done in $((SECONDS - start)) s"
 }
 
 case $MODE in
     check) check 2>&1 | tee "$OUT/gpu_check.log"; exit "${PIPESTATUS[0]}" ;;
     paper-none) paper_none 2>&1 | tee "$OUT/gpu_check.log"; exit "${PIPESTATUS[0]}" ;;
-    *) echo "usage: bash benchmarks/gpu_check.sh [check|paper-none]" >&2; exit 2 ;;
+    session) session 2>&1 | tee "$OUT/gpu_check.log"; exit "${PIPESTATUS[0]}" ;;
+    *) echo "usage: bash benchmarks/gpu_check.sh [check|session|paper-none]" >&2; exit 2 ;;
 esac

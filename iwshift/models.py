@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .choices import MODELS_2D  # noqa: E402
+from .choices import CONV_IMPLS, MODELS_2D  # noqa: E402
 
 
 def _outputs(n_classes: int) -> int:
@@ -223,14 +223,26 @@ class StackedCNN(nn.Module):
     and a run draws the same masks alone or in any stack. The trainer passes ``step`` in training mode
     (a Python int, or a 0-d int64 tensor on the device, e.g. inside a CUDA graph).
 
+    ``conv`` says how the K models' convolutions are computed, on the same parameters (so the same
+    initialisation, state dict and optimiser), equal up to rounding:
+
+    * ``grouped``: one grouped convolution (cuDNN/oneDNN) per layer on a (B, K*C, H, W) activation;
+    * ``unfold``: im2col (``F.unfold``) then one batched matrix product per layer over the K*B images, on a
+      (K*B, C, H, W) activation: every model in one GEMM launch, whatever K (grouped convolutions may
+      run group by group on a GPU). Batch norm runs transpose to the grouped layout and back.
+
     Input ``(K, B, 3, 32, 32)`` (model k sees its own batch), output logits ``(K, B, n_classes)``.
     """
 
     step_seeded_dropout = True
 
     def __init__(self, n_models: int, width: float = 1.0, batch_norm: bool = False, n_classes: int = 2,
-                 dropout: Sequence[float] | float = 0.0, seeds: Sequence[int] | None = None):
+                 dropout: Sequence[float] | float = 0.0, seeds: Sequence[int] | None = None,
+                 conv: str = "grouped"):
         super().__init__()
+        if conv not in CONV_IMPLS:
+            raise ValueError(f"unknown conv {conv!r}; choose from {', '.join(CONV_IMPLS)}")
+        self.conv = conv
         K = self.n_models = n_models
         self.width, self.batch_norm, self.n_classes = width, batch_norm, n_classes
         channels, hidden = cnn_widths(width)
@@ -289,14 +301,7 @@ class StackedCNN(nn.Module):
             if step is None:
                 raise ValueError("training with dropout needs the SGD step (the masks are counter-based)")
             scales = self._dropout_scales(step, B)
-        h = x.transpose(0, 1).reshape(B, K * x.shape[2], *x.shape[3:])
-        if self.convs[0].weight.is_contiguous(memory_format=torch.channels_last) and K * x.shape[2] > 1:
-            h = h.contiguous(memory_format=torch.channels_last)
-        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            h = torch.relu(norm(conv(h)))
-            if i in (1, 4):
-                h = nn.functional.max_pool2d(h, 2)
-        h = h.reshape(B, K, -1).transpose(0, 1)  # (K, B, features) in each model's C, H, W order
+        h = self._features_unfold(x) if self.conv == "unfold" else self._features_grouped(x)
         last = len(self.fc_weights) - 1
         for i, (W, b) in enumerate(zip(self.fc_weights, self.fc_biases)):
             h = torch.baddbmm(b.to(h.dtype), h, W.to(h.dtype))
@@ -305,6 +310,49 @@ class StackedCNN(nn.Module):
                 if scales is not None:
                     h = h * scales[i].to(h.dtype)
         return h
+
+    def _features_grouped(self, x: torch.Tensor) -> torch.Tensor:
+        """(K, B, features) in each model's C, H, W order, through grouped convolutions."""
+        K, B = x.shape[:2]
+        h = x.transpose(0, 1).reshape(B, K * x.shape[2], *x.shape[3:])
+        if self.convs[0].weight.is_contiguous(memory_format=torch.channels_last) and K * x.shape[2] > 1:
+            h = h.contiguous(memory_format=torch.channels_last)
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            h = torch.relu(norm(conv(h)))
+            if i in (1, 4):
+                h = nn.functional.max_pool2d(h, 2)
+        return h.reshape(B, K, -1).transpose(0, 1)
+
+    def _features_unfold(self, x: torch.Tensor) -> torch.Tensor:
+        """As :meth:`_features_grouped`, through im2col and batched matrix products."""
+        K, B = x.shape[:2]
+        h = x.reshape(K * B, *x.shape[2:])
+        if torch.is_autocast_enabled(h.device.type):  # unfold the images in the products' dtype: half the bytes
+            h = h.to(torch.get_autocast_dtype(h.device.type))
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            h = _conv_unfold(h, conv.weight, conv.bias, K)
+            if isinstance(norm, nn.BatchNorm2d):  # per-model statistics: the grouped layout, and back
+                C, H, W = h.shape[1:]
+                grouped = h.view(K, B, C, H, W).transpose(0, 1).reshape(B, K * C, H, W)
+                h = norm(grouped).view(B, K, C, H, W).transpose(0, 1).reshape(K * B, C, H, W)
+            h = torch.relu(h)
+            if i in (1, 4):
+                h = nn.functional.max_pool2d(h, 2)
+        return h.reshape(K, B, -1)
+
+
+def _conv_unfold(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_models: int) -> torch.Tensor:
+    """A 3x3 valid convolution of K models on their own images: ``h`` (K*B, C, H, W), model k's images in
+    rows k*B .. (k+1)*B - 1; ``weight`` (K*C_out, C, 3, 3) and ``bias`` (K*C_out,) as a grouped
+    ``nn.Conv2d`` holds them. Returns (K*B, C_out, H-2, W-2)."""
+    KB, _, H, W = h.shape
+    K = n_models
+    B, c_out = KB // K, weight.shape[0] // K
+    columns = nn.functional.unfold(h, 3)                             # (K*B, C*9, L): rows in (c, ky, kx) order
+    kernels = weight.reshape(K, 1, c_out, -1)                        # (K, 1, C_out, C*9): broadcast over B
+    out = torch.matmul(kernels, columns.view(K, B, *columns.shape[1:]))  # (K, B, C_out, L): one bmm launch
+    out = out + bias.view(K, 1, c_out, 1).to(out.dtype)              # keep autocast's dtype (bias is fp32)
+    return out.view(KB, c_out, H - 2, W - 2)
 
 
 # Counter-based random numbers in torch: splitmix64 of (seed, stream, step, index), bit for bit the hash of
