@@ -50,6 +50,7 @@ BENCH_WIDTH=${BENCH_WIDTH:-1}
 EPOCHS=${EPOCHS:-500}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 PRECISIONS=${PRECISIONS-fp32}  # also benchmarked (check mode), besides bf16 (PRECISIONS= : none)
+GRAPHS_ALSO=${GRAPHS_ALSO-off}  # check mode: also benchmarked without the CUDA graph (GRAPHS_ALSO= : not)
 BENCH_OTHER_CONV=${BENCH_OTHER_CONV-1}  # check mode: benchmark the other convolution too (BENCH_OTHER_CONV= : not)
 SLICE_PARTS=${SLICE_PARTS:-none,weighting,imbalance}  # check mode: the slices to train and project
 BUDGET_S=${BUDGET_S:-460}  # the check, seconds (step 2 gets what steps 0-1 leave)
@@ -123,7 +124,7 @@ check() {
 
     echo "=== step 1: bench_cifar.py (timeout 200 s), $((SECONDS - start)) s elapsed"
     if timeout -k 10 200 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" --data-dir "$DATA" \
-            --ks 1 7 28 42 84 --precision bf16 ${PRECISIONS:+--precisions $PRECISIONS} --graph auto --graphs off \
+            --ks 1 7 28 42 84 --precision bf16 ${PRECISIONS:+--precisions $PRECISIONS} --graph auto ${GRAPHS_ALSO:+--graphs $GRAPHS_ALSO} \
             --conv "$CONV" ${BENCH_OTHER_CONV:+--convs "$OTHER_CONV"} --steps "$BENCH_STEPS" 2>&1 \
             | tee "$OUT/bench_cifar.log"; then
         echo "step 1: ok"

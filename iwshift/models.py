@@ -227,9 +227,9 @@ class StackedCNN(nn.Module):
     initialisation, state dict and optimiser), equal up to rounding:
 
     * ``grouped``: one grouped convolution (cuDNN/oneDNN) per layer on a (B, K*C, H, W) activation;
-    * ``unfold``: im2col (``F.unfold``) then one batched matrix product per layer over the K*B images, on a
-      (K*B, C, H, W) activation: every model in one GEMM launch, whatever K (grouped convolutions may
-      run group by group on a GPU). Batch norm runs transpose to the grouped layout and back.
+    * ``unfold``: im2col then one batched matrix product of all K models per layer, on (K, C, B, H, W)
+      activations: a few large kernels whatever K. Batch norm runs transpose to the grouped layout and
+      back. Measured slower than ``grouped`` on CPU (oneDNN); see docs/speed.md for CUDA.
 
     Input ``(K, B, 3, 32, 32)`` (model k sees its own batch), output logits ``(K, B, n_classes)``.
     """
@@ -324,35 +324,52 @@ class StackedCNN(nn.Module):
         return h.reshape(B, K, -1).transpose(0, 1)
 
     def _features_unfold(self, x: torch.Tensor) -> torch.Tensor:
-        """As :meth:`_features_grouped`, through im2col and batched matrix products."""
+        """As :meth:`_features_grouped`, through im2col and batched matrix products. Activations are laid
+        out (K, C, B, H, W), so a layer is one im2col copy and one ``baddbmm`` of every model at once:
+        (K, C_out, C*9) @ (K, C*9, B*H'*W'), whose output is again (K, C_out, B, H', W')."""
         K, B = x.shape[:2]
-        h = x.reshape(K * B, *x.shape[2:])
-        if torch.is_autocast_enabled(h.device.type):  # unfold the images in the products' dtype: half the bytes
+        h = x.transpose(1, 2)  # (K, C, B, H, W): a view
+        if torch.is_autocast_enabled(h.device.type):  # im2col in the products' dtype: half the bytes
             h = h.to(torch.get_autocast_dtype(h.device.type))
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            h = _conv_unfold(h, conv.weight, conv.bias, K)
+            c_out, (H, W) = conv.out_channels // K, h.shape[-2:]
+            columns = _Im2col.apply(h)                                   # (K, C*9, B*(H-2)*(W-2))
+            h = torch.baddbmm(conv.bias.view(K, c_out, 1), conv.weight.reshape(K, c_out, -1), columns)
+            h = h.view(K, c_out, B, H - 2, W - 2)
             if isinstance(norm, nn.BatchNorm2d):  # per-model statistics: the grouped layout, and back
-                C, H, W = h.shape[1:]
-                grouped = h.view(K, B, C, H, W).transpose(0, 1).reshape(B, K * C, H, W)
-                h = norm(grouped).view(B, K, C, H, W).transpose(0, 1).reshape(K * B, C, H, W)
+                grouped = h.permute(2, 0, 1, 3, 4).reshape(B, K * c_out, H - 2, W - 2)
+                h = norm(grouped).view(B, K, c_out, H - 2, W - 2).permute(1, 2, 0, 3, 4)
             h = torch.relu(h)
-            if i in (1, 4):
-                h = nn.functional.max_pool2d(h, 2)
-        return h.reshape(K, B, -1)
+            if i in (1, 4):  # pool each (model, channel) plane of B images
+                h = nn.functional.max_pool2d(h.reshape(K * c_out, B, H - 2, W - 2), 2)
+                h = h.view(K, c_out, B, *h.shape[-2:])
+        return h.permute(0, 2, 1, 3, 4).reshape(K, B, -1)  # (K, B, features) in each model's C, H, W order
 
 
-def _conv_unfold(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n_models: int) -> torch.Tensor:
-    """A 3x3 valid convolution of K models on their own images: ``h`` (K*B, C, H, W), model k's images in
-    rows k*B .. (k+1)*B - 1; ``weight`` (K*C_out, C, 3, 3) and ``bias`` (K*C_out,) as a grouped
-    ``nn.Conv2d`` holds them. Returns (K*B, C_out, H-2, W-2)."""
-    KB, _, H, W = h.shape
-    K = n_models
-    B, c_out = KB // K, weight.shape[0] // K
-    columns = nn.functional.unfold(h, 3)                             # (K*B, C*9, L): rows in (c, ky, kx) order
-    kernels = weight.reshape(K, 1, c_out, -1)                        # (K, 1, C_out, C*9): broadcast over B
-    out = torch.matmul(kernels, columns.view(K, B, *columns.shape[1:]))  # (K, B, C_out, L): one bmm launch
-    out = out + bias.view(K, 1, c_out, 1).to(out.dtype)              # keep autocast's dtype (bias is fp32)
-    return out.view(KB, c_out, H - 2, W - 2)
+class _Im2col(torch.autograd.Function):
+    """The 3x3 valid patches of (K, C, B, H, W) activations as (K, C*9, B*(H-2)*(W-2)), rows in (c, ky, kx)
+    order (a grouped ``nn.Conv2d`` weight's order): one strided copy. Its backward adds the nine shifted
+    slices of the gradient back (col2im). ``F.unfold`` is not used: on CUDA it launches a kernel per image."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor) -> torch.Tensor:
+        K, C, B, H, W = h.shape
+        sK, sC, sB, sH, sW = h.stride()
+        ctx.input_shape = h.shape
+        patches = h.as_strided((K, C, 3, 3, B, H - 2, W - 2), (sK, sC, sH, sW, sB, sH, sW), h.storage_offset())
+        return patches.reshape(K, C * 9, B * (H - 2) * (W - 2))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor | None:
+        if not ctx.needs_input_grad[0]:
+            return None
+        K, C, B, H, W = ctx.input_shape
+        g = grad.view(K, C, 3, 3, B, H - 2, W - 2)
+        out = grad.new_zeros(K, C, B, H, W)
+        for ky in range(3):
+            for kx in range(3):
+                out[..., ky:ky + H - 2, kx:kx + W - 2] += g[:, :, ky, kx]
+        return out
 
 
 # Counter-based random numbers in torch: splitmix64 of (seed, stream, step, index), bit for bit the hash of

@@ -141,12 +141,19 @@ def test_static_step_trains_a_2d_stack_as_the_python_loop_with_the_same_step_cou
 
 @contextlib.contextmanager
 def _deterministic_cudnn():
-    saved = torch.backends.cudnn.deterministic
+    """cuDNN's deterministic algorithms, chosen by heuristics (call :func:`_fixed_algorithms` after building
+    the trainers, which switch autotuning on): both paths then run the same kernels, and two bf16
+    trajectories do not drift apart on a different autotuning pick."""
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     torch.backends.cudnn.deterministic = True
     try:
         yield
     finally:
-        torch.backends.cudnn.deterministic = saved
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+
+
+def _fixed_algorithms() -> None:
+    torch.backends.cudnn.benchmark = False
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
@@ -155,6 +162,7 @@ def test_captured_graph_trains_as_the_python_loop_on_cuda(batch_norm, conv):
     runs = _runs()
     with _deterministic_cudnn():
         captured, loop = (_trainer(g, "cuda", batch_norm=batch_norm, runs=runs, conv=conv) for g in ("auto", "off"))
+        _fixed_algorithms()
         assert captured.static_step and not loop.static_step
         _assert_same_training(captured, loop, atol=1e-6, rtol=1e-5)
     assert captured._graph is not None
@@ -166,6 +174,7 @@ def test_captured_graph_in_bf16_trains_as_the_python_loop_on_cuda(conv):
     runs = _runs()
     with _deterministic_cudnn():
         captured, loop = (_trainer(g, "cuda", precision="bf16", runs=runs, conv=conv) for g in ("on", "off"))
+        _fixed_algorithms()
         _assert_same_training(captured, loop, atol=1e-4, rtol=1e-3)
 
 
