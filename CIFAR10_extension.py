@@ -54,7 +54,6 @@ DROPOUT = 0.5                    # on the two hidden fully connected layers, in 
 NORMALIZATION = "weight_sum"     # weight_sum: torch class weights (paper); mean: sum w*l / n
 PRECISION = "auto"               # auto: bf16 on CUDA, measured choice on CPU | fp32 | bf16 (autocast)
 COMPILE = False                  # torch.compile the stacked model
-CONV = "grouped"                 # grouped (grouped convolutions) | unfold (im2col + one batched matmul per layer)
 MAX_STACK = 84                   # runs trained together at most (a GPU wants many)
 FIGURES_ON = True                # draw the figures
 PROGRESS = True                  # progress bar (on a terminal)
@@ -77,13 +76,13 @@ FIELDS = {"SEEDS": "seeds", "DATA_SEED": "data_seed", "REGIMES": "regimes", "SOU
           "KERNEL_DIMS": "kernel_dims", "CLIP": "clip", "SELF_NORMALIZE": "self_normalize", "WIDTH": "width",
           "EPOCHS": "epochs", "LR": "lr", "MOMENTUM": "momentum", "BATCH_SIZE": "batch_size", "L2": "l2",
           "DROPOUT": "dropout", "NORMALIZATION": "normalization", "PRECISION": "precision",
-          "COMPILE": "compile", "CONV": "conv", "MAX_STACK": "max_stack"}
+          "COMPILE": "compile", "MAX_STACK": "max_stack"}
 
 
 CHOICES = {"PRESET": ("auto", *choices.EXTENSION_PRESETS), "STUDIES": choices.EXTENSION_STUDIES,
            "REGIMES": choices.CNN_REGIMES, "COVARIATE_WEIGHTS": choices.COVARIATE_SOURCES,
            "LABEL_WEIGHTS": choices.LABEL_SOURCES, "NORMALIZATION": choices.NORMALIZATIONS,
-           "PRECISION": choices.PRECISIONS, "CONV": choices.CONV_IMPLS, "LAUNCHER": choices.LAUNCHERS}
+           "PRECISION": choices.PRECISIONS, "LAUNCHER": choices.LAUNCHERS}
 
 
 def main(argv=None) -> int:

@@ -18,9 +18,7 @@ found; the line ``data: ...`` says which):
   CUDA; bf16 implies channels_last as in ``cifar_binary.train_stack``), optionally ``--compile``.
   ``--precisions fp32 bf16`` measures each listed precision as well. ``--graph`` is the trainer's option
   (``auto``: the static step captured as a CUDA graph on CUDA, the per-step Python loop on CPU; ``on``;
-  ``off``: the Python loop); ``--graphs on off`` measures each listed mode as well. ``--conv`` is the
-  model's convolution (``grouped`` convolutions, or ``unfold``: im2col + one batched matmul per layer; see
-  ``StackedCNN``), and ``--convs`` measures each listed one as well.
+  ``off``: the Python loop); ``--graphs on off`` measures each listed mode as well.
 
 Each case runs ``--warmup`` untimed steps, then ``--steps`` timed steps (on CUDA the device is synchronised
 before each clock read). The trainer is driven through ``Trainer.train_epoch`` itself (the timed span ends
@@ -37,9 +35,9 @@ of all K runs; the host overhead the CUDA graph removes is a fixed cost per step
 
 Run from the repository root: ``python benchmarks/bench_cifar.py`` (defaults: width 1.0, 200 steps and
 ``--ks 1 7 28 42 84`` on CUDA; width 0.25, 30 steps and ``--ks 1 8 28`` on CPU). The last line is
-``device=D plain_img_s=A k1_img_s=B k8_img_s=C k28_img_s=E k1_step_ms=... conv=V best_ratio=R`` (one
-``k<K>_img_s`` and one ``k<K>_step_ms`` per ``--ks`` value, at ``--precision``, ``--graph`` and ``--conv``); R is
-the largest ratio over every measured trainer case, all ``--precisions``, ``--graphs`` and ``--convs`` included.
+``device=D plain_img_s=A k1_img_s=B k8_img_s=C k28_img_s=E k1_step_ms=... best_ratio=R`` (one ``k<K>_img_s``
+and one ``k<K>_step_ms`` per ``--ks`` value, at ``--precision`` and ``--graph``); R is the largest ratio over
+every measured trainer case, all ``--precisions`` and ``--graphs`` included.
 """
 
 from __future__ import annotations
@@ -61,7 +59,6 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from iwshift.cifar_binary import BinaryConfig  # noqa: E402
 from iwshift.cifar_data import CIFAR10_CLASSES, DataUnavailableError, load_cifar10  # noqa: E402
-from iwshift.choices import CONV_IMPLS  # noqa: E402
 from iwshift.models import StackedCNN, cnn_widths  # noqa: E402
 from iwshift.sweep import REGIMES  # noqa: E402
 from iwshift.train import CIFAR_MEAN, CIFAR_STD, GRAPH_MODES, StackedRuns, Trainer, to_device_images  # noqa: E402
@@ -238,20 +235,18 @@ def study_runs(n_models: int, n_train_per_class: int) -> StackedRuns:
 
 
 def time_trainer(pair: PairImages, n_models: int, width: float, device: torch.device, precision: str,
-                 compile: bool, batch_norm: bool, warmup: int, steps: int, graph: str = "auto",
-                 conv: str = "grouped") -> Timing:
+                 compile: bool, batch_norm: bool, warmup: int, steps: int, graph: str = "auto") -> Timing:
     """``Trainer.train_epoch`` on K stacked runs (see the module docstring)."""
     if len(pair.labels) != 2 * int((pair.labels == 0).sum()):
         raise ValueError("the trainer cases expect as many images of each class")
     images = to_device_images(pair.images, device)
     labels = torch.as_tensor(pair.labels, device=device)
     runs = study_runs(n_models, len(pair.labels) // 2)
-    model = StackedCNN(n_models, width, batch_norm=batch_norm, dropout=runs.dropout, conv=conv)
+    model = StackedCNN(n_models, width, batch_norm=batch_norm, dropout=runs.dropout)
     model.reset_parameters(runs.seeds)
     model.to(device)
     trainer = Trainer(model, runs, images, labels, lr=LR, momentum=MOMENTUM, batch_size=BATCH_SIZE,
-                      normalization="weight_sum", precision=precision,
-                      channels_last=precision == "bf16" and conv == "grouped",  # as the studies do
+                      normalization="weight_sum", precision=precision, channels_last=precision == "bf16",
                       compile=compile, image_normalization="cifar10", graph=graph)
     clock = StepClock(device, len(pair.labels), warmup, steps)
     try:
@@ -295,10 +290,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="the trainer's graph option in the summary line (auto: CUDA graph on CUDA)")
     parser.add_argument("--graphs", choices=GRAPH_MODES, nargs="+", default=[],
                         help="also time the trainer cases with each of these graph options")
-    parser.add_argument("--conv", choices=CONV_IMPLS, default="grouped",
-                        help="the stacked CNN's convolutions in the summary line (see StackedCNN)")
-    parser.add_argument("--convs", choices=CONV_IMPLS, nargs="+", default=[],
-                        help="also time the trainer cases with each of these convolutions")
     parser.add_argument("--compile", action="store_true", help="torch.compile the stacked model (trainer cases)")
     parser.add_argument("--batch-norm", action="store_true", help="batch norm in the trainer's stacks")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -321,7 +312,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     steps = args.steps if args.steps is not None else (200 if cuda else 30)
     ks = args.ks if args.ks is not None else ([1, 7, 28, 42, 84] if cuda else [1, 8, 28])
     graphs = [args.graph] + [g for g in dict.fromkeys(args.graphs) if g != args.graph]
-    convs = [args.conv] + [c for c in dict.fromkeys(args.convs) if c != args.conv]
     main_precision = resolve_precision(args.precision, device)
     precisions = [main_precision] + [p for p in dict.fromkeys(args.precisions) if p != main_precision]
 
@@ -334,38 +324,34 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"{steps} timed steps per case; trainer precision {main_precision}"
           f"{' (also ' + ', '.join(precisions[1:]) + ')' if len(precisions) > 1 else ''}"
           f"{'; torch.compile' if args.compile else ''}{'; batch norm' if args.batch_norm else ''}; "
-          f"graph {args.graph}{' (also ' + ', '.join(graphs[1:]) + ')' if len(graphs) > 1 else ''}; "
-          f"conv {args.conv}{' (also ' + ', '.join(convs[1:]) + ')' if len(convs) > 1 else ''}")
+          f"graph {args.graph}{' (also ' + ', '.join(graphs[1:]) + ')' if len(graphs) > 1 else ''}")
 
     plain = time_plain(pair, width, device, args.warmup, steps)
     print(f"plain   (PIL + ToTensor + Normalize, DataLoader, 1 model, fp32): {plain.per_model:9.1f} img/s per model "
           f"({plain.seconds:.2f} s for {steps} steps, {1e3 * plain.seconds / steps:.3f} ms per step)", flush=True)
 
-    results: dict[tuple[int, str, str, str], Timing] = {}
+    results: dict[tuple[int, str, str], Timing] = {}
     for precision in precisions:
-        for conv in convs:
-            for graph in graphs:
-                for k in ks:
-                    timing = time_trainer(pair, k, width, device, precision, args.compile, args.batch_norm,
-                                          args.warmup, steps, graph, conv)
-                    results[k, precision, graph, conv] = timing
-                    print(f"K = {k:<3d} (Trainer, {precision}, graph {graph}, conv {conv}): {timing.per_model:9.1f} "
-                          f"img/s per model = {timing.per_model / plain.per_model:6.2f} x plain  "
-                          f"({timing.per_run:.1f} img/s per run; {1e3 * timing.seconds / steps:.3f} ms per step; "
-                          f"{timing.seconds:.2f} s for {steps} steps)", flush=True)
-                    if cuda:
-                        torch.cuda.empty_cache()
+        for graph in graphs:
+            for k in ks:
+                timing = time_trainer(pair, k, width, device, precision, args.compile, args.batch_norm,
+                                      args.warmup, steps, graph)
+                results[k, precision, graph] = timing
+                print(f"K = {k:<3d} (Trainer, {precision}, graph {graph}): {timing.per_model:9.1f} img/s per model = "
+                      f"{timing.per_model / plain.per_model:6.2f} x plain  ({timing.per_run:.1f} img/s per run; "
+                      f"{1e3 * timing.seconds / steps:.3f} ms per step; {timing.seconds:.2f} s for {steps} steps)",
+                      flush=True)
+                if cuda:
+                    torch.cuda.empty_cache()
 
-    (best_k, best_p, best_g, best_c), best = max(results.items(), key=lambda item: item[1].per_model)
+    (best_k, best_p, best_g), best = max(results.items(), key=lambda item: item[1].per_model)
     best_ratio = best.per_model / plain.per_model
-    print(f"best: K = {best_k} at {best_p}, graph {best_g}, conv {best_c}, {best_ratio:.2f} x the plain loop")
+    print(f"best: K = {best_k} at {best_p}, graph {best_g}, {best_ratio:.2f} x the plain loop")
     if args.data_dir is None or pair.source.startswith("RANDOM"):
         print("note: random images (no CIFAR-10 loaded); throughput does not depend on pixel values")
     fields = [f"device={device.type}", f"plain_img_s={plain.per_model:.1f}"]
-    main_case = (main_precision, args.graph, args.conv)
-    fields += [f"k{k}_img_s={results[(k, *main_case)].per_model:.1f}" for k in ks]
-    fields += [f"k{k}_step_ms={1e3 * results[(k, *main_case)].seconds / steps:.3f}" for k in ks]
-    fields.append(f"conv={args.conv}")
+    fields += [f"k{k}_img_s={results[k, main_precision, args.graph].per_model:.1f}" for k in ks]
+    fields += [f"k{k}_step_ms={1e3 * results[k, main_precision, args.graph].seconds / steps:.3f}" for k in ks]
     fields.append(f"best_ratio={best_ratio:.2f}")
     print(" ".join(fields))
 

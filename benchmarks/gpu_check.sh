@@ -16,18 +16,17 @@
 #        output, whose last line is its key=value summary.
 #
 #   bash benchmarks/gpu_check.sh session   (one 10-minute job: what a short GPU lease should run first)
-#     the GPU-only tests; bench_cifar.py at K = 21 (the `none` stack) with conv=grouped and conv=unfold, both
-#     captured; then the `none` regime as paper-none below, with the faster convolution, in what is left of
-#     SESSION_S (default 590 s) if its projection fits (else the check below in that time); logs and a
-#     tarball of its results in $OUT.
+#     the GPU-only tests; bench_cifar.py at K = 21 (the `none` stack, captured) to project the `none` regime;
+#     then that regime as paper-none below, in what is left of SESSION_S (default 590 s) if the projection
+#     fits, else the check above in that time; logs and a tarball of its results in $OUT.
 #
 #   bash benchmarks/gpu_check.sh paper-none (one 10-minute job)
 #     the paper preset's `none` regime, 3 seeds, 500 epochs, full data and width, with
-#     CIFAR10_binary_classifier.py (timeout NONE_LIMIT_S, default 570 s); its results go to $OUT/paper_none/
-#     (merged.csv, per-run folders, figures) and its wall time to benchmarks/results/<device>-paper-none.txt.
+#     CIFAR10_binary_classifier.py (timeout NONE_LIMIT_S, default 570 s); its results (merged.csv, per-run
+#     folders, figures) come back as $OUT/paper_none.tar.gz ($OUT returns a few files only), its wall time in
+#     benchmarks/results/<device>-paper-none.txt. Unpack into paper-results/cifar_binary_paper_gpu/ to commit.
 #
-# CONV (grouped | unfold, default grouped) is the convolution of the studies' runs and of the benchmark's summary
-# line (the other one is benchmarked too). SLICE_DEVICE (default cuda) and SLICE_FIELDS (JSON, preset fields to override) let step 2 run as a dry run on
+# SLICE_DEVICE (default: DEVICE, cuda) and SLICE_FIELDS (JSON, preset fields to override) let step 2 run as a dry run on
 # CPU, e.g. SLICE_DEVICE=cpu SLICE_FIELDS='{"per_class": 40, "width": 0.0625, "other_eval": 20, "noise_eval": 10}'.
 # Each step survives the other's failure or timeout. Everything printed also goes to $OUT/gpu_check.log.
 # Exit status 0 when at least one step produced its output, 1 otherwise.
@@ -41,8 +40,6 @@ RESULTS=benchmarks/results
 WORK=${WORK:-/tmp/gpu_check_work}  # what is too many files for $OUT (the none regime's run folders)
 NONE_LIMIT_S=${NONE_LIMIT_S:-570}
 SESSION_S=${SESSION_S:-590}   # the session mode ends its last step by then
-CONV=${CONV:-grouped}
-OTHER_CONV=$([[ $CONV == grouped ]] && echo unfold || echo grouped)
 BENCH_STEPS=${BENCH_STEPS:-200}
 # a dry run on CPU: DEVICE=cpu BENCH_WIDTH=0.0625 EPOCHS=2 EXTRA_ARGS="--per-class 40 --width 0.0625 ..."
 DEVICE=${DEVICE:-cuda}
@@ -51,7 +48,6 @@ EPOCHS=${EPOCHS:-500}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 PRECISIONS=${PRECISIONS-fp32}  # also benchmarked (check mode), besides bf16 (PRECISIONS= : none)
 GRAPHS_ALSO=${GRAPHS_ALSO-off}  # check mode: also benchmarked without the CUDA graph (GRAPHS_ALSO= : not)
-BENCH_OTHER_CONV=${BENCH_OTHER_CONV-1}  # check mode: benchmark the other convolution too (BENCH_OTHER_CONV= : not)
 SLICE_PARTS=${SLICE_PARTS:-none,weighting,imbalance}  # check mode: the slices to train and project
 BUDGET_S=${BUDGET_S:-460}  # the check, seconds (step 2 gets what steps 0-1 leave)
 export PYTHONUNBUFFERED=1
@@ -125,7 +121,7 @@ check() {
     echo "=== step 1: bench_cifar.py (timeout 200 s), $((SECONDS - start)) s elapsed"
     if timeout -k 10 200 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" --data-dir "$DATA" \
             --ks 1 7 28 42 84 --precision bf16 ${PRECISIONS:+--precisions $PRECISIONS} --graph auto ${GRAPHS_ALSO:+--graphs $GRAPHS_ALSO} \
-            --conv "$CONV" ${BENCH_OTHER_CONV:+--convs "$OTHER_CONV"} --steps "$BENCH_STEPS" 2>&1 \
+            --steps "$BENCH_STEPS" 2>&1 \
             | tee "$OUT/bench_cifar.log"; then
         echo "step 1: ok"
     else
@@ -139,7 +135,7 @@ check() {
     local left=$((BUDGET_S - (SECONDS - start)))
     local limit=$((left < 60 ? 60 : left))
     echo "=== step 2: 3-epoch slice of the paper study, every stack (timeout $limit s), $((SECONDS - start)) s elapsed"
-    if DATA=$DATA SLICE_PARTS=$SLICE_PARTS SLICE_DEVICE=${SLICE_DEVICE:-$DEVICE} SLICE_FIELDS=${SLICE_FIELDS:-"{\"conv\": \"$CONV\"}"} timeout -k 10 "$limit" python3 - 2>&1 <<'PY' | tee "$OUT/paper_slice.log"; then
+    if DATA=$DATA SLICE_PARTS=$SLICE_PARTS SLICE_DEVICE=${SLICE_DEVICE:-$DEVICE} SLICE_FIELDS=${SLICE_FIELDS:-"{}"} timeout -k 10 "$limit" python3 - 2>&1 <<'PY' | tee "$OUT/paper_slice.log"; then
 """Train every stack of the paper study for 3 epochs (evaluating each epoch, as the preset does early on) and
 project 500 epochs from the training seconds per epoch (epochs 2-3) and the seconds per evaluation."""
 import json
@@ -232,19 +228,19 @@ PY
 train_none() {  # the none regime, 500 epochs, under timeout $1 s; results in $WORK/paper_none, packed into $OUT
     local limit=$1 rc=0 t0=$SECONDS slug
     slug=$(device_slug)
-    echo "=== the paper preset's none regime, 3 seeds, 500 epochs, conv $CONV (timeout $limit s)"
+    echo "=== the paper preset's none regime, 3 seeds, 500 epochs (timeout $limit s)"
     rm -rf "$WORK/paper_none"
     # checkpoints every 100 epochs: each writes 21 full-width networks and their momentum (~0.25 GB)
     # shellcheck disable=SC2086  # EXTRA_ARGS: several flags
     timeout -k 10 "$limit" python3 CIFAR10_binary_classifier.py --preset paper --device "$DEVICE" \
-        --data-dir "$DATA" --settings weighting --regimes none --seeds 0 1 2 --epochs "$EPOCHS" --conv "$CONV" $EXTRA_ARGS \
+        --data-dir "$DATA" --settings weighting --regimes none --seeds 0 1 2 --epochs "$EPOCHS" $EXTRA_ARGS \
         --checkpoint-every 100 --out "$WORK/paper_none" --figures "$WORK/paper_none/figures" 2>&1 \
         | tee "$OUT/paper_none.log" || rc=$?
     local wall=$((SECONDS - t0))
     {
         echo "# benchmarks/gpu_check.sh $MODE $(date -u '+%Y-%m-%dT%H:%M:%SZ'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $slug"
         grep -v '^\s*$' "$OUT/paper_none.log" 2>/dev/null | tail -n 6
-        echo "device=$slug regime=none runs=21 epochs=500 conv=$CONV exit_status=$rc wall_s=$wall"
+        echo "device=$slug regime=none runs=21 epochs=500 exit_status=$rc wall_s=$wall"
     } > "$RESULTS/$slug-paper-none.txt"
     cp "$RESULTS/$slug-paper-none.txt" "$OUT/"
     rm -rf "$WORK/paper_none/.checkpoints"
@@ -261,7 +257,7 @@ paper_none() {
 }
 
 session() {
-    local start=$SECONDS rate_grouped rate_unfold left
+    local start=$SECONDS projected left
     environment
     prepare_data
     # decode the images into the loader's cache meanwhile (the machine has cores to spare)
@@ -272,25 +268,16 @@ session() {
     timeout -k 5 75 python3 -m pytest -q -p no:cacheprovider tests/test_graph_step.py 2>&1 | tail -n 15 \
         || echo "WARNING: the graph-step tests failed or timed out"
     wait "$decoding" || echo "WARNING: decoding the images failed: $(tail -n 1 "$OUT/decode.log")"
-    echo "=== step 1: K = 21 (the none stack), grouped vs unfold, captured (timeout 100 s), $((SECONDS - start)) s elapsed"
+    echo "=== step 1: K = 21 (the none stack), captured (timeout 100 s), $((SECONDS - start)) s elapsed"
     timeout -k 5 100 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" --data-dir "$DATA" --ks 21 \
-        --precision bf16 --graph auto --conv grouped --convs unfold --steps "$BENCH_STEPS" 2>&1 | tee "$OUT/bench_k21.log" \
+        --precision bf16 --graph auto --steps "$BENCH_STEPS" 2>&1 | tee "$OUT/bench_k21.log" \
         || echo "step 1: FAILED or timed out"
-    # the faster convolution, and the none regime's projected wall time from its ms per step (+12 % for the
-    # 48 evaluations, +30 s to start); when that does not fit, the time goes to the check's benchmark instead
-    read -r CONV projected < <(python3 - "$OUT/bench_k21.log" <<'PY'
-import re, sys
-rates = {}
-for line in open(sys.argv[1]):
-    m = re.match(r"K = 21 +\(Trainer, \w+, graph auto, conv (\w+)\): +([0-9.]+) img/s.*?; ([0-9.]+) ms per step", line)
-    if m:
-        rates[m[1]] = (float(m[2]), float(m[3]))
-conv = max(rates, key=lambda c: rates[c][0]) if rates else "grouped"
-print(conv, int(30 + 1.12 * 500 * 625 * rates[conv][1] / 1e3) if rates else 0)
-PY
-    )
+    # the none regime's projected wall time from its ms per step (+12 % for the 48 evaluations, +30 s to
+    # start); when that does not fit, the time goes to the check's benchmark and slices instead
+    projected=$(sed -nE 's/^device=.* k21_step_ms=([0-9.]+).*/\1/p' "$OUT/bench_k21.log" \
+        | python3 -c "import sys; v = sys.stdin.read().strip(); print(int(30 + 1.12 * 500 * 625 * float(v) / 1e3) if v else 0)")
     left=$((SESSION_S - (SECONDS - start) - 15))
-    echo "K = 21: conv $CONV is faster; the none regime projects to ${projected} s; ${left} s are left"
+    echo "the none regime projects to ${projected} s; ${left} s are left"
     if (( projected > 0 && projected <= left )); then
         train_none $((left < NONE_LIMIT_S ? left : NONE_LIMIT_S)) || true
     else

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .choices import CONV_IMPLS, MODELS_2D  # noqa: E402
+from .choices import MODELS_2D  # noqa: E402
 
 
 def _outputs(n_classes: int) -> int:
@@ -223,26 +223,14 @@ class StackedCNN(nn.Module):
     and a run draws the same masks alone or in any stack. The trainer passes ``step`` in training mode
     (a Python int, or a 0-d int64 tensor on the device, e.g. inside a CUDA graph).
 
-    ``conv`` says how the K models' convolutions are computed, on the same parameters (so the same
-    initialisation, state dict and optimiser), equal up to rounding:
-
-    * ``grouped``: one grouped convolution (cuDNN/oneDNN) per layer on a (B, K*C, H, W) activation;
-    * ``unfold``: im2col then one batched matrix product of all K models per layer, on (K, C, B, H, W)
-      activations: a few large kernels whatever K. Batch norm runs transpose to the grouped layout and
-      back. Measured slower than ``grouped`` on CPU (oneDNN); see docs/speed.md for CUDA.
-
     Input ``(K, B, 3, 32, 32)`` (model k sees its own batch), output logits ``(K, B, n_classes)``.
     """
 
     step_seeded_dropout = True
 
     def __init__(self, n_models: int, width: float = 1.0, batch_norm: bool = False, n_classes: int = 2,
-                 dropout: Sequence[float] | float = 0.0, seeds: Sequence[int] | None = None,
-                 conv: str = "grouped"):
+                 dropout: Sequence[float] | float = 0.0, seeds: Sequence[int] | None = None):
         super().__init__()
-        if conv not in CONV_IMPLS:
-            raise ValueError(f"unknown conv {conv!r}; choose from {', '.join(CONV_IMPLS)}")
-        self.conv = conv
         K = self.n_models = n_models
         self.width, self.batch_norm, self.n_classes = width, batch_norm, n_classes
         channels, hidden = cnn_widths(width)
@@ -301,7 +289,14 @@ class StackedCNN(nn.Module):
             if step is None:
                 raise ValueError("training with dropout needs the SGD step (the masks are counter-based)")
             scales = self._dropout_scales(step, B)
-        h = self._features_unfold(x) if self.conv == "unfold" else self._features_grouped(x)
+        h = x.transpose(0, 1).reshape(B, K * x.shape[2], *x.shape[3:])
+        if self.convs[0].weight.is_contiguous(memory_format=torch.channels_last) and K * x.shape[2] > 1:
+            h = h.contiguous(memory_format=torch.channels_last)
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            h = torch.relu(norm(conv(h)))
+            if i in (1, 4):
+                h = nn.functional.max_pool2d(h, 2)
+        h = h.reshape(B, K, -1).transpose(0, 1)  # (K, B, features) in each model's C, H, W order
         last = len(self.fc_weights) - 1
         for i, (W, b) in enumerate(zip(self.fc_weights, self.fc_biases)):
             h = torch.baddbmm(b.to(h.dtype), h, W.to(h.dtype))
@@ -310,66 +305,6 @@ class StackedCNN(nn.Module):
                 if scales is not None:
                     h = h * scales[i].to(h.dtype)
         return h
-
-    def _features_grouped(self, x: torch.Tensor) -> torch.Tensor:
-        """(K, B, features) in each model's C, H, W order, through grouped convolutions."""
-        K, B = x.shape[:2]
-        h = x.transpose(0, 1).reshape(B, K * x.shape[2], *x.shape[3:])
-        if self.convs[0].weight.is_contiguous(memory_format=torch.channels_last) and K * x.shape[2] > 1:
-            h = h.contiguous(memory_format=torch.channels_last)
-        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            h = torch.relu(norm(conv(h)))
-            if i in (1, 4):
-                h = nn.functional.max_pool2d(h, 2)
-        return h.reshape(B, K, -1).transpose(0, 1)
-
-    def _features_unfold(self, x: torch.Tensor) -> torch.Tensor:
-        """As :meth:`_features_grouped`, through im2col and batched matrix products. Activations are laid
-        out (K, C, B, H, W), so a layer is one im2col copy and one ``baddbmm`` of every model at once:
-        (K, C_out, C*9) @ (K, C*9, B*H'*W'), whose output is again (K, C_out, B, H', W')."""
-        K, B = x.shape[:2]
-        h = x.transpose(1, 2)  # (K, C, B, H, W): a view
-        if torch.is_autocast_enabled(h.device.type):  # im2col in the products' dtype: half the bytes
-            h = h.to(torch.get_autocast_dtype(h.device.type))
-        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            c_out, (H, W) = conv.out_channels // K, h.shape[-2:]
-            columns = _Im2col.apply(h)                                   # (K, C*9, B*(H-2)*(W-2))
-            h = torch.baddbmm(conv.bias.view(K, c_out, 1), conv.weight.reshape(K, c_out, -1), columns)
-            h = h.view(K, c_out, B, H - 2, W - 2)
-            if isinstance(norm, nn.BatchNorm2d):  # per-model statistics: the grouped layout, and back
-                grouped = h.permute(2, 0, 1, 3, 4).reshape(B, K * c_out, H - 2, W - 2)
-                h = norm(grouped).view(B, K, c_out, H - 2, W - 2).permute(1, 2, 0, 3, 4)
-            h = torch.relu(h)
-            if i in (1, 4):  # pool each (model, channel) plane of B images
-                h = nn.functional.max_pool2d(h.reshape(K * c_out, B, H - 2, W - 2), 2)
-                h = h.view(K, c_out, B, *h.shape[-2:])
-        return h.permute(0, 2, 1, 3, 4).reshape(K, B, -1)  # (K, B, features) in each model's C, H, W order
-
-
-class _Im2col(torch.autograd.Function):
-    """The 3x3 valid patches of (K, C, B, H, W) activations as (K, C*9, B*(H-2)*(W-2)), rows in (c, ky, kx)
-    order (a grouped ``nn.Conv2d`` weight's order): one strided copy. Its backward adds the nine shifted
-    slices of the gradient back (col2im). ``F.unfold`` is not used: on CUDA it launches a kernel per image."""
-
-    @staticmethod
-    def forward(ctx, h: torch.Tensor) -> torch.Tensor:
-        K, C, B, H, W = h.shape
-        sK, sC, sB, sH, sW = h.stride()
-        ctx.input_shape = h.shape
-        patches = h.as_strided((K, C, 3, 3, B, H - 2, W - 2), (sK, sC, sH, sW, sB, sH, sW), h.storage_offset())
-        return patches.reshape(K, C * 9, B * (H - 2) * (W - 2))
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor | None:
-        if not ctx.needs_input_grad[0]:
-            return None
-        K, C, B, H, W = ctx.input_shape
-        g = grad.view(K, C, 3, 3, B, H - 2, W - 2)
-        out = grad.new_zeros(K, C, B, H, W)
-        for ky in range(3):
-            for kx in range(3):
-                out[..., ky:ky + H - 2, kx:kx + W - 2] += g[:, :, ky, kx]
-        return out
 
 
 # Counter-based random numbers in torch: splitmix64 of (seed, stream, step, index), bit for bit the hash of

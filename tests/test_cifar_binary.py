@@ -109,27 +109,6 @@ def test_runs_trained_together_equal_runs_trained_alone(batch_norm):
         torch.testing.assert_close(logits_together, logits_alone, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("batch_norm", [False, True])
-def test_unfold_convolutions_compute_what_the_grouped_ones_do(batch_norm):
-    """conv="unfold" is another way to compute the same network: same logits and gradients (float64),
-    with dropout in training mode and batch norm, and in evaluation mode; a bad name is refused."""
-    x = torch.randn(3, 5, 3, 32, 32, dtype=torch.float64)
-    nets = [StackedCNN(3, 0.125, batch_norm=batch_norm, dropout=[0.0, 0.5, 0.0], seeds=[1, 2, 3], conv=conv).double()
-            for conv in ("grouped", "unfold")]
-    nets[1].load_state_dict(nets[0].state_dict())
-    outputs = [net(x, step=7) for net in nets]
-    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-10, atol=1e-12)
-    for out in outputs:
-        (out ** 2).sum().backward()
-    for (name, p), q in zip(nets[0].named_parameters(), nets[1].parameters()):
-        torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-12, msg=name)
-    for net in nets:
-        net.eval()
-    torch.testing.assert_close(nets[1](x), nets[0](x), rtol=1e-10, atol=1e-12)
-    with pytest.raises(ValueError, match="unknown conv 'im2col'"):
-        StackedCNN(1, conv="im2col")
-
-
 def test_weight_one_equals_erm_under_both_normalisations():
     images, labels = _toy()
     n = len(labels)

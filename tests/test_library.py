@@ -13,7 +13,7 @@ import torch
 
 from iwshift import metrics, models, sgd2d
 from iwshift import weights as W
-from iwshift.train import StackedRuns, Trainer
+from iwshift.train import StackedRuns, StackedSGD, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -256,3 +256,30 @@ def test_pyproject_declares_what_the_package_imports():
     pins = {line.split("==")[0].lower() for line in (ROOT / "constraints.txt").read_text().splitlines()
             if "==" in line and not line.startswith("#")}
     assert declared <= pins
+
+
+@pytest.mark.parametrize("l2", [(0.0, 0.0, 0.0), (0.0, 1e-2, 0.5)])
+def test_stacked_sgd_updates_each_run_as_torch_sgd(l2):
+    """StackedSGD is torch.optim.SGD (momentum, each run's own weight decay) on each run's block of every
+    parameter; with no decay at all it skips the decay pass and stays exact."""
+    K, momentum, lr = len(l2), 0.9, 0.05
+    torch.manual_seed(0)
+    stacked = [torch.randn(K * 4, 3), torch.randn(K, 1, 5)]  # leading dimensions split into K blocks
+    runs = [[p.detach().view(K, -1, *p.shape[1:])[k].clone().requires_grad_() for p in stacked] for k in range(K)]
+    optimizer = StackedSGD(stacked, K, lr, momentum, l2)
+    assert optimizer.has_decay == any(l2)
+    references = [torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=l2[k]) for k, params in enumerate(runs)]
+    for _ in range(4):
+        grads = [torch.randn_like(p) for p in stacked]
+        for p, g in zip(stacked, grads):
+            p.grad = g.clone()
+        optimizer.step()
+        for k, (params, reference) in enumerate(zip(runs, references)):
+            for p, g in zip(params, grads):
+                p.grad = g.view(K, -1, *g.shape[1:])[k].clone()
+            reference.step()
+    for k, params in enumerate(runs):
+        for p, q in zip(stacked, params):
+            exact = l2[k] == 0
+            torch.testing.assert_close(p.view(K, -1, *p.shape[1:])[k], q.detach(),
+                                       rtol=0 if exact else 1e-6, atol=0 if exact else 1e-7)
