@@ -1,10 +1,25 @@
-"""Where a training step of the paper's `none` stack (K = 21 full-width CNNs, batch 16) spends its GPU time.
+"""Where a training step of the paper's `none` stack (K = 21 full-width CNNs, batch 16) spends its GPU time,
+and what candidate changes to it would gain.
 
-Times the trainer's step (captured as a CUDA graph on CUDA) in bf16 with channels-last (the studies' CUDA
-default) and channels-first activations, then profiles eager steps of the first with ``torch.profiler``
-and prints the kernels that dominate (the same kernels the captured graph replays).
-Random images: throughput does not depend on pixel values. Run from the repository root:
-``python benchmarks/profile_step.py [--device cuda] [--k 21] [--width 1]``. Last line: ``key=value`` pairs.
+Times the trainer's step (captured as a CUDA graph on CUDA) for each ``--variants`` entry, then profiles eager
+steps of the studies' default with ``torch.profiler`` and prints the kernels that dominate (the same kernels
+the captured graph replays). The variants:
+
+* ``bf16-nhwc``: the studies' CUDA default (bf16 autocast, channels-last activations);
+* ``bf16-nchw``: channels-first activations;
+* ``conv1-pad8``: the first convolution with each model's 3 input channels padded with zeros to 8, so that
+  cuDNN may take its tensor-core grouped kernels for it rather than running it group by group (the profile
+  shows 21 launches per step of one layer's forward);
+* ``fused-sgd``: the stacked update as one ``torch._fused_sgd_`` pass (the kernel behind
+  ``torch.optim.SGD(fused=True)``) instead of three ``_foreach`` passes; the same update when every run has
+  the same weight decay, as in the `none` stack;
+* ``compile``: ``torch.compile`` of the stacked model inside the captured step (CUDA only; on the CPU it is
+  the default).
+
+Every variant is first checked on the CPU in float64 against the default: the same logits after two SGD steps
+(a variant that computes something else is refused, not timed). Random images: throughput does not depend on
+pixel values. Run from the repository root: ``python benchmarks/profile_step.py [--device cuda] [--k 21]
+[--width 1] [--variants ...]``. Last line: ``device=D k=K <variant>_ms=...`` (milliseconds per step).
 """
 
 from __future__ import annotations
@@ -18,18 +33,53 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
 
 from iwshift.models import StackedCNN  # noqa: E402
-from iwshift.train import StackedRuns, Trainer, to_device_images  # noqa: E402
+from iwshift.train import StackedRuns, StackedSGD, Trainer, to_device_images  # noqa: E402
 
-VARIANTS = {  # name: (precision, channels_last)
-    "bf16-nhwc": ("bf16", True),   # the studies' CUDA default
-    "bf16-nchw": ("bf16", False),
+
+class PaddedFirstConv(StackedCNN):
+    """The first convolution on 8 input channels per model, 5 of them zero (input and weights)."""
+
+    def convolve(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        if layer:
+            return super().convolve(layer, h)
+        conv, K = self.convs[0], self.n_models
+        B, _, H, W = h.shape
+        h8 = F.pad(h.reshape(B, K, 3, H, W), (0, 0, 0, 0, 0, 5)).reshape(B, K * 8, H, W)
+        w8 = F.pad(conv.weight, (0, 0, 0, 0, 0, 5))  # (K*64, 8, 3, 3): the gradient flows to the 3 real inputs
+        if conv.weight.is_contiguous(memory_format=torch.channels_last):
+            h8, w8 = (t.contiguous(memory_format=torch.channels_last) for t in (h8, w8))
+        return F.conv2d(h8, w8, conv.bias, groups=K)
+
+
+class FusedStackedSGD(StackedSGD):
+    """The same update in one fused pass; every run must have the same weight decay."""
+
+    @torch.no_grad()
+    def step(self) -> None:
+        if len(set(self.l2)) != 1 or not self.momentum:
+            raise ValueError("fused-sgd needs one weight decay for every run and momentum > 0")
+        # the momentum buffers start at zero, so m * buf + g is the first step's buf = g too
+        torch._fused_sgd_(self.params, [p.grad for p in self.params], self.buffers, weight_decay=self.l2[0],
+                          momentum=self.momentum, lr=self.lr, dampening=0.0, nesterov=False, maximize=False,
+                          is_first_step=False)
+        self.started = True
+
+
+VARIANTS = {  # name: (model class, precision, channels_last, fused SGD, compile)
+    "bf16-nhwc": (StackedCNN, "bf16", True, False, False),
+    "bf16-nchw": (StackedCNN, "bf16", False, False, False),
+    "conv1-pad8": (PaddedFirstConv, "bf16", True, False, False),
+    "fused-sgd": (StackedCNN, "bf16", True, True, False),
+    "compile": (StackedCNN, "bf16", True, False, True),
 }
 
 
-def build(k: int, width: float, device: torch.device, precision: str, channels_last: bool,
-          n: int = 2000, graph: str = "auto") -> Trainer:
+def build(variant: str, k: int, width: float, device: torch.device, n: int = 2000, graph: str = "auto",
+          dtype: torch.dtype = torch.float32) -> Trainer:
+    model_class, precision, channels_last, fused, compile = VARIANTS[variant]
     rng = np.random.default_rng(0)
     images = to_device_images(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), device)
     labels = torch.as_tensor(np.repeat([0, 1], n // 2), device=device)
@@ -38,10 +88,28 @@ def build(k: int, width: float, device: torch.device, precision: str, channels_l
                        example_weights=np.stack([np.where(labels.cpu().numpy() == 1, weights[i % 7], 1.0)
                                                  for i in range(k)]),
                        l2=[0.0] * k, dropout=[0.0] * k)
-    model = StackedCNN(k, width)
+    model = model_class(k, width)
     model.reset_parameters(runs.seeds)
-    return Trainer(model.to(device), runs, images, labels, lr=0.01, momentum=0.9, batch_size=16,
-                   precision=precision, channels_last=channels_last, image_normalization="cifar10", graph=graph)
+    if dtype != torch.float32:  # the CPU check: float64 on the CPU, fp32 arithmetic otherwise
+        precision = "fp32"
+    trainer = Trainer(model.to(device, dtype), runs, images, labels, lr=0.01, momentum=0.9, batch_size=16,
+                      precision=precision, channels_last=channels_last, compile=compile and device.type == "cuda",
+                      image_normalization="cifar10", graph=graph)
+    if fused:
+        trainer.optimizer = FusedStackedSGD(list(trainer.model.parameters()), k, 0.01, 0.9, runs.l2)
+    return trainer
+
+
+def check_on_cpu(variant: str) -> None:
+    """The variant trains as the default does (float64 on the CPU, two steps, width 1/16, K = 2)."""
+    logits = []
+    for name in ("bf16-nhwc", variant):
+        trainer = build(name, 2, 0.0625, torch.device("cpu"), n=32, graph="off", dtype=torch.float64)
+        trainer.scale, trainer.shift = (t.double() for t in (trainer.scale, trainer.shift))
+        trainer.weights = trainer.weights.double()
+        trainer.train_epoch()
+        logits.append(trainer.predict_logits(trainer.inputs[:8]))
+    torch.testing.assert_close(logits[1], logits[0], rtol=1e-9, atol=1e-12)
 
 
 def sync(device: torch.device) -> None:
@@ -50,7 +118,7 @@ def sync(device: torch.device) -> None:
 
 
 def ms_per_step(trainer: Trainer, device: torch.device, epochs: int = 2) -> float:
-    trainer.train_epoch()  # capture, autotuning
+    trainer.train_epoch()  # capture, autotuning, compilation
     sync(device)
     start = time.perf_counter()
     for _ in range(epochs):
@@ -63,35 +131,43 @@ def ms_per_step(trainer: Trainer, device: torch.device, epochs: int = 2) -> floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--k", type=int, default=21)
-    parser.add_argument("--width", type=float, default=1.0)
-    parser.add_argument("--profile-steps", type=int, default=30)
+    parser.add_argument("--k", type=int, default=21, help="runs in the stack (21: the none regime's)")
+    parser.add_argument("--width", type=float, default=1.0, help="CNN width multiplier")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="what to time (default: all; compile takes a minute to compile)")
+    parser.add_argument("--profile-steps", type=int, default=30, help="eager steps under the profiler (0: none)")
     args = parser.parse_args()
     device = torch.device(args.device)
     results = {}
-    for name, (precision, channels_last) in VARIANTS.items():
-        results[name] = ms_per_step(build(args.k, args.width, device, precision, channels_last), device)
-        print(f"{name:20s} K = {args.k}: {results[name]:.3f} ms per step "
+    for name in args.variants:
+        if name != "bf16-nhwc":
+            check_on_cpu(name)
+        try:
+            results[name] = ms_per_step(build(name, args.k, args.width, device), device)
+        except Exception as err:  # noqa: BLE001  (a variant that fails on this device is reported, not fatal)
+            print(f"{name:12s} K = {args.k}: FAILED: {type(err).__name__}: {str(err).splitlines()[0][:200]}", flush=True)
+            continue
+        print(f"{name:12s} K = {args.k}: {results[name]:.3f} ms per step "
               f"({16 * args.k / results[name] * 1e3:,.0f} model-images/s)", flush=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    precision, channels_last = VARIANTS["bf16-nhwc"]
-    trainer = build(args.k, args.width, device, precision, channels_last, n=16 * args.profile_steps, graph="off")
-    trainer.train_epoch()
-    sync(device)
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if device.type == "cuda":
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as prof:
+    if args.profile_steps:
+        trainer = build("bf16-nhwc", args.k, args.width, device, n=16 * args.profile_steps, graph="off")
         trainer.train_epoch()
         sync(device)
-    print(f"eager bf16-nhwc, {args.profile_steps} steps, by self time on the device:")
-    for sort in (("self_cuda_time_total", "cuda_time_total") if device.type == "cuda" else ("self_cpu_time_total",)):
-        try:
-            print(prof.key_averages().table(sort_by=sort, row_limit=22, max_name_column_width=70))
-            break
-        except (KeyError, AttributeError, ValueError) as err:
-            print(f"(sort by {sort}: {err})")
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as prof:
+            trainer.train_epoch()
+            sync(device)
+        print(f"eager bf16-nhwc, {args.profile_steps} steps, by self time on the device:")
+        for sort in (("self_cuda_time_total", "cuda_time_total") if device.type == "cuda" else ("self_cpu_time_total",)):
+            try:
+                print(prof.key_averages().table(sort_by=sort, row_limit=22, max_name_column_width=70))
+                break
+            except (KeyError, AttributeError, ValueError) as err:
+                print(f"(sort by {sort}: {err})")
     print(" ".join([f"device={device.type}", f"k={args.k}"]
                    + [f"{name.replace('-', '_')}_ms={value:.3f}" for name, value in results.items()]))
 

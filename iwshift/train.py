@@ -138,6 +138,7 @@ class StackedSGD:
     def __init__(self, params: Sequence[torch.Tensor], n_models: int, lr: float, momentum: float,
                  l2: Sequence[float]):
         self.params, self.K, self.lr, self.momentum = list(params), n_models, lr, momentum
+        self.l2 = [float(v) for v in l2]
         device = self.params[0].device
         per_run = torch.tensor(list(l2), dtype=torch.float32, device=device)
         # per-parameter decay tensors, broadcastable against each parameter's run blocks
@@ -146,7 +147,7 @@ class StackedSGD:
         self.buffers = [torch.zeros_like(p) for p in self.params]
         # no run decays (e.g. the `none` regime's stack): skip the pass, a kernel per parameter that a
         # profile on an H200 put at ~5 % of a full-width CNN step (benchmarks/results/nvidia-h200-profile.txt)
-        self.has_decay = any(float(v) != 0.0 for v in l2)
+        self.has_decay = any(v != 0.0 for v in self.l2)
         self.started = False
 
     @torch.no_grad()
