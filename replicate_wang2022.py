@@ -14,46 +14,47 @@ cost and trains nothing.
 import sys
 import time
 
+# light imports only up to the parsed command line: --help and argument errors answer at once
+from iwshift import choices
 from iwshift import config as cli
-from iwshift import sweep
-from iwshift import wang2022 as study
 
 PRESET = "auto"                  # auto | paper (their protocol) | cpu (scaled down, not comparable)
 DATA_DIR = "data"                # torchvision download folder, or an ImageFolder tree
-DOWNLOAD = True
+DOWNLOAD = True                  # let torchvision download CIFAR-10 into DATA_DIR when it is not there
 OUT = ""                         # "" -> results/wang2022 (paper) or results/wang2022_cpu (cpu)
 FIGURES = ""                     # "" -> figures/wang2022 or figures/wang2022_cpu
 DEVICE = "auto"                  # auto | cpu | cuda | cuda:N
-SEEDS = list(range(10))
+SEEDS = list(range(10))          # model seeds: one run per seed in each cell
 DATA_SEED = 0                    # with each seed, draws the 500 dogs and the 80/20 split
-LOSSES = ["ce", "poly_wang"]
-WEIGHTINGS = ["none", "iw", "iw_exp"]
+LOSSES = ["ce", "poly_wang"]     # cross-entropy, their poly-tailed loss
+WEIGHTINGS = ["none", "iw", "iw_exp"]  # No IW, IW (1 / class count), IW-Exp (weights ** WEIGHT_EXPONENT)
 PER_CLASS = 5000                 # cats; dogs = PER_CLASS / IMBALANCE
-IMBALANCE = 10
+IMBALANCE = 10                   # cats per dog
 TRAIN_FRACTION = 0.8             # the rest: held-out validation split (early stopping)
 WIDTH = 1.0                      # CNN width multiplier
-EPOCHS = 400
-LR = 0.001
-MOMENTUM = 0.9
+EPOCHS = 400                     # SGD epochs
+LR = 0.001                       # SGD learning rate (No IW, IW)
+MOMENTUM = 0.9                   # SGD momentum (No IW, IW)
 EXP_LR = 0.008                   # IW-Exp's optimiser
-EXP_MOMENTUM = 0.0
+EXP_MOMENTUM = 0.0               # IW-Exp's momentum
 WEIGHT_EXPONENT = 1.5            # IW-Exp: (1 / class count) ** exponent
-BATCH_SIZE = 64
+BATCH_SIZE = 64                  # mini-batch size
 POLY_ALPHA = 1.0                 # their poly-tailed loss's tail exponent
 NORMALIZATION = "mean"           # mean: sum w*l / batch (theirs); weight_sum: sum w*l / sum w
 PRECISION = "fp32"               # fp32 (theirs) | bf16 | auto
-COMPILE = False
+COMPILE = False                  # torch.compile the stacked model
 EVAL_EVERY = 1                   # their checkpoint callback looks at every epoch
 MAX_STACK = 84                   # runs trained together at most
 CPU_IMG_PER_S = 0.0              # > 0: also project the CPU wall time at this rate (model-images per second;
                                  # 324 measured here for the cpu preset, bf16, 2 cores under load ~9)
-PROGRESS = True
+PROGRESS = True                  # progress bar on a terminal, else a line about every 30 s
 DRY_RUN = False                  # print the grid and its projected cost; train nothing
 MERGE_ONLY = False               # train nothing: compare the complete runs in OUT
 
 _PROG = "replicate_wang2022.py"
-# H100, full-width CNN, fp32, K = 28, batch 16, benchmark alone (README, "Speed"); not measured for this grid
-GPU_IMG_PER_S = 75_000
+# one H200, full-width CNN, fp32, K = 28, batch 16, the captured step (benchmarks/results/nvidia-h200-graph-on-off.txt);
+# a projection: this grid itself has not been timed
+GPU_IMG_PER_S = 93_492
 FIELDS = {
     "SEEDS": "seeds", "DATA_SEED": "data_seed", "LOSSES": "losses", "WEIGHTINGS": "weightings",
     "PER_CLASS": "per_class", "IMBALANCE": "imbalance", "TRAIN_FRACTION": "train_fraction", "WIDTH": "width",
@@ -62,11 +63,18 @@ FIELDS = {
     "NORMALIZATION": "normalization", "PRECISION": "precision", "COMPILE": "compile", "EVAL_EVERY": "eval_every",
     "MAX_STACK": "max_stack",
 }
+CHOICES = {"PRESET": ("auto", *choices.WANG_PRESETS), "LOSSES": choices.WANG_LOSSES,
+           "WEIGHTINGS": choices.WANG_WEIGHTINGS, "NORMALIZATION": choices.NORMALIZATIONS,
+           "PRECISION": choices.PRECISIONS}
 
 
 def main(argv=None) -> int:
-    constants = {k: v for k, v in globals().items() if k.isupper() and k not in ("FIELDS", "GPU_IMG_PER_S")}
-    values = cli.override_from_argv(constants, __doc__, argv)
+    constants = {k: v for k, v in globals().items() if k.isupper() and k not in ("FIELDS", "CHOICES", "GPU_IMG_PER_S")}
+    values = cli.override_from_argv(constants, __doc__, argv, help_text=cli.constant_comments(__file__),
+                                    choices=CHOICES, presets=choices.WANG_PRESETS, fields=FIELDS, prog=_PROG)
+    from iwshift import sweep
+    from iwshift import wang2022 as study
+
     with cli.exit_on_config_error(_PROG):
         device = sweep.resolve_device(values["DEVICE"])
         preset, fields = sweep.preset_fields(values, constants, FIELDS, study.PRESETS, device, argv)
@@ -82,7 +90,7 @@ def main(argv=None) -> int:
           f"{cost['train_images'] / 1e6:.1f} M model-images trained + {cost['eval_images'] / 1e6:.1f} M evaluated "
           f"({cost['evaluated_epochs']} evaluated epochs per run)")
     work = cost["train_images"] + cost["eval_images"] / 3  # a forward pass costs about a third of a step
-    print(f"projected: ~{work / GPU_IMG_PER_S / 60:.0f} min on one H100 at {GPU_IMG_PER_S:,} model-img/s"
+    print(f"projected: ~{work / GPU_IMG_PER_S / 60:.0f} min on one H200 at {GPU_IMG_PER_S:,} model-img/s"
           + (f"; ~{work / cpu_rate / 60:.0f} min on CPU at {cpu_rate:,.0f} model-img/s" if cpu_rate else ""))
     if values["DRY_RUN"]:
         return 0
@@ -99,12 +107,13 @@ def main(argv=None) -> int:
         if data is None:
             return 2
         print(f"data: {data.source}")
-        table = study.run_grid(data, cfg, out, device, progress=values["PROGRESS"] and sys.stderr.isatty())
+        table = study.run_grid(data, cfg, out, device, progress=values["PROGRESS"])  # lines in a log
     return finish(table, out, figures_dir, start)
 
 
 def finish(table, out, figures_dir, start) -> int:
     from iwshift import plots, results
+    from iwshift import wang2022 as study
 
     comparison, headlines = study.summarise(table)
     text = study.markdown(comparison, headlines, study.describe(table))

@@ -46,3 +46,16 @@ MODELS_2D = ("lr", "mlp")
 WEIGHTINGS = ("equal", "up", "down")  # (weight of class 0, weight of class 1): (1, 1), (1, w), (w, 1)
 SYNTHETIC_REGIMES = ("none", "l2", "dropout")
 SYNTHETIC_REMEDIES = ("plain", "poly", "logit_adjusted", "drw", "exponent")
+
+# -------------------------------------------------- the replication of Wang et al. (ICLR 2022)
+WANG_LOSSES = ("ce", "poly_wang")            # cross-entropy, their poly-tailed loss
+WANG_WEIGHTINGS = ("none", "iw", "iw_exp")   # No IW, IW, IW-Exp
+# their protocol (released code and paper): the fields that make a run comparable with their numbers
+WANG_PROTOCOL: dict[str, Any] = dict(per_class=5000, imbalance=10, train_fraction=0.8, width=1.0, epochs=400,
+                                     lr=0.001, momentum=0.9, exp_lr=0.008, exp_momentum=0.0, weight_exponent=1.5,
+                                     batch_size=64, poly_alpha=1.0, eval_every=1)
+WANG_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": dict(WANG_PROTOCOL, seeds=tuple(range(10))),
+    # NOT comparable with their numbers: a first look (width 1/4, 1,100 images, 40 epochs, bf16 on CPU)
+    "cpu": dict(WANG_PROTOCOL, per_class=1000, width=0.25, epochs=40, eval_every=5, seeds=(0, 1, 2), precision="auto"),
+}

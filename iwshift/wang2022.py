@@ -52,9 +52,12 @@ from .train import LossSpec, Trainer
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
 
+from .choices import WANG_LOSSES as LOSSES  # noqa: E402
+from .choices import WANG_PRESETS as PRESETS  # noqa: E402
+from .choices import WANG_PROTOCOL as _THEIRS  # noqa: E402
+from .choices import WANG_WEIGHTINGS as WEIGHTINGS  # noqa: E402
+
 THEIR_RESULTS = Path(__file__).resolve().parents[1] / "paper-results" / "wang2022" / "their_results.csv"
-LOSSES = ("ce", "poly_wang")
-WEIGHTINGS = ("none", "iw", "iw_exp")
 LOSS_LABELS = {"ce": "cross-entropy", "poly_wang": "poly-tailed (α = 1)"}
 THEIR_LOSSES = {"Cross Entropy": "ce", "Poly-tailed Loss": "poly_wang"}
 CELLS = ("No IW", "IW", "IW-Exp", "IW-ES", "IW-Exp-ES")
@@ -118,13 +121,6 @@ class Wang2022Config(sweep.CnnConfig):
         return all(getattr(self, f) == _THEIRS[f] for f in PROTOCOL_FIELDS)
 
 
-_THEIRS = dict(per_class=5000, imbalance=10, train_fraction=0.8, width=1.0, epochs=400, lr=0.001, momentum=0.9,
-               exp_lr=0.008, exp_momentum=0.0, weight_exponent=1.5, batch_size=64, poly_alpha=1.0, eval_every=1)
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": dict(_THEIRS, seeds=tuple(range(10))),
-    # NOT comparable with their numbers: a first look (width 1/4, 1,100 images, 40 epochs, bf16 on CPU)
-    "cpu": dict(_THEIRS, per_class=1000, width=0.25, epochs=40, eval_every=5, seeds=(0, 1, 2), precision="auto"),
-}
 
 
 def make_config(preset: str, **overrides: Any) -> Wang2022Config:

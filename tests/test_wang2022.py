@@ -178,7 +178,7 @@ def test_script_dry_run_prints_the_projected_cost(capsys):
 
     assert script.main(["--preset", "paper", "--device", "cpu", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "60 runs" in out and "their protocol" in out and "H100" in out
+    assert "60 runs" in out and "their protocol" in out and "H200" in out
     with pytest.raises(SystemExit) as err:
         script.main(["--preset", "paper", "--device", "cpu", "--dry-run", "--train-fraction", "1.5"])
     assert err.value.code == 2
