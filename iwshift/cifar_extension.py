@@ -331,6 +331,17 @@ def estimate_label(shift: ShiftData, logits: dict[str, np.ndarray], source_name:
 BLACK_BOX = "bbse/mlls are estimated from the unweighted runs: add none to --label-weights and to --regimes"
 
 
+def _missing_black_box(out: Path, run: str) -> str:
+    """Why bbse/mlls have no final logits of the unweighted run ``run`` to estimate from."""
+    saved = sweep.load_run(out, run)
+    if saved is not None and "diverged" in saved[0] and saved[0]["diverged"].astype(bool).any():
+        epoch = int(saved[0].loc[saved[0]["diverged"].astype(bool), "epoch"].min())
+        return (f"bbse/mlls are estimated from the final logits of the unweighted run {run}, which diverged at "
+                f"epoch {epoch} (its training loss became non-finite): lower --lr, or leave bbse/mlls out")
+    return (f"bbse/mlls need {out / run / 'logits.npz'}, the final logits of the unweighted run; delete that "
+            f"run's folder to retrain it")
+
+
 def check_black_box(cfg: ExtensionConfig, out: Path) -> None:
     """bbse/mlls need each seed's unweighted ``none`` run (its saved final logits), trained here or before."""
     if not any(s in ("bbse", "mlls") for s in cfg.weight_sources):
@@ -398,9 +409,8 @@ def run_study(data: Cifar10, cfg: ExtensionConfig, out: str | Path, device: str 
                                                        for c in np.unique(labels[shift.source])]
         for seed in cfg.seeds:
             black_box = out / f"{cfg.study}_none_none_s{seed}" / "logits.npz"
-            if not black_box.exists():  # checked in ExtensionConfig: only a deleted file gets here
-                raise ConfigError("label_weights", f"bbse/mlls need {black_box}, the final logits of the "
-                                                   f"unweighted run; delete that run's folder to retrain it")
+            if not black_box.exists():  # checked before training: the run diverged, or the file was deleted
+                raise ConfigError("label_weights", _missing_black_box(out, black_box.parent.name))
             logits = results.read_arrays(black_box)
             for name in second["weight_source"].unique():
                 class_w = estimate_label(shift, logits, name)

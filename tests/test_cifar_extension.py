@@ -89,6 +89,12 @@ def test_study_runs_end_to_end_and_reports_every_weight_source(data, tmp_path, s
     assert again.drop(columns="seconds").equals(table.drop(columns="seconds"))
 
 
+def test_a_diverged_unweighted_run_is_named_as_why_bbse_cannot_be_estimated(data, tmp_path):
+    cfg = tiny(study="label", regimes=["none"], weight_sources=["none", "bbse"], lr=1e8)
+    with pytest.raises(ConfigError, match="label_none_none_s0, which diverged at epoch 1"):
+        ext.run_study(data, cfg, tmp_path, progress=False)
+
+
 @pytest.mark.parametrize("kw,argument", [
     (dict(study="style"), "--study"),
     (dict(source_counts=(1, 2, 3)), "--source-counts"),
