@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from iwshift import metrics, models, sgd2d
+from reference_sgd import reference_sgd
 from iwshift import weights as W
 from iwshift.train import StackedRuns, StackedSGD, Trainer
 
@@ -24,39 +25,6 @@ def tabular(n=60, d=64, n_classes=10, seed=0):
     x = rng.normal(size=(n, d)).astype(np.float32)
     y = (np.abs(x[:, :n_classes]).argmax(1) if n_classes > 2 else (x.sum(1) > 0)).astype(np.int64)
     return x, y
-
-
-def reference_steps(model_name, seed, x, y, class_w, lr, p, epochs, batch, normalization, hidden, n_classes):
-    """Plain nn.Module + torch.optim.SGD, one run, the trainer's batch order and dropout masks: the
-    stacked parameters after every step."""
-    model = models.make_2d_model(model_name, hidden, seed=seed, in_features=x.shape[1], n_classes=n_classes)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    weights = torch.tensor(class_w, dtype=torch.float32)[yt]
-    steps = -(-len(y) // batch)
-    history = []
-    for epoch in range(epochs):
-        order = torch.from_numpy(sgd2d.epoch_permutation(seed, epoch, len(y)))
-        for step in range(steps):
-            idx = order[step * batch:(step + 1) * batch]
-            if model_name == "lr":
-                logits = model(xt[idx])
-            else:
-                mask = torch.from_numpy(sgd2d.dropout_scales(seed, epoch * steps + step, len(idx), hidden, p))
-                logits = model.out(torch.relu(model.hidden(xt[idx])) * mask)
-                logits = logits.squeeze(-1) if n_classes == 2 else logits
-            if n_classes == 2:
-                per_example = torch.nn.functional.binary_cross_entropy_with_logits(
-                    logits, yt[idx].float(), reduction="none")
-            else:
-                per_example = torch.nn.functional.cross_entropy(logits, yt[idx], reduction="none")
-            w = weights[idx]
-            loss = (w * per_example).sum() / (len(idx) if normalization == "mean" else w.sum())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            history.append(models.module_to_stacked(model))
-    return history
 
 
 def stack_trainer(model_name, seeds, x, y, class_w, lr, p, batch, normalization, hidden, n_classes, engine):
@@ -80,8 +48,8 @@ def test_a_64_feature_stack_trains_as_plain_torch_sgd_step_for_step(model_name, 
     seeds, lr, batch, hidden, epochs = [3, 11], 0.1, 8, 16, 2
     trainer = stack_trainer(model_name, seeds, x, y, class_w, lr, p, batch, normalization, hidden, n_classes, engine)
     assert trainer.engine == ("torch" if n_classes > 2 else "fused")
-    expected = [reference_steps(model_name, s, x, y, class_w, lr, p, epochs, batch, normalization, hidden,
-                                n_classes) for s in seeds]
+    expected = [reference_sgd(model_name, s, x, y, class_w, lr, p, epochs, batch, normalization, hidden=hidden,
+                              n_classes=n_classes) for s in seeds]
     if trainer.engine == "torch":
         seen = []
         trainer.train_epochs(epochs, on_step=lambda: seen.append(

@@ -5,37 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from iwshift import losses, models, sgd2d
+from iwshift import models, sgd2d
 from iwshift.data import make_moons_split
 from iwshift.train import LossSpec, StackedRuns, Trainer
-
-
-def reference_sgd(model_name, seed, x, y, class_w, lr, l2, p, epochs, batch, normalization, loss="ce",
-                  offset=0.0, poly=(1.0, 0.0)):
-    """Plain one-run PyTorch training with the kernel's batch order and dropout masks."""
-    model = models.make_2d_model(model_name, hidden=16, seed=seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=l2)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    weights = torch.tensor(class_w, dtype=torch.float32)[yt]
-    steps = (len(y) + batch - 1) // batch
-    for epoch in range(epochs):
-        order = torch.from_numpy(sgd2d.epoch_permutation(seed, epoch, len(y)))
-        for step in range(steps):
-            idx = order[step * batch:(step + 1) * batch]
-            if model_name == "lr":
-                logits = model(xt[idx])
-            else:
-                mask = torch.from_numpy(sgd2d.dropout_scales(seed, epoch * steps + step, len(idx), 16, p))
-                logits = model.out(torch.relu(model.hidden(xt[idx])) * mask).squeeze(-1)
-            if loss == "poly":
-                per_example = losses.poly_tailed((2 * yt[idx] - 1) * logits, *poly)
-                value = losses.reduce_weighted(per_example, weights[idx], normalization)
-            else:
-                value = losses.weighted_bce_with_logits(logits + offset, yt[idx], weights[idx], normalization)
-            opt.zero_grad()
-            value.backward()
-            opt.step()
-    return models.module_to_stacked(model)
+from reference_sgd import reference_sgd
 
 
 def make_trainer(model_name, seeds, data, class_w, lr, l2, p, batch, normalization, engine, specs=None,
@@ -75,7 +48,8 @@ def test_trainer_matches_plain_autograd(engine, model_name, p, l2, normalization
     offset = -tau * np.log(class_w[1] / class_w[0]) if loss == "logit_adjusted" else 0.0
     poly = (2.0, 0.5)
     expected = reference_sgd(model_name, seed, data.x, data.y, np.ones(2) if loss == "logit_adjusted" else class_w,
-                             lr, l2, p, epochs, batch, normalization, loss, offset, poly)
+                             lr, p, epochs, batch, normalization, l2=l2, loss="poly" if loss == "poly" else "ce",
+                             offset=offset, poly=poly)[-1]
     spec = {"ce": LossSpec(), "poly": LossSpec("poly", *poly), "logit_adjusted": LossSpec("logit_adjusted", tau=tau)}
     trainer = make_trainer(model_name, [seed], data, class_w[None], lr, [l2], [p], batch, normalization, engine,
                            specs=[spec[loss]])
