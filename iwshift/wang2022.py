@@ -121,8 +121,6 @@ class Wang2022Config(sweep.CnnConfig):
         return all(getattr(self, f) == _THEIRS[f] for f in PROTOCOL_FIELDS)
 
 
-
-
 def make_config(preset: str, **overrides: Any) -> Wang2022Config:
     v.one_of("preset", preset, PRESETS)
     base = dict(regimes=("none",), normalization="mean", precision="fp32", probe_per_class=1)
