@@ -5,7 +5,8 @@ line (``--epochs 100 --seeds 0 1``); ``--help`` lists them. Writes ``metrics.csv
 ``params.npz`` and ``manifest.json`` to OUT and the figures (PNG) to FIGURES.
 
 A run whose loss or parameters become non-finite is not measured further and is marked ``diverged`` in
-metrics.csv (``status``); the script then ends with a summary line on stderr and exit status 3.
+metrics.csv (``status=diverged`` in the table ``iwshift.synthetic.load`` gives); the script then ends with a
+summary line on stderr and exit status 3.
 """
 
 import sys
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
     diverged = synthetic.diverged_runs(result.table)
     if diverged or extreme_diverged:
         print(f"synthetic_study.py: {len(diverged)} of {len(result.runs)} runs diverged (non-finite loss or "
-              f"parameters; status=diverged in {out / 'metrics.csv'}: runs {' '.join(map(str, diverged)) or '-'})"
+              f"parameters; diverged in {out / 'metrics.csv'}: runs {' '.join(map(str, diverged)) or '-'})"
               + (f" and {extreme_diverged} extreme-weighting runs (diverged in stability.csv)" if extreme_diverged
                  else ""), file=sys.stderr)
         return DIVERGED_EXIT_STATUS

@@ -231,7 +231,7 @@ def _with_provenance(table: pd.DataFrame, data: Any, preset: Any, device: Any) -
 
 
 def load_synthetic(folder: Path, file: str) -> Study | None:
-    from .synthetic import SyntheticConfig
+    from .synthetic import SyntheticConfig, read_metrics
 
     if not (folder / file).exists():
         return None
@@ -242,7 +242,11 @@ def load_synthetic(folder: Path, file: str) -> Study | None:
     preset = preset_label(config, {"paper": asdict(SyntheticConfig())},
                           ("epochs", "n_per_class", "n_moons", "weight", "lr_scale", "batch_size", "hidden"))
     data = f"2-D synthetic (generated, data seed {config.get('data_seed', '?')})"
-    table = _with_provenance(_load(results.load_table, folder / file), data, preset, device_label(manifest))
+    if file == "metrics.csv":  # the study's table: with runs.csv's columns and the exact float32 measures
+        table = read_metrics(folder, lambda path: _load(results.load_table, path), manifest)
+    else:
+        table = _load(results.load_table, folder / file)
+    table = _with_provenance(table, data, preset, device_label(manifest))
     return Study(table, [manifest])
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 
 from .choices import SYNTHETIC_DATASETS as DATASETS  # noqa: E402
 from .choices import SYNTHETIC_REGIMES as REGIMES  # noqa: E402
-RUN_COLUMNS = ["run", "dataset", "model", "weighting", "regime", "remedy", "seed", "data_seed",
-               "weight_class0", "weight_class1", "l2", "dropout", "lr"]
+IDENTITY_COLUMNS = ["dataset", "model", "weighting", "regime", "remedy", "seed"]  # a run's, in its metrics rows
+RUN_COLUMNS = ["run", *IDENTITY_COLUMNS, "data_seed", "weight_class0", "weight_class1", "l2", "dropout", "lr"]
 # plain weighted cross-entropy, and the remedies that apply to the 2-D study (early stopping needs a
 # validation split that the paper's 2-D protocol does not have)
 from .choices import SYNTHETIC_REMEDIES as REMEDIES  # noqa: E402
@@ -299,7 +299,7 @@ def run_study(cfg: SyntheticConfig, progress: bool = True) -> SyntheticResult:
             with np.errstate(invalid="ignore"):
                 diverged |= trainer.diverged | ~np.isfinite(measured["train_loss_weighted"]) \
                     | ~np.isfinite(measured["train_loss"])
-            frame = group[["run", "dataset", "model", "weighting", "regime", "remedy", "seed"]].copy()
+            frame = group[["run", *IDENTITY_COLUMNS]].copy()
             frame.insert(len(frame.columns), "epoch", epoch)
             for name, values in measured.items():
                 frame[name] = values
@@ -337,10 +337,17 @@ def diverged_runs(table: pd.DataFrame) -> list[int]:
 
 
 def save(result: SyntheticResult, out: str | Path) -> dict[str, Path]:
-    """Write ``metrics.csv`` (tidy), ``runs.csv``, ``params.npz`` and ``manifest.json`` atomically."""
+    """Write ``metrics.csv``, ``runs.csv``, ``params.npz`` and ``manifest.json`` atomically.
+
+    ``metrics.csv`` holds what is measured per run and epoch; what a run is (``runs.csv``) and its status
+    (derived from ``diverged``) are not repeated on every row, and measures that are float32 values are
+    written as the shortest text that reads back as the same float32 (the manifest names them). So the
+    table stays small and :func:`load` gives back the table the study made, value for value."""
     out = Path(out)
-    table = result.table.merge(result.runs[["run", "data_seed", "weight_class0", "weight_class1",
-                                             "l2", "dropout", "lr"]], on="run")
+    table = result.table.drop(columns=[*IDENTITY_COLUMNS, "status"])
+    float32_columns = [c for c in table.columns if _is_float32(table[c])]
+    for column in float32_columns:
+        table[column] = _float32_text(table[column])
     paths = {
         "metrics": results.write_table(out / "metrics.csv", table),
         "runs": results.write_table(out / "runs.csv", result.runs),
@@ -359,18 +366,53 @@ def save(result: SyntheticResult, out: str | Path) -> dict[str, Path]:
                                  "test": np.bincount(d.test.y, minlength=2).tolist()}
                           for name, d in result.datasets.items()},
         "files": {k: v.name for k, v in paths.items()},
+        "float32_columns": float32_columns,
         **results.environment("cpu"),
     }
     paths["manifest"] = results.write_json(out / "manifest.json", manifest)
     return paths
 
 
+def _is_float32(values: pd.Series) -> bool:
+    """A float column whose every value is a float32 (the trainers' and measures' precision)."""
+    if not pd.api.types.is_float_dtype(values):
+        return False
+    x = values.to_numpy(np.float64)
+    return bool(np.array_equal(x.astype(np.float32).astype(np.float64), x, equal_nan=True))
+
+
+def _float32_text(values: pd.Series) -> list[str]:
+    return ["" if np.isnan(v) else np.format_float_positional(v, unique=True, trim="-")
+            for v in values.to_numpy(np.float32)]
+
+
+def read_metrics(out: str | Path, read: Callable[[Path], pd.DataFrame] = results.read_table,
+                 manifest: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The metrics table of a study folder as the study made it: each row with its run's columns
+    (``runs.csv``) and ``status``, float32 measures exact. ``read`` reads a CSV file (e.g.
+    :func:`iwshift.results.load_table`, which validates). Folders written before the table was slimmed
+    (every column in ``metrics.csv``) read as they are."""
+    out = Path(out)
+    table = read(out / "metrics.csv")
+    manifest = results.read_json(out / "manifest.json") if manifest is None else manifest
+    for column in manifest.get("float32_columns", ()):
+        table[column] = table[column].to_numpy(np.float32).astype(np.float64)
+    if "dataset" in table:
+        return table
+    table["status"] = np.where(table.groupby("run")["diverged"].transform("any"), "diverged", "ok")
+    runs = read(out / "runs.csv")
+    extra = [c for c in runs.columns if c not in ("run", *IDENTITY_COLUMNS)]
+    merged = table.merge(runs, on="run", how="left")
+    return merged[["run", *IDENTITY_COLUMNS, *(c for c in table.columns if c != "run"), *extra]]
+
+
 def load(out: str | Path) -> tuple[pd.DataFrame, dict[str, np.ndarray] | None, dict[str, Any]]:
-    """The saved metrics table, stacked parameters (None where they were not kept: the committed results
-    leave the large ``params.npz`` out) and manifest of a study folder."""
+    """The saved metrics table (:func:`read_metrics`), stacked parameters (None where they were not kept:
+    the committed results leave the large ``params.npz`` out) and manifest of a study folder."""
     out = Path(out)
     params = results.read_arrays(out / "params.npz") if (out / "params.npz").exists() else None
-    return results.read_table(out / "metrics.csv"), params, results.read_json(out / "manifest.json")
+    manifest = results.read_json(out / "manifest.json")
+    return read_metrics(out, manifest=manifest), params, manifest
 
 
 def config_from_manifest(manifest: dict[str, Any]) -> SyntheticConfig:

@@ -292,7 +292,7 @@ def test_synthetic_script_with_weight_1e39_marks_diverged_runs_and_exits_non_zer
          "--regimes", "none", "--out", str(tmp_path / "r"), "--no-figures", "--no-extreme"])
     assert code == sweep.DIVERGED_EXIT_STATUS
     assert "2 of 3 runs diverged" in capsys.readouterr().err.strip().splitlines()[-1]
-    table = pd.read_csv(tmp_path / "r" / "metrics.csv")
+    table = synthetic.load(tmp_path / "r")[0]  # metrics.csv with each run's columns and status
     status = table.groupby("weighting")["status"].agg(set).to_dict()
     assert status == {"equal": {"ok"}, "up": {"diverged"}, "down": {"diverged"}}
     assert table.loc[table.weighting == "up", "epoch"].tolist() == [1]  # not measured after divergence

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iwshift import metrics, synthetic
+from iwshift import metrics, results, synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,6 +100,16 @@ def test_saved_results_reload_identically(tmp_path):
     assert synthetic.config_from_manifest(manifest) == result.config
     assert {"versions", "git_revision", "device", "seeds"} <= set(manifest)
     assert not list(tmp_path.glob(".*.tmp"))
+    on_disk = pd.read_csv(tmp_path / "metrics.csv")  # a run's columns live in runs.csv only
+    assert not {*synthetic.IDENTITY_COLUMNS, "status", "lr"} & set(on_disk.columns)
+    assert "train_loss" in manifest["float32_columns"]
+    # a folder written before metrics.csv was slimmed (every column in it, no float32_columns) reads as it is
+    old = tmp_path / "old"
+    old.mkdir()
+    full = table.copy()
+    results.write_table(old / "metrics.csv", full)
+    results.write_json(old / "manifest.json", {k: v for k, v in manifest.items() if k != "float32_columns"})
+    pd.testing.assert_frame_equal(synthetic.read_metrics(old), full, check_dtype=False)
 
 
 def run_script(*args, cwd=ROOT):
