@@ -47,6 +47,7 @@ from . import losses, metrics, sweep
 from .cifar_binary import BinaryConfig, PairData, prepare_pair
 from .cifar_data import Cifar10
 from .config import ConfigError
+from .report import DELTA, Interval, classify, mean_interval  # the claims report's threshold and readings
 from .train import LossSpec, Trainer
 
 if TYPE_CHECKING:
@@ -64,7 +65,6 @@ CELLS = ("No IW", "IW", "IW-Exp", "IW-ES", "IW-Exp-ES")
 SELECTIONS = ("theirs", "ours", "test")  # early-stopping checkpoint rules (see the module docstring)
 SELECTION_LABELS = {"last": "last epoch", "theirs": "their rule: max IW val. accuracy",
                     "ours": "our rule: min IW val. loss", "test": "test as validation (oracle)"}
-DELTA = 0.02  # practical threshold on accuracy differences (the claims report's δ)
 RULE = (f"*replicated* when the 95 % Welch interval of ours − theirs lies within ±{DELTA} "
         f"(−{DELTA} < lo and hi < {DELTA}); *differs* when it lies entirely outside that band "
         f"(lo > {DELTA} or hi < −{DELTA}: a difference larger than {DELTA} is established); *inconclusive* "
@@ -275,14 +275,9 @@ def our_cells(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
-    """(mean, lo, hi): the 95 % Student-t interval of the mean (lo = hi = NaN with fewer than 2 values)."""
-    values = np.asarray(values, np.float64)
-    values = values[np.isfinite(values)]
-    if len(values) < 2:
-        mean = float(values.mean()) if len(values) else float("nan")
-        return mean, float("nan"), float("nan")
-    mean, half = metrics.mean_confidence_interval(values)
-    return mean, mean - half, mean + half
+    """(mean, lo, hi): :func:`iwshift.report.mean_interval` as a tuple (lo = hi = NaN with fewer than 2 values)."""
+    interval = mean_interval(values)
+    return interval.mean, interval.low, interval.high
 
 
 def welch_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
@@ -316,12 +311,10 @@ def verdict(lo: float, hi: float, delta: float = DELTA) -> str:
 
 
 def effect_reading(lo: float, hi: float, delta: float = DELTA) -> str:
-    """The claims report's reading of an effect's interval: negligible / positive / negative / unclear."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return "unclear"
-    if -delta < lo and hi < delta:
-        return "negligible"
-    return "positive" if lo > 0 else "negative" if hi < 0 else "unclear"
+    """The claims report's reading of an effect's interval (:func:`iwshift.report.classify`): negligible /
+    positive / negative / unclear."""
+    reading = classify(Interval((lo + hi) / 2, lo, hi, 2), delta)
+    return "unclear" if reading == "undefined" else reading
 
 
 def compare(ours: pd.DataFrame, theirs: pd.DataFrame) -> pd.DataFrame:
@@ -395,8 +388,8 @@ def markdown(comparison: pd.DataFrame, headlines: pd.DataFrame, label: str = "")
     for r in headlines.itertuples():
         lines.append(f"| {r.comparison} | {_fmt(r.ours, r.ours_lo, r.ours_hi, signed=True)} | {r.ours_reading} | "
                      f"{_fmt(r.theirs, r.theirs_lo, r.theirs_hi, signed=True)} | {r.theirs_reading} |")
-    lines += ["", f"Reading (δ = {DELTA}): *negligible* if the interval lies within ±δ, else *positive* if it "
-              f"lies above 0, *negative* if below, *unclear* if it contains 0."]
+    lines += ["", f"Reading (δ = {DELTA}), the claims report's: *negligible* if the interval lies within ±δ, "
+              f"*positive* if it lies at or above +δ, *negative* if at or below −δ, *unclear* otherwise."]
     return "\n".join(lines) + "\n"
 
 

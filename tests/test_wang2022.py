@@ -182,3 +182,12 @@ def test_script_dry_run_prints_the_projected_cost(capsys):
     with pytest.raises(SystemExit) as err:
         script.main(["--preset", "paper", "--device", "cpu", "--dry-run", "--train-fraction", "1.5"])
     assert err.value.code == 2
+
+
+def test_headline_readings_follow_the_claims_reports_rule():
+    """An effect is positive only when its interval lies at or beyond +δ, as in iwshift.report."""
+    assert study.effect_reading(0.01, 0.05) == "unclear"  # above 0 but crossing δ
+    assert study.effect_reading(0.03, 0.05) == "positive"
+    assert study.effect_reading(-0.05, -0.02) == "negative"
+    assert study.effect_reading(-0.01, 0.01) == "negligible"
+    assert study.effect_reading(float("nan"), float("nan")) == "unclear"
