@@ -207,7 +207,6 @@ def train_stack(
 
 TRAIN_EVAL_SIZE = 2000      # training examples per run for the eval-mode training accuracy (all when fewer)
 COLLAPSE_FRACTION = 0.999   # a run predicting one class for this fraction of the test images has collapsed
-STATUSES = ("ok", "collapsed", "diverged")
 DIVERGED_EXIT_STATUS = 3    # a study script's exit status when a run diverged (2: bad input, 1: missing results)
 
 
@@ -249,16 +248,19 @@ def health_columns(trainer: Trainer, subsets: Sequence[np.ndarray], inputs: torc
 
 
 def with_status(table: pd.DataFrame) -> pd.DataFrame:
-    """One run's metrics with its rows after divergence dropped and ``status`` (the state at its last
-    evaluated epoch, the same in every row: diverged wins over collapsed)."""
+    """Each run's metrics (rows of ``run`` and ``epoch``, one run or many) with its rows after its first
+    diverged evaluation dropped, and its ``status``: the state at its last kept evaluation, the same in every
+    row of the run (diverged wins over collapsed)."""
     if "diverged" not in table:
         return table
-    diverged = table["diverged"].to_numpy(bool)
-    if diverged.any():
-        table = table.iloc[:int(np.argmax(diverged)) + 1]
-    last = table.iloc[-1]
-    status = "diverged" if last["diverged"] else "collapsed" if last.get("collapsed", False) else "ok"
-    return table.assign(status=status)
+    first = table[table["diverged"].astype(bool)].groupby("run")["epoch"].min()
+    cut = table["run"].map(first)
+    table = table[cut.isna() | (table["epoch"] <= cut)].reset_index(drop=True)
+    last = table.groupby("run", sort=False).tail(1).set_index("run")
+    collapsed = last["collapsed"].astype(bool) if "collapsed" in last else False
+    status = pd.Series(np.where(last["diverged"].astype(bool), "diverged", np.where(collapsed, "collapsed", "ok")),
+                       index=last.index)
+    return table.assign(status=table["run"].map(status))
 
 
 def divergence_summary(table: pd.DataFrame, prog: str) -> str | None:
@@ -452,7 +454,7 @@ class Progress:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, unit="run-epoch", desc=desc, unit_scale=True)
-        self.position = self.first = self.shown = 0
+        self.position = self.first = 0
         self.start = self.last_line = time.perf_counter()
         self.stack = (0, 0, 0, 0)
 
