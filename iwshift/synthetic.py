@@ -27,7 +27,7 @@ import torch
 
 from . import config as cfgmod
 from . import data as datamod
-from . import losses, metrics, models, results, shifts
+from . import losses, metrics, models, results, shifts, sweep
 from .config import ConfigError
 from .train import ENGINES, LossSpec, StackedRuns, Trainer
 
@@ -155,6 +155,7 @@ def build_runs(cfg: SyntheticConfig, datasets: dict[str, datamod.Dataset]) -> pd
     rows = []
     for dataset in cfg.datasets:
         lr = learning_rate(datasets[dataset].train.x, cfg.lr_scale)
+        counts = datasets[dataset].train.class_counts()
         minority = minority_class(dataset)
         weightings = list(cfg.weightings)
         if minority is not None:  # imbalanced: unweighted vs up-weighting the minority class
@@ -165,7 +166,6 @@ def build_runs(cfg: SyntheticConfig, datasets: dict[str, datamod.Dataset]) -> pd
                     continue
                 for weighting in weightings:
                     for remedy in cfg.remedies if regime == "none" else [r for r in cfg.remedies if r == "plain"]:
-                        counts = datasets[dataset].train.class_counts()
                         w0, w1 = shifts.class_weights(weighting, cfg.weight)
                         if cfg.equal_step:
                             w0, w1 = unit_mean(np.array([w0, w1]), counts)
@@ -313,20 +313,11 @@ def run_study(cfg: SyntheticConfig, progress: bool = True) -> SyntheticResult:
             params_out[f"{key}__{k}"] = np.stack(v, 1)  # (runs, epochs, ...)
     bar.close()
     table = pd.concat(rows, ignore_index=True).sort_values(["run", "epoch"], ignore_index=True)
-    table = with_status(table)
+    table = sweep.with_status(table)  # a diverged run is not measured further
     if "angle_to_svm" not in table:
         table["angle_to_svm"] = np.nan
     return SyntheticResult(cfg, runs, table, params_out, datasets, train_seconds,
                            time.perf_counter() - start)
-
-
-def with_status(table: pd.DataFrame) -> pd.DataFrame:
-    """Each run's rows up to its first diverged evaluation (a diverged run is not measured further), and
-    its ``status``: "diverged" (a non-finite loss or parameter) or "ok", the same in every row."""
-    first = table[table["diverged"]].groupby("run")["epoch"].min()
-    cut = table["run"].map(first)
-    table = table[cut.isna() | (table["epoch"] <= cut)].reset_index(drop=True)
-    return table.assign(status=np.where(table["run"].isin(first.index), "diverged", "ok"))
 
 
 def diverged_runs(table: pd.DataFrame) -> list[int]:
@@ -399,7 +390,7 @@ def read_metrics(out: str | Path, read: Callable[[Path], pd.DataFrame] = results
         table[column] = table[column].to_numpy(np.float32).astype(np.float64)
     if "dataset" in table:
         return table
-    table["status"] = np.where(table.groupby("run")["diverged"].transform("any"), "diverged", "ok")
+    table = sweep.with_status(table)
     runs = read(out / "runs.csv")
     extra = [c for c in runs.columns if c not in ("run", *IDENTITY_COLUMNS)]
     merged = table.merge(runs, on="run", how="left")
@@ -561,7 +552,8 @@ def seed_deviation(stab: pd.DataFrame) -> pd.Series:
 def seed_spread(stab: pd.DataFrame) -> pd.DataFrame:
     """Across-seed variation of the final boundary per configuration: the mean angle (degrees) between each
     (not diverged) seed's final normal and the configuration's mean normal direction."""
-    stab = stab.assign(seed_deviation=seed_deviation(stab))
+    if "seed_deviation" not in stab:  # run_extreme_study has it already
+        stab = stab.assign(seed_deviation=seed_deviation(stab))
     rows = []
     for key, part in stab.groupby(SPREAD_KEYS, sort=True):
         rows.append({**dict(zip(SPREAD_KEYS, key)), "seed_spread": float(part["seed_deviation"].mean()),
