@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     print(f"preset {preset} ({label}); device {device}; {cost['runs']} runs in {cost['stacks']} stacks; "
           f"{cost['train_images'] / 1e6:.1f} M model-images trained + {cost['eval_images'] / 1e6:.1f} M evaluated "
           f"({cost['evaluated_epochs']} evaluated epochs per run)")
-    work = cost["train_images"] + cost["eval_images"] / 3  # a forward pass costs about a third of a step
+    work = cost["train_images"] + cost["eval_images"] / 3  # by FLOP count, a forward pass is a third of a step
     print(f"projected: ~{work / GPU_IMG_PER_S / 60:.0f} min on one H200 at {GPU_IMG_PER_S:,} model-img/s"
           + (f"; ~{work / cpu_rate / 60:.0f} min on CPU at {cpu_rate:,.0f} model-img/s" if cpu_rate else ""))
     if values["DRY_RUN"]:

@@ -9,7 +9,8 @@
 # accuracy, test accuracy, collapsed, diverged; the paper preset's evaluation epochs: every epoch to 10,
 # every 5th to 50, every 10th after) and a last line per precision: its status and the epochs at which it
 # was a constant predictor. WEIGHTS="1/128 1/32 1/8 1 8 32 128" trains the 7-run stack
-# of the original observation instead (about 5.5 minutes per precision on an H100 in bf16; fp32 slower).
+# of the original observation instead (about 5.5 minutes per precision in bf16 on an H100, from the 2.7 s per
+# epoch that issue 13 reports for that stack; not measured here; fp32 slower).
 # Data: DATA (an ImageFolder tree), else .devdata/cifar10-jpeg.tar.gz extracted to /tmp/cifar10.
 # Everything goes to $OUT (collapse_<precision>.log, the runs' metrics.csv under <precision>/).
 set -uo pipefail
