@@ -1,22 +1,11 @@
 """Duplicate values in list flags are a one-line error before anything trains (iwshift.config, every script)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from iwshift import cifar_binary, synthetic
 from iwshift import config as cli
 from iwshift.config import ConfigError
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name.replace(".py", ""), ROOT / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from scripts import load_script
 
 
 def test_override_from_argv_refuses_a_repeated_value_in_any_list_flag(capsys):

@@ -2,7 +2,6 @@
 signal, bad result files are retrained and never merged, every argument is checked before any work, outputs
 stay under the folders given, logs get progress lines; and the per-epoch loop serves any stack (issue 15)."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ from cifar_fakes import fake_cifar, write_image_folder
 from iwshift import cifar_binary as study
 from iwshift import launch, report, results, sweep, train
 from iwshift.config import ConfigError
+from scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -255,11 +255,6 @@ BINARY = ["--preset", "cpu", "--per-class", "8", "--width", "0.0625", "--seeds",
           "--precision", "fp32"]
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name.replace(".", "_"), ROOT / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

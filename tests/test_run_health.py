@@ -1,8 +1,6 @@
 """Run health: seeded CNN dropout, eval-mode training accuracy, divergence and collapse flags, and the
 scripts' exit status when a run diverged (CPU, tiny made-up images, fp32)."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,8 +14,8 @@ from iwshift import sgd2d, sweep, synthetic
 from iwshift.cifar_data import CIFAR10_CLASSES
 from iwshift.models import DROPOUT_STREAM, StackedCNN, counter_uniform
 from iwshift.train import StackedRuns, Trainer, normalize, to_device_images
+from scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 CAT, DOG = CIFAR10_CLASSES.index("cat"), CIFAR10_CLASSES.index("dog")
 HEALTH = ["train_accuracy_eval", "diverged", "collapsed", "status"]
 
@@ -260,11 +258,6 @@ def test_a_binary_sweep_stops_a_diverged_run_and_marks_it(data, tmp_path):
     assert kept.stat().st_mtime_ns == stamp and again["status"].tolist() == table["status"].tolist()
 
 
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name.replace(".py", "_script"), ROOT / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_binary_script_with_weight_1e39_saves_marked_results_and_exits_non_zero(data, tmp_path, monkeypatch,
@@ -272,7 +265,7 @@ def test_binary_script_with_weight_1e39_saves_marked_results_and_exits_non_zero(
     import iwshift.cifar_data
 
     monkeypatch.setattr(iwshift.cifar_data, "load_for_script", lambda *a, **k: data)
-    code = _script("CIFAR10_binary_classifier.py").main(
+    code = load_script("CIFAR10_binary_classifier.py").main(
         ["--preset", "cpu", "--per-class", "16", "--epochs", "2", "--width", "0.0625", "--seeds", "0",
          "--weights", "1", "1e39", "--regimes", "none", "--other-eval", "8", "--noise-eval", "4",
          "--settings", "weighting", "--precision", "fp32", "--device", "cpu", "--out", str(tmp_path / "out"),
@@ -287,7 +280,7 @@ def test_binary_script_with_weight_1e39_saves_marked_results_and_exits_non_zero(
 
 
 def test_synthetic_script_with_weight_1e39_marks_diverged_runs_and_exits_non_zero(tmp_path, capsys):
-    code = _script("synthetic_study.py").main(
+    code = load_script("synthetic_study.py").main(
         ["--weight", "1e39", "--epochs", "5", "--seeds", "0", "--datasets", "separable", "--models", "lr",
          "--regimes", "none", "--out", str(tmp_path / "r"), "--no-figures", "--no-extreme"])
     assert code == sweep.DIVERGED_EXIT_STATUS
