@@ -282,11 +282,6 @@ class StackedCNN(nn.Module):
         return [part.view(self.n_models, batch, units)
                 for part, units in zip(scales.split([batch * u for u in sizes], 1), sizes)]
 
-    def convolve(self, layer: int, h: torch.Tensor) -> torch.Tensor:
-        """Convolution ``layer`` (0-4) of every model on (B, K*C, H, W) activations: a grouped convolution.
-        Subclasses may compute it another way on the same parameters (benchmarks/profile_step.py does)."""
-        return self.convs[layer](h)
-
     def forward(self, x: torch.Tensor, step: int | torch.Tensor | None = None) -> torch.Tensor:
         K, B = x.shape[:2]
         scales = None
@@ -297,8 +292,8 @@ class StackedCNN(nn.Module):
         h = x.transpose(0, 1).reshape(B, K * x.shape[2], *x.shape[3:])
         if self.convs[0].weight.is_contiguous(memory_format=torch.channels_last) and K * x.shape[2] > 1:
             h = h.contiguous(memory_format=torch.channels_last)
-        for i, norm in enumerate(self.norms):
-            h = torch.relu(norm(self.convolve(i, h)))
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            h = torch.relu(norm(conv(h)))
             if i in (1, 4):
                 h = nn.functional.max_pool2d(h, 2)
         h = h.reshape(B, K, -1).transpose(0, 1)  # (K, B, features) in each model's C, H, W order
