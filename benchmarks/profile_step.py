@@ -7,9 +7,9 @@ the captured graph replays). The variants:
 
 * ``bf16-nhwc``: the studies' CUDA default (bf16 autocast, channels-last activations);
 * ``bf16-nchw``: channels-first activations;
-* ``conv1-pad8``: the first convolution (``model.convs[0]`` replaced by a padding wrapper) with each model's 3 input channels padded with zeros to 8, so that
-  cuDNN may take its tensor-core grouped kernels for it rather than running it group by group (the profile
-  shows 21 launches per step of one layer's forward);
+* ``conv1-pad8``: the first convolution (``model.convs[0]`` swapped for a padding wrapper) with each model's 3
+  input channels padded with zeros to 8, so that cuDNN may take its tensor-core grouped kernels for it rather
+  than running it group by group (the profile shows 21 launches per step of one layer's forward);
 * ``fused-sgd``: the stacked update as one ``torch._fused_sgd_`` pass (the kernel behind
   ``torch.optim.SGD(fused=True)``) instead of three ``_foreach`` passes; the same update when every run has
   the same weight decay, as in the `none` stack;
