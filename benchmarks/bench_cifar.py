@@ -17,8 +17,8 @@ found; the line ``data: ...`` says which):
   resident on the device (``to_device_images``), at ``--precision`` (``auto`` = ``resolve_precision``: bf16 on
   CUDA; bf16 implies channels_last as in ``cifar_binary.train_stack``), optionally ``--compile``.
   ``--precisions fp32 bf16`` measures each listed precision as well. ``--graph`` is the trainer's option
-  (``auto``: the static step captured as a CUDA graph on CUDA, the per-step Python loop on CPU; ``on``;
-  ``off``: the Python loop); ``--graphs on off`` measures each listed mode as well.
+  (``on``: the step captured as a CUDA graph on CUDA; ``off``: the same step run eagerly; on the CPU the step
+  always runs eagerly); ``--graphs on off`` measures each listed mode as well.
 
 Each case runs ``--warmup`` untimed steps, then ``--steps`` timed steps (on CUDA the device is synchronised
 before each clock read). The trainer is driven through ``Trainer.train_epoch`` itself (the timed span ends
@@ -61,7 +61,7 @@ from iwshift.cifar_binary import BinaryConfig  # noqa: E402
 from iwshift.cifar_data import CIFAR10_CLASSES, DataUnavailableError, load_cifar10  # noqa: E402
 from iwshift.models import StackedCNN, cnn_widths  # noqa: E402
 from iwshift.sweep import REGIMES  # noqa: E402
-from iwshift.train import CIFAR_MEAN, CIFAR_STD, GRAPH_MODES, StackedRuns, Trainer, to_device_images  # noqa: E402
+from iwshift.train import CIFAR_MEAN, CIFAR_STD, StackedRuns, Trainer, to_device_images  # noqa: E402
 
 try:  # where the study resolves ``--precision auto`` (iwshift.sweep; iwshift.cifar_binary before it)
     from iwshift.sweep import resolve_precision  # noqa: E402
@@ -73,6 +73,7 @@ LR = 0.01
 MOMENTUM = 0.9
 PLAIN_POSITIVE_WEIGHT = 8.0  # class weight of the positive class in the plain loss (the cost does not depend on it)
 CLASSES = ("cat", "dog")     # negative, positive
+GRAPH_MODES = ("on", "off")   # the trainer's graph option: the step captured as a CUDA graph on CUDA, or eager
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -235,7 +236,7 @@ def study_runs(n_models: int, n_train_per_class: int) -> StackedRuns:
 
 
 def time_trainer(pair: PairImages, n_models: int, width: float, device: torch.device, precision: str,
-                 compile: bool, batch_norm: bool, warmup: int, steps: int, graph: str = "auto") -> Timing:
+                 compile: bool, batch_norm: bool, warmup: int, steps: int, graph: str = "on") -> Timing:
     """``Trainer.train_epoch`` on K stacked runs (see the module docstring)."""
     if len(pair.labels) != 2 * int((pair.labels == 0).sum()):
         raise ValueError("the trainer cases expect as many images of each class")
@@ -247,7 +248,7 @@ def time_trainer(pair: PairImages, n_models: int, width: float, device: torch.de
     model.to(device)
     trainer = Trainer(model, runs, images, labels, lr=LR, momentum=MOMENTUM, batch_size=BATCH_SIZE,
                       normalization="weight_sum", precision=precision, channels_last=precision == "bf16",
-                      compile=compile, image_normalization="cifar10", graph=graph)
+                      compile=compile, image_normalization="cifar10", graph=graph == "on")
     clock = StepClock(device, len(pair.labels), warmup, steps)
     try:
         while True:
@@ -286,8 +287,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="trainer precision of the summary line (auto: bf16 on CUDA, CPU_PRECISION on CPU)")
     parser.add_argument("--precisions", choices=("fp32", "bf16"), nargs="+", default=[],
                         help="also time the trainer cases at each of these precisions")
-    parser.add_argument("--graph", choices=GRAPH_MODES, default="auto",
-                        help="the trainer's graph option in the summary line (auto: CUDA graph on CUDA)")
+    parser.add_argument("--graph", choices=GRAPH_MODES, default="on",
+                        help="the trainer's graph option in the summary line (on: the step as a CUDA graph on CUDA)")
     parser.add_argument("--graphs", choices=GRAPH_MODES, nargs="+", default=[],
                         help="also time the trainer cases with each of these graph options")
     parser.add_argument("--compile", action="store_true", help="torch.compile the stacked model (trainer cases)")

@@ -3,7 +3,7 @@
 #
 #   bash benchmarks/gpu_check.sh            (the check, under 8 minutes)
 #     0. extracts .devdata/cifar10-jpeg.tar.gz (ImageFolder: train/ and test/ at its top) to /tmp/cifar10, and
-#        runs tests/test_graph_step.py (its CUDA-only tests: the captured step equals the per-step loop);
+#        runs tests/test_graph_step.py (its CUDA-only tests: the captured step equals the eager step);
 #     1. benchmarks/bench_cifar.py at full width, --ks 1 7 28 42 84: bf16 (the study's precision on CUDA) with
 #        the trainer's CUDA graph (its default) and without it (--graphs off), then fp32 with the graph;
 #     2. a 3-epoch slice of the `paper` preset through the study's own code (iwshift.cifar_binary.train_stack,
@@ -114,14 +114,14 @@ check() {
     slug=$(device_slug)
 
     if [[ -z ${SKIP_TESTS:-} ]]; then
-        echo "=== step 0: the captured step equals the per-step loop (GPU-only tests, timeout 60 s)"
+        echo "=== step 0: the captured step equals the eager step (GPU-only tests, timeout 60 s)"
         timeout -k 5 60 python3 -m pytest -q -p no:cacheprovider tests/test_graph_step.py 2>&1 | tail -n 5 \
             || echo "WARNING: the graph-step tests failed or timed out: do not trust the captured path's numbers"
     fi
 
     echo "=== step 1: bench_cifar.py (timeout 200 s), $((SECONDS - start)) s elapsed"
     if timeout -k 10 200 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" --data-dir "$DATA" \
-            --ks 1 7 28 42 84 --precision bf16 ${PRECISIONS:+--precisions $PRECISIONS} --graph auto ${GRAPHS_ALSO:+--graphs $GRAPHS_ALSO} \
+            --ks 1 7 28 42 84 --precision bf16 ${PRECISIONS:+--precisions $PRECISIONS} --graph on ${GRAPHS_ALSO:+--graphs $GRAPHS_ALSO} \
             --steps "$BENCH_STEPS" 2>&1 \
             | tee "$OUT/bench_cifar.log"; then
         echo "step 1: ok"
@@ -265,13 +265,13 @@ session() {
     python3 -c "import sys; from iwshift.cifar_data import load_cifar10; load_cifar10(sys.argv[1], download=False)" \
         "$DATA" > "$OUT/decode.log" 2>&1 &
     local decoding=$!
-    echo "=== step 0: the captured step equals the per-step loop (GPU-only tests, timeout 75 s)"
+    echo "=== step 0: the captured step equals the eager step (GPU-only tests, timeout 75 s)"
     timeout -k 5 75 python3 -m pytest -q -p no:cacheprovider tests/test_graph_step.py 2>&1 | tail -n 15 \
         || echo "WARNING: the graph-step tests failed or timed out"
     wait "$decoding" || echo "WARNING: decoding the images failed: $(tail -n 1 "$OUT/decode.log")"
     echo "=== step 1: K = 21 (the none stack), captured (timeout 100 s), $((SECONDS - start)) s elapsed"
     timeout -k 5 100 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" --data-dir "$DATA" --ks 21 \
-        --precision bf16 --graph auto --steps "$BENCH_STEPS" 2>&1 | tee "$OUT/bench_k21.log" \
+        --precision bf16 --graph on --steps "$BENCH_STEPS" 2>&1 | tee "$OUT/bench_k21.log" \
         || echo "step 1: FAILED or timed out"
     # the none regime's projected wall time from its ms per step (+12 % for the 48 evaluations, +30 s to
     # start); when that does not fit, the time goes to the check's benchmark and slices instead

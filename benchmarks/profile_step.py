@@ -84,7 +84,7 @@ VARIANTS = {  # name: (padded first convolution, precision, channels_last, fused
 }
 
 
-def build(variant: str, k: int, width: float, device: torch.device, n: int = 2000, graph: str = "auto",
+def build(variant: str, k: int, width: float, device: torch.device, n: int = 2000, graph: bool = True,
           dtype: torch.dtype = torch.float32) -> Trainer:
     padded, precision, channels_last, fused, compile = VARIANTS[variant]
     rng = np.random.default_rng(0)
@@ -113,7 +113,7 @@ def check_on_cpu(variant: str) -> None:
     """The variant trains as the default does (float64 on the CPU, two steps, width 1/16, K = 2)."""
     logits = []
     for name in ("bf16-nhwc", variant):
-        trainer = build(name, 2, 0.0625, torch.device("cpu"), n=32, graph="off", dtype=torch.float64)
+        trainer = build(name, 2, 0.0625, torch.device("cpu"), n=32, graph=False, dtype=torch.float64)
         trainer.scale, trainer.shift = (t.double() for t in (trainer.scale, trainer.shift))
         trainer.weights = trainer.weights.double()
         trainer.train_epoch()
@@ -161,7 +161,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     if args.profile_steps:
-        trainer = build("bf16-nhwc", args.k, args.width, device, n=16 * args.profile_steps, graph="off")
+        trainer = build("bf16-nhwc", args.k, args.width, device, n=16 * args.profile_steps, graph=False)
         trainer.train_epoch()
         sync(device)
         activities = [torch.profiler.ProfilerActivity.CPU]

@@ -165,18 +165,14 @@ class Stacked2D(nn.Module):
     def _params(self) -> dict[str, torch.Tensor]:
         return {"W1": self.W1, "b1": self.b1, "w2": self.w2, "b2": self.b2}
 
-    def forward(self, x: torch.Tensor, step: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, step: int | torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"inputs have {x.shape[-1]} features but the model takes in_features={self.in_features}")
         hidden_scale = None
         if self.training and self.has_dropout:
             if step is None:
                 raise ValueError("training with dropout needs the SGD step (the masks are counter-based)")
-            from .sgd2d import dropout_masks
-
-            masks = dropout_masks(self.seeds.cpu().numpy(), step, x.shape[1], self.W1.shape[-1],
-                                  self.dropout.cpu().numpy())
-            hidden_scale = torch.from_numpy(masks).to(x.device)
+            hidden_scale = dropout_scales(self.seeds, self.dropout, step, x.shape[1], [self.W1.shape[-1]])[0]
         z = stacked_logits(self._params(), x, hidden_scale)
         return z if self.n_classes > 2 else torch.stack([torch.zeros_like(z), z], -1)
 
@@ -271,24 +267,14 @@ class StackedCNN(nn.Module):
                 if isinstance(norm, nn.BatchNorm2d):
                     norm.reset_parameters()
 
-    def _dropout_scales(self, step: int | torch.Tensor, batch: int) -> list[torch.Tensor]:
-        """Inverted-dropout multipliers (0 or 1/(1-p)) of the hidden FC layers at global ``step``, each
-        (K, batch, units). Element index: position in the step's concatenated (batch, units) masks."""
-        sizes = [W.shape[-1] for W in list(self.fc_weights)[:-1]]
-        index = torch.arange(batch * sum(sizes), device=self.seeds.device)
-        uniform = counter_uniform(self.seeds, DROPOUT_STREAM, step, index)  # (K, batch * sum(sizes))
-        p = self.dropout.unsqueeze(1)
-        scales = torch.where(uniform < p, 0.0, 1.0 / (1.0 - p))
-        return [part.view(self.n_models, batch, units)
-                for part, units in zip(scales.split([batch * u for u in sizes], 1), sizes)]
-
     def forward(self, x: torch.Tensor, step: int | torch.Tensor | None = None) -> torch.Tensor:
         K, B = x.shape[:2]
         scales = None
         if self.training and self.has_dropout:
             if step is None:
                 raise ValueError("training with dropout needs the SGD step (the masks are counter-based)")
-            scales = self._dropout_scales(step, B)
+            sizes = [W.shape[-1] for W in list(self.fc_weights)[:-1]]
+            scales = dropout_scales(self.seeds, self.dropout, step, B, sizes)
         h = x.transpose(0, 1).reshape(B, K * x.shape[2], *x.shape[3:])
         if self.convs[0].weight.is_contiguous(memory_format=torch.channels_last) and K * x.shape[2] > 1:
             h = h.contiguous(memory_format=torch.channels_last)
@@ -341,6 +327,20 @@ def counter_uniform(seeds: torch.Tensor, stream: int, step: int | torch.Tensor, 
     z = _mix(z + step.to(torch.int64) * _GOLDEN).unsqueeze(-1)               # (K, 1)
     z = _mix(z + (index.to(torch.int64) * _GOLDEN + 1))                      # (K, n)
     return _shift_right(z, 40).to(torch.float32) * (1.0 / 16777216.0)
+
+
+def dropout_scales(seeds: torch.Tensor, dropout: torch.Tensor, step: int | torch.Tensor, batch: int,
+                   sizes: Sequence[int]) -> list[torch.Tensor]:
+    """Inverted-dropout multipliers (0 or 1/(1-p)) of K runs' hidden layers of ``sizes`` units at global SGD
+    ``step``, each (K, batch, units); run k drops with probability ``dropout[k]`` under ``seeds[k]``.
+    Element index: position in the step's concatenated (batch, units) masks, so the first layer's masks are
+    :func:`iwshift.sgd2d.dropout_masks` bit for bit (1/(1-p) rounded from float64, as there)."""
+    index = torch.arange(batch * sum(sizes), device=seeds.device)
+    uniform = counter_uniform(seeds, DROPOUT_STREAM, step, index)  # (K, batch * sum(sizes))
+    p = dropout.unsqueeze(1)
+    scales = torch.where(uniform < p, 0.0, (1.0 / (1.0 - p.double())).float())
+    return [part.view(len(seeds), batch, units)
+            for part, units in zip(scales.split([batch * u for u in sizes], 1), sizes)]
 
 
 def _default_init(shape: tuple[int, ...], fan_in: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,11 +16,12 @@ Tricks, each for speed without changing what a run computes:
     ``fused`` (2-D models on CPU: :mod:`iwshift.sgd2d` runs whole epochs of every run in compiled code,
     because 10,000 epochs of batch-8 steps are 640,000 sequential steps per run, too many for a Python
     step each). The tests train the same stacks through both engines and compare;
-  * the torch engine's *static step* (``graph``): the whole SGD step (batch gather by device index
-    tensors, normalisation, forward, loss, backward, update, running statistics) in place on fixed
-    buffers with the step counter on the device and no host sync, so that on CUDA it is captured once as
-    a CUDA graph and replayed for every full batch (the host only launches the graph); on CPU the same
-    step can run eagerly. It computes what the per-step Python loop computes (the tests compare them).
+  * the torch engine's one SGD step (:meth:`Trainer._step`: batch gather by device index tensors,
+    normalisation, forward, loss, backward, update, running statistics) works in place on fixed buffers,
+    with the step counter on the device and no host sync, so that on CUDA it is captured once as a CUDA
+    graph and replayed for every full batch (the host only launches the graph); on CPU, and with
+    ``graph=False``, the same step runs eagerly. The tests compare it with plain ``torch.optim.SGD``
+    training of one ``nn.Module`` per run.
 """
 
 from __future__ import annotations
@@ -210,14 +211,15 @@ def _check_inputs(model: torch.nn.Module, runs: StackedRuns, inputs: torch.Tenso
         raise ValueError(f"training labels must be in 0..{(n_classes or largest + 1) - 1} for a model of "
                          f"n_classes={n_classes} (got {smallest}..{largest})")
     return int(n_classes) if n_classes is not None else largest + 1
+
+
 BATCH_ORDERS = ("generator", "counter")
-GRAPH_MODES = ("auto", "on", "off")
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture (cuDNN autotuning, lazy handles)
 
 
 @dataclass
-class _StaticBuffers:
-    """Device tensors the static step reads and writes in place (fixed addresses for a CUDA graph)."""
+class _StepBuffers:
+    """Device tensors the step reads and writes in place (fixed addresses for a CUDA graph)."""
 
     epoch_index: torch.Tensor    # (K, n) example indices in this epoch's order, per run
     epoch_weights: torch.Tensor  # (K, n) their weights this epoch (1 while re-weighting is deferred)
@@ -237,24 +239,23 @@ class Trainer:
     as they are; ``labels`` (N,) their classes. ``engine``: ``torch``, ``fused`` (a binary Stacked2D on
     float32 features with ``batch_order="counter"``, plain SGD, fp32, on CPU) or ``auto`` (fused where
     it applies, torch otherwise).
-    ``graph`` (torch engine): ``on`` trains with the static step (a CUDA graph on CUDA, eager on CPU),
-    ``off`` with the per-step Python loop, ``auto`` the static step on CUDA where the model allows it
-    (not a Stacked2D with dropout: its masks are drawn on the host) and the Python loop on CPU.
+    ``graph`` (torch engine on CUDA): capture the SGD step as a CUDA graph, replayed for every full batch
+    (``False``: run the same step eagerly, as on CPU).
     """
 
     def __init__(self, model: torch.nn.Module, runs: StackedRuns, inputs: torch.Tensor, labels: torch.Tensor,
                  lr: float = 0.01, momentum: float = 0.9, batch_size: int = 16, normalization: str = "weight_sum",
                  precision: str = "fp32", channels_last: bool = False, compile: bool = False,
                  batch_order: str = "generator", engine: str = "auto",
-                 image_normalization: ImageNormalization | None = None, graph: str = "auto"):
+                 image_normalization: ImageNormalization | None = None, graph: bool = True):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"unknown precision {precision!r}; choose fp32 or bf16")
         if batch_order not in BATCH_ORDERS:
             raise ValueError(f"unknown batch_order {batch_order!r}; choose from {', '.join(BATCH_ORDERS)}")
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-        if graph not in GRAPH_MODES:
-            raise ValueError(f"unknown graph {graph!r}; choose from {', '.join(GRAPH_MODES)}")
+        if not isinstance(graph, bool):
+            raise ValueError(f"graph must be True or False (got {graph!r})")
         for name in ("dropout", "seeds"):  # what the model draws its dropout masks from must be the runs'
             value = getattr(model, name, None)
             if isinstance(value, torch.Tensor) and not np.allclose(value.cpu().numpy(), getattr(runs, name)):
@@ -286,8 +287,10 @@ class Trainer:
             self.scale, self.shift = normalization_constants(self.device, image_normalization, inputs.shape[1])
         self._prepare_losses(n_classes)
         self.engine = self._choose_engine(engine, compile)
-        self.static_step = self._choose_static_step(graph)
-        self.capture = self.static_step and self.device.type == "cuda"  # the static step as a CUDA graph
+        self.capture = graph and self.device.type == "cuda"  # the step as a CUDA graph
+        self._buffers: _StepBuffers | None = None
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._graph_key: tuple[int, ...] = ()
 
     def _choose_engine(self, engine: str, compile: bool) -> str:
         reasons = [why for why, holds in (
@@ -305,17 +308,6 @@ class Trainer:
         if engine == "auto":
             return "torch" if reasons else "fused"
         return engine
-
-    def _choose_static_step(self, graph: str) -> bool:
-        self._static: _StaticBuffers | None = None
-        self._graph: torch.cuda.CUDAGraph | None = None
-        self._graph_key: tuple[int, ...] = ()
-        host_dropout = isinstance(self.model, Stacked2D) and self.model.has_dropout
-        if graph == "on" and host_dropout:
-            raise ValueError('graph="on" does not apply: the Stacked2D draws its dropout masks on the host')
-        if graph == "auto":
-            return self.device.type == "cuda" and not host_dropout
-        return graph == "on"
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         """A batch of inputs as the model takes it: uint8 images normalised, features as they are."""
@@ -436,44 +428,42 @@ class Trainer:
         return stats
 
     def train_epoch(self, on_step: Callable[[], None] | None = None) -> EpochStats:
+        """Train every run one epoch: the host sets the epoch's batch orders (one transfer), then launches
+        the captured :meth:`_step` (CUDA) or runs it once per full batch; a last partial batch runs the same
+        step eagerly; one host sync at the end, for the statistics. ``on_step`` is called after each step."""
         if self.engine == "fused":
             return self.train_epochs(1, on_step)
-        if self.static_step:
-            return self._train_epoch_static(on_step)
         self.model.train()  # every epoch: evaluation switches dropout and batch norm off
         K, n = self.index.shape
+        full, last = divmod(n, self.batch_size)
+        if self._buffers is None:
+            self._buffers = self._step_buffers()
+        captured = full > 0 and self.capture
+        if captured and self._graph_key != self._state_addresses():
+            self._capture_graph()
+        buffers = self._buffers
         orders = self.batch_orders()
-        rows = torch.arange(K, device=self.device).unsqueeze(1)
-        sums = torch.zeros(4, K, device=self.device)  # weighted loss, loss, accuracy, non-finite steps
         deferred = (self.epoch + 1 < self.defer)[:, None]  # deferred re-weighting: uniform weights until then
-        steps_per_epoch = -(-n // self.batch_size)
-        for step, start in enumerate(range(0, n, self.batch_size)):
-            pos = orders[:, start:start + self.batch_size]
-            idx = self.index[rows, pos]                       # (K, B) example indices
-            x = self._prepare(self.inputs[idx])               # e.g. (K, B, 3, 32, 32) on the device
-            y = self.labels[idx]
-            w = torch.where(deferred, 1.0, self.weights[rows, pos])
-            with self.autocast():
-                if self.step_seeded:
-                    logits = self.forward(x, step=self.epoch * steps_per_epoch + step)
-                else:
-                    logits = self.forward(x)
-            logits = logits.float()
-            loss = losses.reduce_weighted(self.example_losses(logits, y), w, self.normalization)  # (K,)
-            self.optimizer.zero_grad()
-            loss.sum().backward()  # runs are independent: each gets its own gradient
-            self.optimizer.step()
-            with torch.no_grad():
-                b = y.shape[1]
-                sums[0] += loss.detach() * b
-                sums[1] += losses.weighted_cross_entropy(logits, y, torch.ones_like(w), "mean") * b
-                sums[2] += (logits.argmax(-1) == y).float().sum(1)
-                sums[3] += ~torch.isfinite(loss.detach())  # on the device: no host sync per step
+        buffers.epoch_index.copy_(self.index.gather(1, orders))
+        buffers.epoch_weights.copy_(torch.where(deferred, 1.0, self.weights.gather(1, orders)))
+        buffers.cursor.zero_()
+        buffers.step.fill_(self.epoch * (full + (last > 0)))
+        buffers.sums.zero_()
+        for _ in range(full):
+            if captured:
+                self._graph.replay()
+            else:
+                self._step(self.batch_size)
+            if on_step is not None:
+                on_step()
+        if last:
+            with self._own_gradients() if captured else nullcontext():
+                self._step(last)
             if on_step is not None:
                 on_step()
         self.epoch += 1
-        sums[3] += ~self._finite_parameters()
-        stats = (sums / n).cpu().numpy()  # the one host sync of the epoch
+        buffers.sums[3] += ~self._finite_parameters()
+        stats = (buffers.sums / n).cpu().numpy()  # the one host sync of the epoch
         return self._note_divergence(EpochStats(loss_weighted=stats[0], loss=stats[1], accuracy=stats[2],
                                                 nonfinite=stats[3] > 0))
 
@@ -507,59 +497,20 @@ class Trainer:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.epoch = int(state["epoch"])
 
-    # ------------------------------------------------------------------ the static step (CUDA graphs)
+    # ------------------------------------------------------------------ the step (and its CUDA graph)
 
-    def _train_epoch_static(self, on_step: Callable[[], None] | None = None) -> EpochStats:
-        """One epoch of :meth:`train_epoch` through :meth:`_static_step`: the host sets the epoch's
-        batch orders (one transfer), then launches the captured step (CUDA) or runs it (CPU) once per
-        full batch; a last partial batch runs the same step eagerly; one sync at the end, for the stats."""
-        self.model.train()
-        K, n = self.index.shape
-        full, last = divmod(n, self.batch_size)
-        if self._static is None:
-            self._static = self._static_buffers()
-        captured = full > 0 and self.capture
-        if captured and self._graph_key != self._state_addresses():
-            self._capture_graph()
-        buffers = self._static
-        orders = self.batch_orders()
-        deferred = (self.epoch + 1 < self.defer)[:, None]  # deferred re-weighting: uniform weights until then
-        buffers.epoch_index.copy_(self.index.gather(1, orders))
-        buffers.epoch_weights.copy_(torch.where(deferred, 1.0, self.weights.gather(1, orders)))
-        buffers.cursor.zero_()
-        buffers.step.fill_(self.epoch * (full + (last > 0)))
-        buffers.sums.zero_()
-        for _ in range(full):
-            if captured:
-                self._graph.replay()
-            else:
-                self._static_step(self.batch_size)
-            if on_step is not None:
-                on_step()
-        if last:
-            with self._own_gradients() if captured else nullcontext():
-                self._static_step(last)
-            if on_step is not None:
-                on_step()
-        self.epoch += 1
-        buffers.sums[3] += ~self._finite_parameters()
-        stats = (buffers.sums / n).cpu().numpy()  # the one host sync of the epoch
-        return self._note_divergence(EpochStats(loss_weighted=stats[0], loss=stats[1], accuracy=stats[2],
-                                                nonfinite=stats[3] > 0))
-
-    def _static_buffers(self) -> _StaticBuffers:
+    def _step_buffers(self) -> _StepBuffers:
         K, n = self.index.shape
         long = dict(dtype=torch.int64, device=self.device)
-        return _StaticBuffers(
+        return _StepBuffers(
             epoch_index=torch.zeros(K, n, **long), epoch_weights=torch.ones(K, n, device=self.device),
             columns=torch.arange(self.batch_size, **long), cursor=torch.zeros((), **long),
             step=torch.zeros((), **long), sums=torch.zeros(4, K, device=self.device))
 
-    def _static_step(self, batch: int) -> None:
+    def _step(self, batch: int) -> None:
         """One SGD step of every run on the next ``batch`` columns of the epoch order, from device
-        tensors only and in place: no host sync and no Python branch on tensor values (capturable).
-        The same computation as an iteration of :meth:`train_epoch`'s loop."""
-        buffers = self._static
+        tensors only and in place: no host sync and no Python branch on tensor values (capturable)."""
+        buffers = self._buffers
         columns = buffers.cursor + buffers.columns[:batch]
         idx = buffers.epoch_index.index_select(1, columns)           # (K, B) example indices
         w = buffers.epoch_weights.index_select(1, columns)
@@ -584,7 +535,7 @@ class Trainer:
             buffers.step += 1
 
     def _state_tensors(self) -> list[torch.Tensor]:
-        """Everything a step reads or updates in place besides the static buffers."""
+        """Everything a step reads or updates in place besides the step buffers."""
         return [*self.model.parameters(), *self.model.buffers(), *self.optimizer.buffers]
 
     def _state_addresses(self) -> tuple[int, ...]:
@@ -593,26 +544,26 @@ class Trainer:
         return tuple(t.data_ptr() for t in (*self._state_tensors(), *self.optimizer.decay, self.inputs, self.labels))
 
     def _capture_graph(self) -> None:
-        """Capture :meth:`_static_step` on a full batch as a CUDA graph (after a few eager warm-up steps
+        """Capture :meth:`_step` on a full batch as a CUDA graph (after a few eager warm-up steps
         on a side stream, as the PyTorch docs prescribe), leaving the runs' state as it was before."""
         saved = [t.detach().clone() for t in self._state_tensors()]
         # the momentum buffers start at zero, so buf = m * buf + g equals the first step's copy of g:
         # one captured update serves every step
         self.optimizer.started = True
-        self._static.epoch_index.copy_(self.index)  # warm up on the runs' own examples (valid labels)
-        self._static.epoch_weights.copy_(self.weights)
+        self._buffers.epoch_index.copy_(self.index)  # warm up on the runs' own examples (valid labels)
+        self._buffers.epoch_weights.copy_(self.weights)
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.random.fork_rng(devices=[]):  # no trace on the host generator either
             with torch.cuda.stream(stream):  # the capture's stream (cuBLAS/cuDNN handles are per stream)
                 for _ in range(GRAPH_WARMUP_STEPS):
-                    self._static.cursor.zero_()
-                    self._static_step(self.batch_size)
+                    self._buffers.cursor.zero_()
+                    self._step(self.batch_size)
             torch.cuda.current_stream(self.device).wait_stream(stream)
             self._graph = torch.cuda.CUDAGraph()
             self.optimizer.zero_grad()  # the captured backward allocates the gradients in the graph's pool
             with torch.cuda.graph(self._graph, stream=stream):
-                self._static_step(self.batch_size)
+                self._step(self.batch_size)
         with torch.no_grad():
             for tensor, value in zip(self._state_tensors(), saved):
                 tensor.copy_(value)  # in place: the graph holds these addresses

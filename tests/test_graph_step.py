@@ -1,11 +1,13 @@
-"""The trainer's static step (``graph="on"``: on CUDA a captured CUDA graph) computes what the per-step
-Python loop (``graph="off"``) computes."""
+"""The trainer's SGD step trains each run of a stack as plain ``torch.optim.SGD`` trains one ``nn.Module``
+(on CPU), and captured as a CUDA graph (``graph=True``, the default, on CUDA) it computes what the same step
+computes eagerly (``graph=False``)."""
 
 import contextlib
 
 import numpy as np
 import pytest
 import torch
+from reference_sgd import reference_cnn
 
 from iwshift.models import Stacked2D, StackedCNN
 from iwshift.train import LossSpec, StackedRuns, Trainer, to_device_images
@@ -14,14 +16,14 @@ N_IMAGES, N_TRAIN, BATCH = 60, 37, 8  # 4 full batches and a last one of 5 per e
 CUDA = torch.cuda.is_available()
 
 
-def _runs() -> StackedRuns:
-    """Three runs with their own training sets, weights, weight decay, losses and deferral."""
+def _runs(losses: bool = True) -> StackedRuns:
+    """Three runs with their own training sets, weights, weight decay, dropout and deferral (and, with
+    ``losses``, their own losses)."""
     rng = np.random.default_rng(0)
     index = np.stack([rng.choice(N_IMAGES, N_TRAIN, replace=False) for _ in range(3)])
+    loss = [LossSpec(), LossSpec("poly", alpha=1.0, beta=0.5), LossSpec("logit_adjusted", tau=1.0)] if losses else None
     return StackedRuns(seeds=[3, 5, 7], train_index=index, example_weights=rng.uniform(0.1, 8.0, index.shape),
-                       l2=[0.0, 1e-3, 1e-2], dropout=[0.0, 0.5, 0.0],
-                       loss=[LossSpec(), LossSpec("poly", alpha=1.0, beta=0.5), LossSpec("logit_adjusted", tau=1.0)],
-                       defer_until=[0, 2, 0])
+                       l2=[0.0, 1e-3, 1e-2], dropout=[0.0, 0.5, 0.0], loss=loss, defer_until=[0, 2, 0])
 
 
 def _data(device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,7 +33,7 @@ def _data(device: str) -> tuple[torch.Tensor, torch.Tensor]:
     return to_device_images(images.astype(np.uint8), device), torch.as_tensor(labels, device=device)
 
 
-def _trainer(graph: str, device: str = "cpu", batch_norm: bool = False, precision: str = "fp32",
+def _trainer(graph: bool = True, device: str = "cpu", batch_norm: bool = False, precision: str = "fp32",
              normalization: str = "weight_sum", runs: StackedRuns | None = None) -> Trainer:
     runs = runs or _runs()
     model = StackedCNN(runs.n_models, 0.0625, batch_norm=batch_norm, dropout=runs.dropout)
@@ -45,7 +47,6 @@ def _trainer(graph: str, device: str = "cpu", batch_norm: bool = False, precisio
 def _train(trainer: Trainer, epochs: int = 2) -> tuple[list, list]:
     """Epoch statistics and evaluation logits along the way (evaluation between epochs switches the model
     to evaluation mode; the next epoch must train as before)."""
-    torch.manual_seed(0)  # the same dropout masks for both paths, however the model draws them
     stats, logits = [], []
     probe = trainer.inputs[:5]
     for _ in range(epochs):
@@ -71,68 +72,57 @@ def _assert_same_training(a: Trainer, b: Trainer, atol: float = 0.0, rtol: float
     assert a.epoch == b.epoch
 
 
-@pytest.mark.parametrize("batch_norm, normalization", [(False, "weight_sum"), (True, "mean")])
-def test_static_step_trains_as_the_python_loop_on_cpu(batch_norm, normalization):
-    static, loop = (_trainer(g, batch_norm=batch_norm, normalization=normalization) for g in ("on", "off"))
-    assert static.static_step and not loop.static_step
-    _assert_same_training(static, loop)
+@pytest.mark.parametrize("batch_norm, normalization, n_train, momentum", [
+    (False, "weight_sum", N_TRAIN, 0.9),
+    (True, "mean", N_TRAIN, 0.9),
+    (False, "weight_sum", 32, 0.0),   # every batch full, plain SGD
+])
+def test_each_run_trains_as_plain_torch_sgd_on_one_module(batch_norm, normalization, n_train, momentum):
+    runs = _runs(losses=False)
+    runs.train_index, runs.example_weights = runs.train_index[:, :n_train], runs.example_weights[:, :n_train]
+    trainer = _trainer(batch_norm=batch_norm, normalization=normalization, runs=runs)
+    trainer.optimizer.momentum = trainer.momentum = momentum
+    initial = StackedCNN(runs.n_models, 0.0625, batch_norm=batch_norm, dropout=runs.dropout, seeds=runs.seeds)
+    stats = [trainer.train_epoch() for _ in range(2)]
+    for k in range(runs.n_models):
+        plain, history = reference_cnn(
+            initial, k, trainer.inputs, trainer.labels, runs.train_index[k], runs.example_weights[k], lr=0.05,
+            momentum=momentum, l2=runs.l2[k], p=runs.dropout[k], defer_until=runs.defer_until[k], epochs=2,
+            batch=BATCH, normalization=normalization)
+        for epoch, (loss_weighted, accuracy) in enumerate(history):
+            assert stats[epoch].loss_weighted[k] == pytest.approx(loss_weighted, rel=1e-5)
+            assert stats[epoch].accuracy[k] == pytest.approx(accuracy, abs=1e-6)
+        inputs = trainer._prepare(trainer.inputs[:6])
+        plain.eval()
+        torch.testing.assert_close(trainer.predict_logits(trainer.inputs[:6])[k], plain(inputs).detach(),
+                                   rtol=1e-4, atol=1e-5, msg=f"run {k}")
 
 
-def test_static_step_matches_with_every_batch_full_and_without_momentum():
-    runs = _runs()
-    runs.train_index, runs.example_weights = runs.train_index[:, :32], runs.example_weights[:, :32]
-    static, loop = (_trainer(g, runs=runs) for g in ("on", "off"))
-    for t in (static, loop):
-        t.optimizer.momentum = t.momentum = 0.0
-    _assert_same_training(static, loop)
-
-
-def test_static_step_never_reads_tensor_values_on_the_host(monkeypatch):
+def test_the_step_never_reads_tensor_values_on_the_host(monkeypatch):
     """No .item(), .cpu(), bool(tensor) ... inside a step: what would sync the host with the device
     (and break a CUDA graph capture)."""
-    trainer = _trainer("on")
+    trainer = _trainer()
     trainer.train_epoch()  # the epoch's set-up (batch orders, statistics read-back) may use the host
-    trainer._static.cursor.zero_()
+    trainer._buffers.cursor.zero_()
 
     def forbidden(self, *args, **kwargs):
-        raise AssertionError("a tensor's value was read on the host inside the static step")
+        raise AssertionError("a tensor's value was read on the host inside the step")
 
     with monkeypatch.context() as patch:
         for name in ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__"):
             patch.setattr(torch.Tensor, name, forbidden)
-        trainer._static_step(BATCH)
-        trainer._static_step(N_TRAIN % BATCH)
+        trainer._step(BATCH)
+        trainer._step(N_TRAIN % BATCH)
 
 
-def test_graph_modes():
-    with pytest.raises(ValueError, match="graph"):
-        _trainer("sometimes")
-    assert not _trainer("auto").static_step  # the CPU default: the Python loop (measured not slower)
+def test_graph_is_a_flag_and_applies_to_every_model():
+    with pytest.raises(ValueError, match="graph must be True or False"):
+        _trainer("auto")
     x, y = torch.randn(20, 2), torch.randint(0, 2, (20,))
     runs = StackedRuns(seeds=[0, 1], train_index=np.tile(np.arange(20), (2, 1)), example_weights=np.ones((2, 20)),
                        l2=[0.0, 0.0], dropout=[0.0, 0.5])
-    with pytest.raises(ValueError, match="dropout"):
-        Trainer(Stacked2D("mlp", runs.seeds, hidden=4, dropout=runs.dropout), runs, x, y, engine="torch", graph="on")
-
-
-class _StepScaled(Stacked2D):
-    """A 2-D stack whose logits depend on the global SGD step it is given (as seeded dropout masks do)."""
-
-    def forward(self, x, step=None):
-        out = super().forward(x, step)
-        return out * (1 + 0.01 * step) if self.training else out
-
-
-def test_static_step_trains_a_2d_stack_as_the_python_loop_with_the_same_step_counter():
-    x, y = torch.randn(30, 2), torch.randint(0, 2, (30,))  # 3 full batches and one of 6 per epoch
-    runs = StackedRuns(seeds=[0, 1], train_index=np.tile(np.arange(30), (2, 1)),
-                       example_weights=np.where(y.numpy() == 1, [[1.0], [4.0]], 1.0), l2=[0.0, 1e-2], dropout=[0.0, 0.0])
-    trainers = [Trainer(_StepScaled("mlp", runs.seeds, hidden=4), runs, x, y, batch_size=8, engine="torch", graph=g)
-                for g in ("on", "off")]
-    for t in trainers:
-        t.train_epochs(3)
-    for p, q in zip(*(t.model.parameters() for t in trainers)):
-        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+    trainer = Trainer(Stacked2D("mlp", runs.seeds, hidden=4, dropout=runs.dropout), runs, x, y, engine="torch")
+    assert np.isfinite(trainer.train_epoch().loss).all()  # a 2-D MLP with dropout: masks drawn on the device
 
 
 # ------------------------------------------------------------------------------------ CUDA only
@@ -157,37 +147,36 @@ def _fixed_algorithms() -> None:
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("batch_norm", [False, True])
-def test_captured_graph_trains_as_the_python_loop_on_cuda(batch_norm):
+def test_captured_graph_trains_as_the_eager_step_on_cuda(batch_norm):
     runs = _runs()  # with dropout: its masks are counter-based, the same draws on both paths
     with _deterministic_cudnn():
-        captured, loop = (_trainer(g, "cuda", batch_norm=batch_norm, runs=runs) for g in ("auto", "off"))
+        captured, eager = (_trainer(g, "cuda", batch_norm=batch_norm, runs=runs) for g in (True, False))
         _fixed_algorithms()
-        assert captured.static_step and not loop.static_step
-        _assert_same_training(captured, loop, atol=1e-6, rtol=1e-5)
+        _assert_same_training(captured, eager, atol=1e-6, rtol=1e-5)
     assert captured._graph is not None
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
-def test_captured_graph_in_bf16_trains_as_the_python_loop_on_cuda():
+def test_captured_graph_in_bf16_trains_as_the_eager_step_on_cuda():
     runs = _runs()
     with _deterministic_cudnn():
-        captured, loop = (_trainer(g, "cuda", precision="bf16", runs=runs) for g in ("on", "off"))
+        captured, eager = (_trainer(g, "cuda", precision="bf16", runs=runs) for g in (True, False))
         _fixed_algorithms()
-        _assert_same_training(captured, loop, atol=1e-4, rtol=1e-3)
+        _assert_same_training(captured, eager, atol=1e-4, rtol=1e-3)
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_captured_steps_do_not_sync_and_a_replaced_state_is_captured_again():
-    trainer = _trainer("on", "cuda", batch_norm=True)
+    trainer = _trainer(True, "cuda", batch_norm=True)
     trainer.train_epoch()
     graph = trainer._graph
-    trainer._static.cursor.zero_()  # the epoch is over: replay its first batch again
+    trainer._buffers.cursor.zero_()  # the epoch is over: replay its first batch again
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         graph.replay()
         with trainer._own_gradients():
-            trainer._static_step(N_TRAIN % BATCH)  # the eager partial batch
+            trainer._step(N_TRAIN % BATCH)  # the eager partial batch
     finally:
         torch.cuda.set_sync_debug_mode("default")
     trainer.optimizer.buffers = [b.clone() for b in trainer.optimizer.buffers]  # e.g. a restored checkpoint
@@ -213,7 +202,7 @@ class _FakeGraph:
 def _fake_capture(trainer):
     @contextlib.contextmanager
     def capture(graph, stream=None):
-        tensors = [*trainer._state_tensors(), *vars(trainer._static).values()]
+        tensors = [*trainer._state_tensors(), *vars(trainer._buffers).values()]
         saved = [t.clone() for t in tensors]
         yield
         with torch.no_grad():
@@ -223,16 +212,16 @@ def _fake_capture(trainer):
     return capture
 
 
-def test_capture_orchestration_trains_as_the_python_loop_with_a_fake_graph_on_cpu(monkeypatch):
+def test_capture_orchestration_trains_as_the_eager_step_with_a_fake_graph_on_cpu(monkeypatch):
     """The capture's warm-up steps leave no trace, the replays and the eager last batch follow each other
-    as the Python loop's steps do (the CUDA graph itself is faked: this runs on CPU)."""
-    captured, loop = _trainer("on", batch_norm=True), _trainer("off", batch_norm=True)
+    as the eager steps do (the CUDA graph itself is faked: this runs on CPU)."""
+    captured, eager = _trainer(True, batch_norm=True), _trainer(False, batch_norm=True)
     captured.capture = True
-    _FakeGraph.replay_step = staticmethod(lambda: captured._static_step(BATCH))
+    _FakeGraph.replay_step = staticmethod(lambda: captured._step(BATCH))
     monkeypatch.setattr(torch.cuda, "Stream", lambda *a, **k: _FakeStream())
     monkeypatch.setattr(torch.cuda, "current_stream", lambda *a, **k: _FakeStream())
     monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
     monkeypatch.setattr(torch.cuda, "CUDAGraph", _FakeGraph)
     monkeypatch.setattr(torch.cuda, "graph", _fake_capture(captured))
-    _assert_same_training(captured, loop)
+    _assert_same_training(captured, eager)
     assert isinstance(captured._graph, _FakeGraph)

@@ -12,7 +12,7 @@ from iwshift import cifar_binary as study
 from iwshift import cifar_extension as ext
 from iwshift import sgd2d, sweep, synthetic
 from iwshift.cifar_data import CIFAR10_CLASSES
-from iwshift.models import DROPOUT_STREAM, StackedCNN, counter_uniform
+from iwshift.models import DROPOUT_STREAM, StackedCNN, counter_uniform, dropout_scales
 from iwshift.train import StackedRuns, Trainer, normalize, to_device_images
 from scripts import load_script
 
@@ -100,6 +100,17 @@ def test_cnn_dropout_masks_are_the_counter_based_masks_of_the_2d_models():
     assert torch.equal(model(x, step=3), model(x, step=3))
     assert not torch.equal(model(x, step=3)[0], model(x, step=4)[0])  # a new mask each step
     assert torch.equal(model(x, step=3)[1], model(x, step=4)[1])      # p = 0: deterministic
+
+
+@pytest.mark.parametrize("p", [0.1, 1 / 3, 0.5, 0.9])
+def test_device_dropout_scales_equal_the_fused_engines_bit_for_bit(p):
+    """The torch engine's masks (any model, any device) and the fused engine's numba masks: the same zeros
+    and the same 1/(1-p), rounded from float64 (at p = 1/3 float32 arithmetic would round differently)."""
+    seeds = np.array([0, 7, 2**40 + 3])
+    dropout = np.array([p, 0.0, p], np.float32)
+    scales = dropout_scales(torch.as_tensor(seeds), torch.as_tensor(dropout), torch.tensor(41), 6, [5])[0]
+    np.testing.assert_array_equal(scales.numpy().view(np.int32),
+                                  sgd2d.dropout_masks(seeds, 41, 6, 5, dropout).view(np.int32))
 
 
 # ----------------------------------------------------------------- eval-mode training accuracy (12.5)
