@@ -259,7 +259,7 @@ def train_stack(group: pd.DataFrame, pair: PairData, cfg: BinaryConfig, progress
 
     def evaluate(trainer: Trainer, class_w: torch.Tensor) -> dict[str, np.ndarray]:
         out = _evaluate(trainer, pair, class_w, train_subsets)
-        out["val_loss_weighted"] = sweep.validation_losses(trainer, sets, pair.images, pair.labels)
+        out["val_loss_weighted"] = sweep.validation_metrics(trainer, sets, pair.images, pair.labels)["val_loss_weighted"]
         return out
 
     return sweep.train_stack(group, sets, pair.images, pair.labels, 2, cfg, evaluate, ID_COLUMNS, progress,

@@ -123,36 +123,27 @@ def split_validation(index: np.ndarray, weights: np.ndarray, labels: np.ndarray,
                        np.asarray(weights, np.float64)[held])
 
 
-def validation_losses(trainer: Trainer, sets: Sequence[TrainingSet], images: torch.Tensor,
-                      labels: torch.Tensor) -> np.ndarray:
-    """Importance-weighted validation loss of each run on its own held-out split (NaN without one):
-    sum_i w_i l_i / sum_i w_i over the split, evaluation mode."""
-    out = np.full(len(sets), np.nan)
+def validation_metrics(trainer: Trainer, sets: Sequence[TrainingSet], images: torch.Tensor,
+                       labels: torch.Tensor) -> dict[str, np.ndarray]:
+    """Each run on its own held-out split, evaluation mode, one forward pass over the splits' union: the
+    importance-weighted cross-entropy ``val_loss_weighted`` = sum_i w_i l_i / sum_i w_i and accuracy
+    ``val_accuracy_weighted`` = sum_i w_i [correct_i] / sum_i w_i (NaN for a run without a split)."""
+    out = {"val_loss_weighted": np.full(len(sets), np.nan), "val_accuracy_weighted": np.full(len(sets), np.nan)}
     held = [s.val_index for s in sets if s.val_index is not None]
     if not held:
         return out
     union = np.unique(np.concatenate(held))  # sorted: a split's columns are found by searchsorted
     union_t = torch.as_tensor(union, device=images.device)
     logits = trainer.predict_logits(images[union_t])
+    y = labels[union_t]
     per_example = torch.nn.functional.cross_entropy(
-        logits.flatten(0, 1), labels[union_t].repeat(len(sets)), reduction="none").view(len(sets), -1)
-    per_example = per_example.cpu().numpy()
+        logits.flatten(0, 1), y.repeat(len(sets)), reduction="none").view(len(sets), -1).cpu().numpy()
+    correct = (logits.argmax(-1) == y).cpu().numpy()
     for k, s in enumerate(sets):
         if s.val_index is not None:
-            cols = np.searchsorted(union, s.val_index)
-            out[k] = float(np.sum(s.val_weights * per_example[k, cols]) / np.sum(s.val_weights))
-    return out
-
-
-def class_weight_matrix(sets: Sequence[tuple[np.ndarray, np.ndarray]], labels: np.ndarray,
-                        n_classes: int) -> np.ndarray:
-    """(K, C) mean importance weight of each class's training examples in each run (the class weight
-    when weights are per class)."""
-    out = np.zeros((len(sets), n_classes))
-    for k, (index, weights) in enumerate(sets):
-        for c in range(n_classes):
-            member = labels[index] == c
-            out[k, c] = weights[member].mean() if member.any() else 0.0
+            cols, w = np.searchsorted(union, s.val_index), s.val_weights
+            out["val_loss_weighted"][k] = np.sum(w * per_example[k, cols]) / np.sum(w)
+            out["val_accuracy_weighted"][k] = np.sum(w * correct[k, cols]) / np.sum(w)
     return out
 
 
@@ -192,8 +183,7 @@ def train_stack(
     trainer = Trainer(model, runs, images, labels, lr=cfg.lr, momentum=cfg.momentum, batch_size=cfg.batch_size,
                       normalization=cfg.normalization, precision=precision, channels_last=precision == "bf16",
                       compile=cfg.compile, image_normalization="cifar10")
-    class_weights = torch.tensor(class_weight_matrix(sets, labels.cpu().numpy(), n_classes),
-                                 dtype=torch.float32, device=images.device)
+    class_weights = torch.tensor(trainer.class_weights(n_classes), dtype=torch.float32, device=images.device)
     table = fit_table(trainer, group[list(id_columns)], cfg.epochs, cfg.eval_epochs(),
                       lambda t: evaluate(t, class_weights), checkpoint, progress)
     return {name: with_status(part.reset_index(drop=True)) for name, part in table.groupby("run", sort=False)}

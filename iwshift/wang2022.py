@@ -174,26 +174,6 @@ def stacks(runs: pd.DataFrame, cfg: Wang2022Config) -> Iterator[pd.DataFrame]:
             yield group.iloc[start:start + cfg.max_stack]
 
 
-def validation_metrics(trainer: Trainer, sets: Sequence[sweep.TrainingSet], images: torch.Tensor,
-                       labels: torch.Tensor) -> dict[str, np.ndarray]:
-    """Per run, on its own held-out split (one forward pass): the importance-weighted accuracy
-    sum_i w_i [correct_i] / sum_i w_i (their ES monitor) and cross-entropy sum_i w_i l_i / sum_i w_i (ours,
-    as :func:`iwshift.sweep.validation_losses`)."""
-    union = np.unique(np.concatenate([s.val_index for s in sets]))
-    union_t = torch.as_tensor(union, device=images.device)
-    logits = trainer.predict_logits(images[union_t])  # (K, M, 2)
-    y = labels[union_t]
-    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.repeat(len(sets)), reduction="none")
-    loss = loss.view(len(sets), -1).cpu().numpy()
-    correct = (logits.argmax(-1) == y).float().cpu().numpy()
-    out = {"val_accuracy_weighted": np.zeros(len(sets)), "val_loss_weighted": np.zeros(len(sets))}
-    for k, s in enumerate(sets):
-        cols, w = np.searchsorted(union, s.val_index), s.val_weights
-        out["val_accuracy_weighted"][k] = np.sum(w * correct[k, cols]) / np.sum(w)
-        out["val_loss_weighted"][k] = np.sum(w * loss[k, cols]) / np.sum(w)
-    return out
-
-
 def train_stack(group: pd.DataFrame, pair: PairData, cfg: Wang2022Config, progress: Any = None,
                 checkpoint: Any = None) -> dict[str, pd.DataFrame]:
     """Train the runs of ``group`` together; return each run's tidy metrics table."""
@@ -209,7 +189,7 @@ def train_stack(group: pd.DataFrame, pair: PairData, cfg: Wang2022Config, progre
         return {"test_accuracy": metrics.accuracy(pred, y).cpu().numpy(),
                 "test_balanced_accuracy": metrics.balanced_accuracy(pred, y).cpu().numpy(),
                 "fraction_positive_pair": metrics.fraction_predicted(pred, 1).cpu().numpy(),
-                **validation_metrics(trainer, sets, pair.images, pair.labels)}
+                **sweep.validation_metrics(trainer, sets, pair.images, pair.labels)}  # their ES monitor: the accuracy
 
     specs = [LossSpec(name, alpha=cfg.poly_alpha) for name in group["loss"]]
     return sweep.train_stack(group, sets, pair.images, pair.labels, 2, stack_cfg, evaluate, ID_COLUMNS, progress,

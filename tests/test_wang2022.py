@@ -152,17 +152,31 @@ def test_tiny_grid_end_to_end(tmp_path):
     assert text.count("| cross-entropy |") == 3 + 2 * len(study.SELECTIONS)
 
 
-def test_validation_loss_matches_the_sweep_helper():
-    cfg = tiny_config()
-    pair = study.prepare(fake_cifar(train_per_class=40, test_per_class=4), cfg, "cpu")
-    sets = [study.training_set(pd.Series({"seed": s, "weighting": "iw"}), pair, cfg) for s in (0, 1)]
-    runs = StackedRuns(seeds=[0, 1], train_index=np.stack([s.index for s in sets]),
-                       example_weights=np.stack([s.weights for s in sets]), l2=[0, 0], dropout=[0, 0])
-    trainer = Trainer(StackedCNN(2, 0.125, n_classes=2, seeds=[0, 1]), runs, pair.images, pair.labels,
-                      image_normalization="cifar10")
-    got = study.validation_metrics(trainer, sets, pair.images, pair.labels)
-    assert got["val_loss_weighted"] == pytest.approx(sweep.validation_losses(trainer, sets, pair.images, pair.labels))
-    assert ((0 <= got["val_accuracy_weighted"]) & (got["val_accuracy_weighted"] <= 1)).all()
+class _FixedLogits:
+    """Stands in for a trainer: the same hand-made logits (K, M, 2) for any M inputs (evaluation)."""
+
+    def __init__(self, logits):
+        self.logits = torch.as_tensor(logits, dtype=torch.float32)
+
+    def predict_logits(self, inputs):
+        assert len(inputs) == self.logits.shape[1]
+        return self.logits
+
+
+def test_validation_metrics_are_weighted_means_over_each_runs_own_split():
+    labels = torch.tensor([0, 1, 1, 0, 9])   # the last example is in no split
+    images = torch.zeros(5, 3, 2, 2, dtype=torch.uint8)
+    # union of the splits: examples 0..3; run 0 right on 0, 1, 3; run 1 right on 2 only
+    logits = np.array([[[2, 0], [0, 2], [2, 0], [2, 0]], [[0, 2], [2, 0], [0, 2], [0, 2]], [[0, 0]] * 4])
+    sets = [sweep.TrainingSet(np.arange(2), np.ones(2), np.array([0, 1, 2]), np.array([1.0, 1.0, 2.0])),
+            sweep.TrainingSet(np.arange(2), np.ones(2), np.array([2, 3]), np.array([3.0, 1.0])),
+            sweep.TrainingSet(np.arange(2), np.ones(2))]
+    got = sweep.validation_metrics(_FixedLogits(logits), sets, images, labels)
+    good, bad = math.log(1 + math.exp(-2)), math.log(1 + math.exp(2))  # cross-entropy of a margin of +-2
+    np.testing.assert_allclose(got["val_accuracy_weighted"][:2], [2 / 4, 3 / 4])
+    np.testing.assert_allclose(got["val_loss_weighted"][:2], [(2 * good + 2 * bad) / 4, (3 * good + bad) / 4],
+                               rtol=1e-6)
+    assert np.isnan(got["val_loss_weighted"][2]) and np.isnan(got["val_accuracy_weighted"][2])  # no split
 
 
 def test_config_errors_are_one_line():
