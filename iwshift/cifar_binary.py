@@ -25,7 +25,7 @@ import torch
 
 from . import config as v
 from . import losses, metrics, sweep
-from .cifar_data import CIFAR10_CLASSES, Cifar10
+from .cifar_data import CIFAR10_CLASSES, Cifar10, require_training_images
 from .config import ConfigError
 from .train import LossSpec, Trainer, to_device_images
 
@@ -143,12 +143,9 @@ def prepare_pair(data: Cifar10, cfg: BinaryConfig, device: torch.device | str) -
     rng = np.random.default_rng(cfg.data_seed)
     neg, pos = (CIFAR10_CLASSES.index(c) for c in cfg.classes)
     pools = []
+    check_data(data, cfg)
     for c in (neg, pos):
-        members = np.flatnonzero(data.train.labels == c)
-        if len(members) < cfg.per_class:
-            raise ConfigError("per_class", f"class {CIFAR10_CLASSES[c]} has {len(members)} training images, "
-                                           f"fewer than {cfg.per_class}")
-        pools.append(np.sort(rng.choice(members, cfg.per_class, replace=False)))
+        pools.append(np.sort(rng.choice(np.flatnonzero(data.train.labels == c), cfg.per_class, replace=False)))
     test_idx = np.flatnonzero(np.isin(data.test.labels, (neg, pos)))
     other_all = np.flatnonzero(~np.isin(data.test.labels, (neg, pos)))
     other_idx = np.sort(rng.choice(other_all, min(cfg.other_eval, len(other_all)), replace=False))
@@ -280,10 +277,7 @@ def final_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 def check_data(data: Cifar10, cfg: BinaryConfig) -> None:
     """The checks that need the data (enough images per class), before anything is trained or written."""
-    for name in cfg.classes:
-        have = int(np.sum(data.train.labels == CIFAR10_CLASSES.index(name)))
-        if have < cfg.per_class:
-            raise ConfigError("per_class", f"class {name} has {have} training images, fewer than {cfg.per_class}")
+    require_training_images(data, {name: cfg.per_class for name in cfg.classes}, "per_class")
 
 
 def run_sweep(data: Cifar10, cfg: BinaryConfig, out: str | Path, device: str = "cpu",

@@ -84,6 +84,17 @@ class Cifar10:
 # ------------------------------------------------------------------------------------------- public
 
 
+def require_training_images(data: Cifar10, counts: dict[str, int], flag: str) -> None:
+    """Refuse, as a one-line error on ``--flag``, a study that needs more training images of a class than
+    the data has (``counts``: class name -> images wanted), before anything is drawn or trained."""
+    from .config import ConfigError
+
+    for name, count in counts.items():
+        have = int(np.sum(data.train.labels == CIFAR10_CLASSES.index(name)))
+        if count > have:
+            raise ConfigError(flag, f"needs {count} training images of {name}; the data has {have}")
+
+
 def load_cifar10(
     data_dir: str | Path = "data",
     cache_dir: str | Path | None = None,

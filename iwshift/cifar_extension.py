@@ -41,7 +41,7 @@ import torch
 from . import config as v
 from . import metrics, results, sweep
 from . import weights as iw
-from .cifar_data import CIFAR10_CLASSES, Cifar10
+from .cifar_data import CIFAR10_CLASSES, Cifar10, require_training_images
 from .config import ConfigError
 from .train import Trainer, to_device_images
 
@@ -134,14 +134,11 @@ def _probe(labels: np.ndarray, source: np.ndarray, per_class: int, n_classes: in
 
 def prepare_covariate(data: Cifar10, cfg: ExtensionConfig, device: torch.device | str) -> ShiftData:
     """Source with skewed sub-populations, target = the four classes' test images (see module doc)."""
+    check_data(data, cfg)
     rng = np.random.default_rng(cfg.data_seed)
     classes = [CIFAR10_CLASSES.index(c) for c in SUBPOPULATIONS]
-    chosen = []
-    for c, count in zip(classes, cfg.source_counts):
-        members = np.flatnonzero(data.train.labels == c)
-        if count > len(members):
-            raise ConfigError("source_counts", f"{CIFAR10_CLASSES[c]} has only {len(members)} training images")
-        chosen.append(np.sort(rng.choice(members, count, replace=False)))
+    chosen = [np.sort(rng.choice(np.flatnonzero(data.train.labels == c), count, replace=False))
+              for c, count in zip(classes, cfg.source_counts)]
     train_idx = np.concatenate(chosen)
     test_idx = np.flatnonzero(np.isin(data.test.labels, classes))
     images = np.concatenate([data.train.images[train_idx], data.test.images[test_idx]])
@@ -169,14 +166,10 @@ def long_tail_counts(per_class: int, imbalance: float, n_classes: int = 10) -> n
 
 def prepare_label(data: Cifar10, cfg: ExtensionConfig, device: torch.device | str) -> ShiftData:
     """Long-tailed source (minus a held-out split), balanced target (see module doc)."""
+    check_data(data, cfg)
     rng = np.random.default_rng(cfg.data_seed)
     counts = long_tail_counts(cfg.per_class, cfg.imbalance)
-    chosen = []
-    for c, count in enumerate(counts):
-        members = np.flatnonzero(data.train.labels == c)
-        if count > len(members):
-            raise ConfigError("per_class", f"{CIFAR10_CLASSES[c]} has only {len(members)} training images")
-        chosen.append(rng.choice(members, count, replace=False))
+    chosen = [rng.choice(np.flatnonzero(data.train.labels == c), count, replace=False) for c, count in enumerate(counts)]
     pool = np.sort(np.concatenate(chosen))
     images = np.concatenate([data.train.images[pool], data.test.images])
     labels = np.concatenate([data.train.labels[pool], data.test.labels])
@@ -199,15 +192,10 @@ def prepare_label(data: Cifar10, cfg: ExtensionConfig, device: torch.device | st
 def check_data(data: Cifar10, cfg: ExtensionConfig) -> None:
     """The checks that need the data (enough training images per class), before anything is trained."""
     if cfg.study == "covariate":
-        wanted = dict(zip(SUBPOPULATIONS, cfg.source_counts))
-        flag = "source_counts"
+        require_training_images(data, dict(zip(SUBPOPULATIONS, cfg.source_counts)), "source_counts")
     else:
-        wanted = dict(zip(CIFAR10_CLASSES, long_tail_counts(cfg.per_class, cfg.imbalance)))
-        flag = "per_class"
-    for name, count in wanted.items():
-        have = int(np.sum(data.train.labels == CIFAR10_CLASSES.index(name)))
-        if count > have:
-            raise ConfigError(flag, f"needs {count} training images of {name}; the data has {have}")
+        require_training_images(data, dict(zip(CIFAR10_CLASSES, long_tail_counts(cfg.per_class, cfg.imbalance))),
+                                "per_class")
 
 
 def prepare(data: Cifar10, cfg: ExtensionConfig, device: torch.device | str) -> ShiftData:

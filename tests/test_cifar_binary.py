@@ -200,6 +200,13 @@ def load_script():
     return module
 
 
+def test_too_few_training_images_is_a_one_line_error_naming_per_class(data):
+    cfg = study.BinaryConfig(per_class=10_000)
+    for check in (study.check_data, lambda d, c: study.prepare_pair(d, c, "cpu")):
+        with pytest.raises(study.ConfigError, match=r"^--per-class: needs 10000 training images of cat; the data has \d+$"):
+            check(data, cfg)
+
+
 @pytest.mark.parametrize("args,message", [
     (["--classes", "cat", "unicorn"], "--classes: unknown value 'unicorn'"),
     (["--classes", "cat", "cat"], "--classes: repeated value"),

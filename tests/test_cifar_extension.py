@@ -111,6 +111,18 @@ def test_bad_configuration_gives_one_line_error(kw, argument):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("kw, message", [
+    (dict(study="covariate", source_counts=(10, 10, 10, 10_000)), "--source-counts: needs 10000 training images of truck"),
+    (dict(study="label", per_class=10_000), "--per-class: needs 10000 training images of airplane"),
+])
+def test_too_few_training_images_is_a_one_line_error_before_anything_is_drawn(data, kw, message):
+    cfg = ext.ExtensionConfig(**kw)
+    for check in (ext.check_data, lambda d, c: ext.prepare(d, c, "cpu")):
+        with pytest.raises(ConfigError) as info:
+            check(data, cfg)
+        assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
 def test_script_bad_input_exits_2_with_one_line(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("ext_script", ROOT / "CIFAR10_extension.py")
     script = importlib.util.module_from_spec(spec)
