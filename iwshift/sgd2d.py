@@ -303,15 +303,21 @@ def _check_shapes(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, i
                          f"features (W1 {W1.shape}); got inputs of shape {x_shape}")
     if w2.shape[1] != (H if H else W1.shape[1]):
         raise ValueError(f"w2 {w2.shape} does not fit W1 {W1.shape} (F = H for the MLP, F = d without hidden units)")
-    y, index = np.asarray(y), np.asarray(index)
-    if y.shape != (x_shape[0],):
-        raise ValueError(f"the fused engine needs labels (N,) = ({x_shape[0]},); got shape {y.shape}")
-    if index.size and (index.min() < 0 or index.max() >= x_shape[0]):
-        raise ValueError(f"train_index values must be in 0..{x_shape[0] - 1} (got {index.min()}..{index.max()})")
-    trained = y[index]
-    if trained.size and (trained.min() < 0 or trained.max() > 1):
-        raise ValueError(f"the fused engine trains binary models: training labels in {{0, 1}} "
-                         f"(got {trained.min()}..{trained.max()})")
+    check_training_labels(np.asarray(y), np.asarray(index), n_examples=x_shape[0], n_classes=2)
+
+
+def check_training_labels(labels: np.ndarray, index: np.ndarray, n_examples: int, n_classes: int | None) -> None:
+    """Refuse labels that are not (n_examples,), training indices outside ``0..n_examples - 1``, and
+    training labels (the labels at ``index``; other examples may be evaluation-only, e.g. -1) outside
+    ``0..n_classes - 1`` (None: only negative ones): a one-line ValueError, the same for both engines."""
+    if labels.shape != (n_examples,):
+        raise ValueError(f"labels must be (N,) = ({n_examples},) like the inputs (got {labels.shape})")
+    if index.size and (index.min() < 0 or index.max() >= n_examples):
+        raise ValueError(f"train_index values must be in 0..{n_examples - 1} (got {index.min()}..{index.max()})")
+    trained = labels[index]
+    if trained.size and (trained.min() < 0 or (n_classes is not None and trained.max() >= n_classes)):
+        allowed = ">= 0" if n_classes is None else f"in 0..{n_classes - 1} for a model of n_classes={n_classes}"
+        raise ValueError(f"training labels must be {allowed} (got {trained.min()}..{trained.max()})")
 
 
 def train_stacked(

@@ -199,18 +199,12 @@ def _check_inputs(model: torch.nn.Module, runs: StackedRuns, inputs: torch.Tenso
     if isinstance(model, Stacked2D) and (inputs.dim() != 2 or inputs.shape[1] != model.in_features):
         raise ValueError(f"inputs of shape {tuple(inputs.shape)} do not fit the model's in_features="
                          f"{model.in_features} (pass (N, {model.in_features}) float features)")
-    if labels.shape != inputs.shape[:1]:
-        raise ValueError(f"labels must be (N,) = ({inputs.shape[0]},) like the inputs (got {tuple(labels.shape)})")
-    index = torch.as_tensor(runs.train_index)
-    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= len(labels)):
-        raise ValueError(f"train_index values must be in 0..{len(labels) - 1} (got {int(index.min())}..{int(index.max())})")
-    trained = labels.cpu()[index]  # the labels the losses see (other examples may be evaluation-only, e.g. -1)
-    largest, smallest = (int(trained.max()), int(trained.min())) if trained.numel() else (0, 0)
+    y = labels.cpu().numpy()
     n_classes = getattr(model, "n_classes", None)
-    if smallest < 0 or (n_classes is not None and largest >= n_classes):
-        raise ValueError(f"training labels must be in 0..{(n_classes or largest + 1) - 1} for a model of "
-                         f"n_classes={n_classes} (got {smallest}..{largest})")
-    return int(n_classes) if n_classes is not None else largest + 1
+    sgd2d.check_training_labels(y, runs.train_index, len(inputs), n_classes)
+    if n_classes is None:  # a model that does not say: as many classes as the training labels need
+        return int(y[runs.train_index].max()) + 1 if runs.train_index.size else 1
+    return int(n_classes)
 
 
 BATCH_ORDERS = ("generator", "counter")

@@ -82,7 +82,7 @@ def test_the_fused_engine_refuses_inputs_it_cannot_train():
     with pytest.raises(ValueError, match="binary models"):
         sgd2d.train_stacked(ten_class, x64, y, index, weights, **common)
     binary = models.init_stacked("lr", [0, 1], in_features=64)
-    with pytest.raises(ValueError, match=r"training labels in \{0, 1\}"):
+    with pytest.raises(ValueError, match=r"training labels must be in 0..1 for a model of n_classes=2 \(got 0..2\)"):
         sgd2d.train_stacked(binary, x64, np.arange(20) % 3, index, weights, **common)
     with pytest.raises(ValueError, match="train_index"):
         sgd2d.train_stacked(binary, x64, y, index + 5, weights, **common)
