@@ -76,18 +76,14 @@ def all_of(name: str, values: Sequence[str], choices: Iterable[str]) -> list[str
         raise ConfigError(name, "needs at least one value")
     for value in values:
         one_of(name, value, choices)
-    if len(set(values)) != len(values):
-        raise ConfigError(name, f"repeated value in {', '.join(values)}")
-    return values
+    return distinct(name, values)
 
 
 def seeds_list(name: str, values: Sequence[int]) -> list[int]:
     values = [at_least(name, v, 0) for v in values]
     if not values:
         raise ConfigError(name, "needs at least one seed")
-    if len(set(values)) != len(values):
-        raise ConfigError(name, "repeated seed")
-    return values
+    return distinct(name, values)
 
 
 def distinct(name: str, values: Sequence[Any]) -> list[Any]:
