@@ -10,6 +10,8 @@ the captured graph replays). The variants:
 * ``conv1-pad8``: the first convolution (``model.convs[0]`` swapped for a padding wrapper) with each model's 3
   input channels padded with zeros to 8, so that cuDNN may take its tensor-core grouped kernels for it rather
   than running it group by group (the profile shows 21 launches per step of one layer's forward);
+* ``conv1-bmm``: the first convolution as one batched matrix product of gathered image patches (one copy) with
+  each model's weights, instead of a grouped convolution;
 * ``fused-sgd``: the stacked update as one ``torch._fused_sgd_`` pass (the kernel behind
   ``torch.optim.SGD(fused=True)``) instead of three ``_foreach`` passes; the same update when every run has
   the same weight decay, as in the `none` stack;
@@ -61,6 +63,35 @@ class PaddedConv(torch.nn.Module):
         return F.conv2d(h8, w8, conv.bias, groups=K)
 
 
+class BmmConv(torch.nn.Module):
+    """A stacked model's first convolution (no padding, stride 1) as one batched matrix product per model:
+    the image patches, gathered once into (K, B * H' * W', c_in * 9), times each model's (c_in * 9, c_out)
+    weights; on the same parameters, it stands in for ``model.convs[0]``. No grouped convolution kernel (run
+    group by group for 3 input channels), and the input needs no gradient, so no patch scatter backwards."""
+
+    def __init__(self, conv: torch.nn.Conv2d, n_models: int):
+        super().__init__()
+        self.conv, self.n_models = conv, n_models
+
+    @property
+    def weight(self) -> torch.Tensor:  # the model checks its first convolution's memory format
+        return self.conv.weight
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        conv, K = self.conv, self.n_models
+        B, KC, H, W = h.shape
+        c_in, c_out, r = KC // K, conv.weight.shape[0] // K, conv.kernel_size[0]
+        Ho, Wo = H - r + 1, W - r + 1
+        # patches[b, y, x, k, c, dy, dx] as a view of the (B, H, W, K * c_in) images, then one gathering copy
+        patches = h.permute(0, 2, 3, 1).unfold(1, r, 1).unfold(2, r, 1).reshape(B, Ho, Wo, K, c_in, r, r)
+        patches = patches.permute(3, 0, 1, 2, 4, 5, 6).reshape(K, B * Ho * Wo, c_in * r * r)
+        weight = conv.weight.reshape(K, c_out, c_in * r * r).transpose(1, 2)   # (K, c_in * 9, c_out)
+        out = torch.baddbmm(conv.bias.view(K, 1, c_out), patches, weight)      # (K, B * Ho * Wo, c_out)
+        # back to the (B, K * c_out, Ho, Wo) activations, channels-last in memory as the next layer wants
+        out = out.view(K, B, Ho, Wo, c_out).permute(1, 2, 3, 0, 4).reshape(B, Ho, Wo, K * c_out)
+        return out.permute(0, 3, 1, 2)
+
+
 class FusedStackedSGD(StackedSGD):
     """The same update in one fused pass; every run must have the same weight decay."""
 
@@ -75,18 +106,19 @@ class FusedStackedSGD(StackedSGD):
         self.started = True
 
 
-VARIANTS = {  # name: (padded first convolution, precision, channels_last, fused SGD, compile)
-    "bf16-nhwc": (False, "bf16", True, False, False),
-    "bf16-nchw": (False, "bf16", False, False, False),
-    "conv1-pad8": (True, "bf16", True, False, False),
-    "fused-sgd": (False, "bf16", True, True, False),
-    "compile": (False, "bf16", True, False, True),
+VARIANTS = {  # name: (first convolution's stand-in, precision, channels_last, fused SGD, compile)
+    "bf16-nhwc": (None, "bf16", True, False, False),
+    "bf16-nchw": (None, "bf16", False, False, False),
+    "conv1-pad8": (PaddedConv, "bf16", True, False, False),
+    "conv1-bmm": (BmmConv, "bf16", True, False, False),
+    "fused-sgd": (None, "bf16", True, True, False),
+    "compile": (None, "bf16", True, False, True),
 }
 
 
 def build(variant: str, k: int, width: float, device: torch.device, n: int = 2000, graph: bool = True,
           dtype: torch.dtype = torch.float32) -> Trainer:
-    padded, precision, channels_last, fused, compile = VARIANTS[variant]
+    first_conv, precision, channels_last, fused, compile = VARIANTS[variant]
     rng = np.random.default_rng(0)
     images = to_device_images(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), device)
     labels = torch.as_tensor(np.repeat([0, 1], n // 2), device=device)
@@ -97,8 +129,8 @@ def build(variant: str, k: int, width: float, device: torch.device, n: int = 200
                        l2=[0.0] * k, dropout=[0.0] * k)
     model = StackedCNN(k, width)
     model.reset_parameters(runs.seeds)
-    if padded:
-        model.convs[0] = PaddedConv(model.convs[0], k)
+    if first_conv is not None:
+        model.convs[0] = first_conv(model.convs[0], k)
     if dtype != torch.float32:  # the CPU check: float64 on the CPU, fp32 arithmetic otherwise
         precision = "fp32"
     trainer = Trainer(model.to(device, dtype), runs, images, labels, lr=0.01, momentum=0.9, batch_size=16,
@@ -167,13 +199,21 @@ def main() -> None:
         activities = [torch.profiler.ProfilerActivity.CPU]
         if device.type == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
-        with torch.profiler.profile(activities=activities) as prof:
+        with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
             trainer.train_epoch()
             sync(device)
         print(f"eager bf16-nhwc, {args.profile_steps} steps, by self time on the device:")
-        for sort in (("self_cuda_time_total", "cuda_time_total") if device.type == "cuda" else ("self_cpu_time_total",)):
+        sorts = ("self_cuda_time_total", "cuda_time_total") if device.type == "cuda" else ("self_cpu_time_total",)
+        for sort in sorts:
             try:
                 print(prof.key_averages().table(sort_by=sort, row_limit=22, max_name_column_width=70))
+                # which layer each convolution's time belongs to (its input shapes name it)
+                print("convolutions by layer (input shapes):")
+                convs = [e for e in prof.key_averages(group_by_input_shape=True)
+                         if e.key in ("aten::cudnn_convolution", "aten::convolution_backward", "aten::mkldnn_convolution")]
+                time_of = lambda e: getattr(e, sort.replace("cuda", "device"), None) or getattr(e, sort, 0)  # noqa: E731
+                for e in sorted(convs, key=time_of, reverse=True)[:12]:
+                    print(f"  {e.key:28s} {time_of(e) / 1e3:9.3f} ms  x{e.count:<5d} {str(e.input_shapes)[:150]}")
                 break
             except (KeyError, AttributeError, ValueError) as err:
                 print(f"(sort by {sort}: {err})")
