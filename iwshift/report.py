@@ -926,6 +926,24 @@ def check_readme(results_root: str | Path, readme_path: str | Path) -> str | Non
         f"{difference}; rebuild it with python -m iwshift.report --results {results_root} --readme {readme_path}"
 
 
+def check_report(results_root: str | Path, report_path: str | Path | None = None) -> str | None:
+    """None when the report file (default ``<results_root>/REPORT.md``) is the text the results give now
+    (built afresh in a temporary folder); else one line naming its first differing line."""
+    import tempfile
+    from itertools import zip_longest
+
+    path = Path(report_path) if report_path is not None else Path(results_root) / "REPORT.md"
+    with tempfile.TemporaryDirectory() as tmp:
+        expected = make_report(results_root, Path(tmp) / path.name)[0].read_text().splitlines()
+    actual = path.read_text().splitlines()
+    differing = [i for i, (a, b) in enumerate(zip_longest(actual, expected)) if a != b]
+    if not differing:
+        return None
+    return (f"{path}: {len(differing)} lines differ from the report the results ({results_root}) give, first line "
+            f"{differing[0] + 1}; rebuild it with python -m iwshift.report --results {results_root}"
+            + (f" --out {path}" if report_path is not None else ""))
+
+
 def make_report(results_root: str | Path, out: str | Path,
                 docs: str | Path | None = None) -> tuple[Path, list[Claim]]:
     """Read every study under ``results_root``, write the report to ``out`` and its figures to
@@ -955,7 +973,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--readme", default=None, metavar="README",
                         help="also write the claims table into this README's claims-table block")
     parser.add_argument("--check", default=None, metavar="README",
-                        help="only check that this README's claims table is the results'; exit 1 if not")
+                        help="only check that this README's claims table and the report (--out, default "
+                             "<results>/REPORT.md, when it exists) are the results'; exit 1 if not")
     args = parser.parse_args(argv)
     with v.exit_on_config_error("python -m iwshift.report"):
         if not Path(args.results).is_dir():
@@ -963,11 +982,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for flag in ("readme", "check"):
             if getattr(args, flag) and not Path(getattr(args, flag)).is_file():
                 raise ConfigError(flag, f"no file {getattr(args, flag)!r}")
-        if args.check:
-            difference = check_readme(args.results, args.check)
-            print(difference or f"{args.check}: the claims table is the results' ({args.results})")
-            return 1 if difference else 0
         out = Path(args.out) if args.out else Path(args.results) / "REPORT.md"
+        if args.check:
+            differences = [check_readme(args.results, args.check)]
+            print(differences[0] or f"{args.check}: the claims table is the results' ({args.results})")
+            if out.is_file():
+                differences.append(check_report(args.results, args.out))
+                print(differences[1] or f"{out}: the report is the results' ({args.results})")
+            return 1 if any(differences) else 0
         v.writable_folder("out", out.parent)
         if args.docs:
             v.writable_folder("docs", args.docs)

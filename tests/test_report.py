@@ -348,10 +348,27 @@ def test_readme_claims_table_is_written_then_checked_and_an_edited_number_fails(
     b_value = next(c for c in report.all_claims(report.load(full_results))[0] if c.key == "b").rows[0].value
     readme.write_text(text.replace(b_value, b_value.replace("0", "9", 1)))
     assert report.main(["--results", str(full_results), "--check", str(readme)]) == 1
-    message = capsys.readouterr().out.strip().splitlines()
-    assert len(message) == 2 and "1 of" in message[1] and "lines differ" in message[1]
+    message = capsys.readouterr().out.strip().splitlines()[2:]  # after the passing check's two lines
+    assert len(message) == 2 and "1 of" in message[0] and "lines differ" in message[0]
+    assert message[1].endswith("REPORT.md: the report is the results' (" + str(full_results) + ")")
 
 
-def test_the_readme_is_the_committed_results_claims_table():
+def test_the_readme_and_the_report_are_the_committed_results():
     root = Path(__file__).resolve().parents[1]
     assert report.check_readme(root / "paper-results", root / "README.md") is None
+    assert report.check_report(root / "paper-results") is None
+
+
+def test_a_stale_report_is_named_with_its_first_differing_line(full_results, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- claims-table:begin -->\n<!-- claims-table:end -->\n")
+    assert report.main(["--results", str(full_results), "--readme", str(readme)]) == 0
+    assert report.check_report(full_results) is None
+    path = full_results / "REPORT.md"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:4] + ["an edited line\n"] + lines[5:]))
+    capsys.readouterr()
+    assert report.main(["--results", str(full_results), "--check", str(readme)]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "the claims table is the results'" in out[0]
+    assert out[-1].startswith(f"{path}: 1 lines differ") and "first line 5" in out[-1]
