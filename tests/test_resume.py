@@ -267,7 +267,7 @@ def image_folder(tmp_path_factory):
      "--label-weights: bbse/mlls"),
     ("CIFAR10_extension.py", ["--studies", "covariate", "label", "--per-class", "100000"], "--per-class: needs"),
     ("CIFAR10_extension.py", ["--covariate-weights", "bbse"], "--covariate-weights: unknown value"),
-    ("CIFAR10_binary_classifier.py", ["--per-class", "100000"], "--per-class: class cat has"),
+    ("CIFAR10_binary_classifier.py", ["--per-class", "100000"], "--per-class: needs 100000 training images of cat"),
 ])
 def test_argument_errors_come_before_any_training_or_file(script_name, args, message, tmp_path, capsys,
                                                            image_folder):
