@@ -234,14 +234,17 @@ class Trainer:
     float32 features with ``batch_order="counter"``, plain SGD, fp32, on CPU) or ``auto`` (fused where
     it applies, torch otherwise).
     ``graph`` (torch engine on CUDA): capture the SGD step as a CUDA graph, replayed for every full batch
-    (``False``: run the same step eagerly, as on CPU).
+    (``False``: run the same step eagerly, as on CPU). ``cudnn_benchmark`` (CUDA): let cuDNN time its
+    algorithms for the grouped convolutions (``torch.backends.cudnn.benchmark``, set only while the trainer
+    trains or evaluates, then restored; ``False``: its heuristics, e.g. for reproducible kernels).
     """
 
     def __init__(self, model: torch.nn.Module, runs: StackedRuns, inputs: torch.Tensor, labels: torch.Tensor,
                  lr: float = 0.01, momentum: float = 0.9, batch_size: int = 16, normalization: str = "weight_sum",
                  precision: str = "fp32", channels_last: bool = False, compile: bool = False,
                  batch_order: str = "generator", engine: str = "auto",
-                 image_normalization: ImageNormalization | None = None, graph: bool = True):
+                 image_normalization: ImageNormalization | None = None, graph: bool = True,
+                 cudnn_benchmark: bool = True):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"unknown precision {precision!r}; choose fp32 or bf16")
         if batch_order not in BATCH_ORDERS:
@@ -257,8 +260,7 @@ class Trainer:
         n_classes = _check_inputs(model, runs, inputs, labels, image_normalization)
         self.runs, self.inputs, self.labels = runs, inputs, labels
         self.channels_last = channels_last
-        if inputs.device.type == "cuda":  # let cuDNN time its algorithms for the grouped convolutions
-            torch.backends.cudnn.benchmark = True
+        self.cudnn_benchmark = cudnn_benchmark
         if channels_last:  # NHWC convolutions: faster with bf16 on tensor cores and oneDNN
             model = model.to(memory_format=torch.channels_last)
         self.model = model
@@ -421,12 +423,26 @@ class Trainer:
         self.diverged_epoch[(self.diverged_epoch == 0) & stats.nonfinite] = self.epoch
         return stats
 
+    @contextmanager
+    def _cudnn_setting(self) -> Iterator[None]:
+        """``torch.backends.cudnn.benchmark`` as the trainer was told, restored after (no global change)."""
+        saved = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = self.cudnn_benchmark
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark = saved
+
     def train_epoch(self, on_step: Callable[[], None] | None = None) -> EpochStats:
         """Train every run one epoch: the host sets the epoch's batch orders (one transfer), then launches
         the captured :meth:`_step` (CUDA) or runs it once per full batch; a last partial batch runs the same
         step eagerly; one host sync at the end, for the statistics. ``on_step`` is called after each step."""
         if self.engine == "fused":
             return self.train_epochs(1, on_step)
+        with self._cudnn_setting():
+            return self._train_epoch(on_step)
+
+    def _train_epoch(self, on_step: Callable[[], None] | None) -> EpochStats:
         self.model.train()  # every epoch: evaluation switches dropout and batch norm off
         K, n = self.index.shape
         full, last = divmod(n, self.batch_size)
@@ -583,10 +599,11 @@ class Trainer:
         # K copies of a batch go through the grouped convolutions: keep K x batch moderate (cache)
         batch_size = batch_size or max(16, 2048 // K)
         out = []
-        for start in range(0, len(inputs), batch_size):
-            x = self._prepare(inputs[start:start + batch_size])
-            with self.autocast():
-                out.append(self.forward(x.unsqueeze(0).expand(K, *x.shape)).float())
+        with self._cudnn_setting():
+            for start in range(0, len(inputs), batch_size):
+                x = self._prepare(inputs[start:start + batch_size])
+                with self.autocast():
+                    out.append(self.forward(x.unsqueeze(0).expand(K, *x.shape)).float())
         return torch.cat(out, 1)
 
     def class_gradient_norms(self, inputs: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor,
@@ -599,14 +616,15 @@ class Trainer:
         self.model.eval()
         K = self.runs.n_models
         x = self._prepare(inputs).unsqueeze(0).expand(K, *inputs.shape)
-        per_example = torch.nn.functional.cross_entropy(
-            self.model(x).float().flatten(0, 1), labels.repeat(K), reduction="none").view(K, -1)
         params = [p for p in self.model.parameters() if p.requires_grad]
         plain = []
-        for c in range(n_classes):
-            loss = (per_example * (labels == c)).sum(1) / len(labels)
-            grads = torch.autograd.grad(loss.sum(), params, retain_graph=c < n_classes - 1, allow_unused=True)
-            plain.append(sum(g.reshape(K, -1).pow(2).sum(1) for g in grads if g is not None).sqrt())
+        with self._cudnn_setting():
+            per_example = torch.nn.functional.cross_entropy(
+                self.model(x).float().flatten(0, 1), labels.repeat(K), reduction="none").view(K, -1)
+            for c in range(n_classes):
+                loss = (per_example * (labels == c)).sum(1) / len(labels)
+                grads = torch.autograd.grad(loss.sum(), params, retain_graph=c < n_classes - 1, allow_unused=True)
+                plain.append(sum(g.reshape(K, -1).pow(2).sum(1) for g in grads if g is not None).sqrt())
         plain_t = torch.stack(plain, 1)  # (K, C)
         counts = torch.bincount(labels, minlength=n_classes).float()
         if self.normalization == "mean":

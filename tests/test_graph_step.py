@@ -34,14 +34,14 @@ def _data(device: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _trainer(graph: bool = True, device: str = "cpu", batch_norm: bool = False, precision: str = "fp32",
-             normalization: str = "weight_sum", runs: StackedRuns | None = None) -> Trainer:
+             normalization: str = "weight_sum", runs: StackedRuns | None = None, cudnn_benchmark: bool = True) -> Trainer:
     runs = runs or _runs()
     model = StackedCNN(runs.n_models, 0.0625, batch_norm=batch_norm, dropout=runs.dropout)
     model.reset_parameters(runs.seeds)
     images, labels = _data(device)
     return Trainer(model.to(device), runs, images, labels, lr=0.05, momentum=0.9, batch_size=BATCH,
                    normalization=normalization, precision=precision, channels_last=precision == "bf16",
-                   image_normalization="cifar10", graph=graph)
+                   image_normalization="cifar10", graph=graph, cudnn_benchmark=cudnn_benchmark)
 
 
 def _train(trainer: Trainer, epochs: int = 2) -> tuple[list, list]:
@@ -125,24 +125,37 @@ def test_graph_is_a_flag_and_applies_to_every_model():
     assert np.isfinite(trainer.train_epoch().loss).all()  # a 2-D MLP with dropout: masks drawn on the device
 
 
+@pytest.mark.parametrize("benchmark", [True, False])
+def test_cudnn_autotuning_is_the_trainers_setting_while_it_runs_and_restored_after(benchmark):
+    trainer = _trainer(cudnn_benchmark=benchmark)
+    seen = []
+    trainer.model.register_forward_pre_hook(lambda module, args: seen.append(torch.backends.cudnn.benchmark))
+    saved = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = not benchmark
+        trainer.train_epoch()
+        trainer.predict_logits(trainer.inputs[:4])
+        trainer.class_gradient_norms(trainer.inputs[:4], trainer.labels[:4], torch.ones(3, 2))
+        assert torch.backends.cudnn.benchmark is (not benchmark)  # no global change
+    finally:
+        torch.backends.cudnn.benchmark = saved
+    assert len(seen) > 3 and set(seen) == {benchmark}
+
+
 # ------------------------------------------------------------------------------------ CUDA only
 
 
 @contextlib.contextmanager
 def _deterministic_cudnn():
-    """cuDNN's deterministic algorithms, chosen by heuristics (call :func:`_fixed_algorithms` after building
-    the trainers, which switch autotuning on): both paths then run the same kernels, and two bf16
-    trajectories do not drift apart on a different autotuning pick."""
-    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    """cuDNN's deterministic algorithms, chosen by heuristics (the trainers are built with
+    ``cudnn_benchmark=False``): both paths then run the same kernels, and two bf16 trajectories do not drift
+    apart on a different autotuning pick."""
+    saved = torch.backends.cudnn.deterministic
     torch.backends.cudnn.deterministic = True
     try:
         yield
     finally:
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
-
-
-def _fixed_algorithms() -> None:
-    torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = saved
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
@@ -150,8 +163,8 @@ def _fixed_algorithms() -> None:
 def test_captured_graph_trains_as_the_eager_step_on_cuda(batch_norm):
     runs = _runs()  # with dropout: its masks are counter-based, the same draws on both paths
     with _deterministic_cudnn():
-        captured, eager = (_trainer(g, "cuda", batch_norm=batch_norm, runs=runs) for g in (True, False))
-        _fixed_algorithms()
+        captured, eager = (_trainer(g, "cuda", batch_norm=batch_norm, runs=runs, cudnn_benchmark=False)
+                           for g in (True, False))
         _assert_same_training(captured, eager, atol=1e-6, rtol=1e-5)
     assert captured._graph is not None
 
@@ -160,8 +173,8 @@ def test_captured_graph_trains_as_the_eager_step_on_cuda(batch_norm):
 def test_captured_graph_in_bf16_trains_as_the_eager_step_on_cuda():
     runs = _runs()
     with _deterministic_cudnn():
-        captured, eager = (_trainer(g, "cuda", precision="bf16", runs=runs) for g in (True, False))
-        _fixed_algorithms()
+        captured, eager = (_trainer(g, "cuda", precision="bf16", runs=runs, cudnn_benchmark=False)
+                           for g in (True, False))
         _assert_same_training(captured, eager, atol=1e-4, rtol=1e-3)
 
 
