@@ -139,6 +139,18 @@ def per_example_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str = "ce
     raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
 
 
+def class_weight_matrix(labels: np.ndarray, weights: np.ndarray, n_classes: int, absent: float = 1.0) -> np.ndarray:
+    """(K, C): each run's class weight w_c, the mean importance weight of its class-c training examples, from
+    each run's training labels and weights (both (K, n)); ``absent`` for a class a run has no example of."""
+    out = np.full((len(labels), n_classes), absent, dtype=np.float64)
+    for c in range(n_classes):
+        member = labels == c
+        counts = member.sum(1)
+        total = np.where(member, weights, 0.0).sum(1)
+        out[:, c] = np.where(counts > 0, total / np.maximum(counts, 1), absent)
+    return out
+
+
 def weight_exponent(weights: np.ndarray, k: float, counts: np.ndarray | None = None,
                     keep_mean: bool = False) -> np.ndarray:
     """Weights raised to the power k and rescaled to mean 1 along the last axis, or with ``keep_mean`` to the

@@ -27,6 +27,7 @@ import torch
 from . import config as v
 from . import results
 from .config import ConfigError
+from .losses import class_weight_matrix
 from .models import StackedCNN
 from .results import BadResultFile
 from .train import Checkpoint, LossSpec, StackedRuns, Trainer, checkpoint_now, fit_table, read_checkpoint
@@ -183,7 +184,10 @@ def train_stack(
     trainer = Trainer(model, runs, images, labels, lr=cfg.lr, momentum=cfg.momentum, batch_size=cfg.batch_size,
                       normalization=cfg.normalization, precision=precision, channels_last=precision == "bf16",
                       compile=cfg.compile, image_normalization="cifar10")
-    class_weights = torch.tensor(trainer.class_weights(n_classes), dtype=torch.float32, device=images.device)
+    # the evaluation's class weights from the sets' own (float64) weights; 0 for a class a run never sees
+    train_labels = labels.cpu().numpy()[runs.train_index]
+    class_weights = torch.tensor(class_weight_matrix(train_labels, np.stack([s.weights for s in sets]), n_classes,
+                                                     absent=0.0), dtype=torch.float32, device=images.device)
     table = fit_table(trainer, group[list(id_columns)], cfg.epochs, cfg.eval_epochs(),
                       lambda t: evaluate(t, class_weights), checkpoint, progress)
     return {name: with_status(part.reset_index(drop=True)) for name, part in table.groupby("run", sort=False)}

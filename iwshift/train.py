@@ -315,15 +315,9 @@ class Trainer:
 
     def class_weights(self, n_classes: int) -> np.ndarray:
         """(K, C) each run's class weight w_c: the mean importance weight of its class-c training examples
-        (1 for a class it has no example of)."""
-        labels = self.labels.cpu().numpy()[self.runs.train_index]  # (K, n); once, at construction
-        out = np.ones((self.runs.n_models, n_classes))
-        for c in range(n_classes):
-            member = labels == c
-            counts = member.sum(1)
-            total = np.where(member, self.runs.example_weights, 0.0).sum(1)
-            out[:, c] = np.where(counts > 0, total / np.maximum(counts, 1), 1.0)
-        return out
+        (1 for a class it has no example of; :func:`iwshift.losses.class_weight_matrix`)."""
+        labels = self.labels.cpu().numpy()[self.runs.train_index]  # (K, n)
+        return losses.class_weight_matrix(labels, self.runs.example_weights, n_classes)
 
     def _training_weights(self) -> np.ndarray:
         """(K, n) the weights SGD uses: the runs' importance weights, except unit weights for logit
