@@ -359,6 +359,19 @@ def test_the_readme_and_the_report_are_the_committed_results():
     assert report.check_report(root / "paper-results") is None
 
 
+@pytest.mark.parametrize("folder, merged, prefix", [("cifar_binary", "merged.csv", ""),
+                                                     ("cifar_extension", "merged_covariate.csv", "covariate_")])
+def test_the_committed_merged_tables_are_the_merge_of_their_run_folders(folder, merged, prefix):
+    """The notebooks read the merged tables, the report the run folders: they must say the same."""
+    from iwshift import sweep
+
+    root = Path(__file__).resolve().parents[1] / "paper-results" / folder
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith(prefix))
+    expected = sweep.merge(root, names, strict=True).sort_values(["run", "epoch"], ignore_index=True)
+    committed = pd.read_csv(root / merged).sort_values(["run", "epoch"], ignore_index=True)
+    pd.testing.assert_frame_equal(committed, expected, check_dtype=False)
+
+
 def test_a_stale_report_is_named_with_its_first_differing_line(full_results, tmp_path, capsys):
     readme = tmp_path / "README.md"
     readme.write_text("<!-- claims-table:begin -->\n<!-- claims-table:end -->\n")
