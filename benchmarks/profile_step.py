@@ -41,9 +41,8 @@ from iwshift.models import StackedCNN  # noqa: E402
 from iwshift.train import StackedRuns, StackedSGD, Trainer, to_device_images  # noqa: E402
 
 
-class PaddedConv(torch.nn.Module):
-    """A stacked model's first convolution on 8 input channels per model, 5 of them zero (input and
-    weights), on the same parameters: it stands in for ``model.convs[0]``."""
+class FirstConvStandIn(torch.nn.Module):
+    """Stands in for a stacked model's first convolution (``model.convs[0]``), on its parameters."""
 
     def __init__(self, conv: torch.nn.Conv2d, n_models: int):
         super().__init__()
@@ -52,6 +51,10 @@ class PaddedConv(torch.nn.Module):
     @property
     def weight(self) -> torch.Tensor:  # the model checks its first convolution's memory format
         return self.conv.weight
+
+
+class PaddedConv(FirstConvStandIn):
+    """The first convolution on 8 input channels per model, 5 of them zero (input and weights)."""
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         conv, K = self.conv, self.n_models
@@ -63,19 +66,11 @@ class PaddedConv(torch.nn.Module):
         return F.conv2d(h8, w8, conv.bias, groups=K)
 
 
-class BmmConv(torch.nn.Module):
-    """A stacked model's first convolution (no padding, stride 1) as one batched matrix product per model:
-    the image patches, gathered once into (K, B * H' * W', c_in * 9), times each model's (c_in * 9, c_out)
-    weights; on the same parameters, it stands in for ``model.convs[0]``. No grouped convolution kernel (run
-    group by group for 3 input channels), and the input needs no gradient, so no patch scatter backwards."""
-
-    def __init__(self, conv: torch.nn.Conv2d, n_models: int):
-        super().__init__()
-        self.conv, self.n_models = conv, n_models
-
-    @property
-    def weight(self) -> torch.Tensor:  # the model checks its first convolution's memory format
-        return self.conv.weight
+class BmmConv(FirstConvStandIn):
+    """The first convolution (no padding, stride 1) as one batched matrix product per model: the image
+    patches, gathered once into (K, B * H' * W', c_in * 9), times each model's (c_in * 9, c_out) weights.
+    No grouped convolution kernel (run group by group for 3 input channels), and the input needs no
+    gradient, so no patch scatter backwards."""
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         conv, K = self.conv, self.n_models
