@@ -27,6 +27,9 @@
 #     folders, figures) come back as $OUT/paper_none.tar.gz ($OUT returns a few files only), its wall time in
 #     benchmarks/results/<device>-paper-none.txt. Unpack into paper-results/cifar_binary_paper_gpu/ to commit.
 #
+#   bash benchmarks/gpu_check.sh digest     prints the digest of the sources that every log header names
+#     beside the commit (the copy on a device machine may carry a stale .git: the digest says what ran).
+#
 # SLICE_DEVICE (default: DEVICE, cuda) and SLICE_FIELDS (JSON, preset fields to override) let step 2 run as a dry run on
 # CPU, e.g. SLICE_DEVICE=cpu SLICE_FIELDS='{"per_class": 40, "width": 0.0625, "other_eval": 20, "noise_eval": 10}'.
 # Each step survives the other's failure or timeout. Everything printed also goes to $OUT/gpu_check.log.
@@ -87,8 +90,19 @@ prepare_data() {
     fi
 }
 
+source_digest() {  # what code ran: a digest of the Python and shell sources on disk (hidden folders aside)
+    # (a copied working tree may carry a stale .git, so neither its HEAD nor its index need name the code;
+    # compare with `bash benchmarks/gpu_check.sh digest` in your checkout)
+    find . -path './.*' -prune -o -type f \( -name '*.py' -o -name '*.sh' \) -print | LC_ALL=C sort \
+        | while read -r f; do sha256sum "$f"; done | sha256sum | cut -c1-12
+}
+
+provenance() {
+    echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?') (HEAD of the copied tree), sources $(source_digest)"
+}
+
 environment() {
-    echo "=== gpu_check $MODE $(date -u '+%Y-%m-%dT%H:%M:%SZ') in $(pwd) (commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')); OUT=$OUT"
+    echo "=== gpu_check $MODE $(date -u '+%Y-%m-%dT%H:%M:%SZ') in $(pwd) ($(provenance)); OUT=$OUT"
     if command -v nvidia-smi >/dev/null; then
         nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit,clocks.max.sm --format=csv || true
     else
@@ -216,7 +230,7 @@ PY
 
     local results_file=$RESULTS/$slug.txt
     {
-        echo "# benchmarks/gpu_check.sh $(date -u '+%Y-%m-%dT%H:%M:%SZ'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $slug"
+        echo "# benchmarks/gpu_check.sh $(date -u '+%Y-%m-%dT%H:%M:%SZ'), $(provenance), $slug"
         grep -E '^(PROJECTED|none regime|weighting|imbalance|projection)' "$OUT/paper_slice.log" 2>/dev/null || echo "(no projection)"
         cat "$OUT/bench_cifar.log" 2>/dev/null || echo "(no benchmark)"
     } > "$results_file"
@@ -239,7 +253,7 @@ train_none() {  # the none regime, 500 epochs, under timeout $1 s; results in $W
         | tee "$OUT/paper_none.log" || rc=$?
     local wall=$((SECONDS - t0))
     {
-        echo "# benchmarks/gpu_check.sh $MODE $(date -u '+%Y-%m-%dT%H:%M:%SZ'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $slug"
+        echo "# benchmarks/gpu_check.sh $MODE $(date -u '+%Y-%m-%dT%H:%M:%SZ'), $(provenance), $slug"
         grep -v '^\s*$' "$OUT/paper_none.log" 2>/dev/null | tail -n 6
         echo "device=$slug regime=none runs=21 epochs=500 exit_status=$rc wall_s=$wall"
     } > "$RESULTS/$slug-paper-none.txt"
@@ -295,5 +309,6 @@ case $MODE in
     check) check 2>&1 | tee "$OUT/gpu_check.log"; exit "${PIPESTATUS[0]}" ;;
     paper-none) paper_none 2>&1 | tee "$OUT/gpu_check.log"; exit "${PIPESTATUS[0]}" ;;
     session) session 2>&1 | tee "$OUT/gpu_check.log"; exit "${PIPESTATUS[0]}" ;;
-    *) echo "usage: bash benchmarks/gpu_check.sh [check|session|paper-none]" >&2; exit 2 ;;
+    digest) source_digest ;;
+    *) echo "usage: bash benchmarks/gpu_check.sh [check|session|paper-none|digest]" >&2; exit 2 ;;
 esac
