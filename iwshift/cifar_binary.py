@@ -140,12 +140,11 @@ class PairData:
 def prepare_pair(data: Cifar10, cfg: BinaryConfig, device: torch.device | str) -> PairData:
     """Select the pair, label each image from its *own* class, subsample the pools (data seed), and move
     everything to the device once."""
+    check_data(data, cfg)
     rng = np.random.default_rng(cfg.data_seed)
     neg, pos = (CIFAR10_CLASSES.index(c) for c in cfg.classes)
-    pools = []
-    check_data(data, cfg)
-    for c in (neg, pos):
-        pools.append(np.sort(rng.choice(np.flatnonzero(data.train.labels == c), cfg.per_class, replace=False)))
+    pools = [np.sort(rng.choice(np.flatnonzero(data.train.labels == c), cfg.per_class, replace=False))
+             for c in (neg, pos)]
     test_idx = np.flatnonzero(np.isin(data.test.labels, (neg, pos)))
     other_all = np.flatnonzero(~np.isin(data.test.labels, (neg, pos)))
     other_idx = np.sort(rng.choice(other_all, min(cfg.other_eval, len(other_all)), replace=False))

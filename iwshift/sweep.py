@@ -127,9 +127,9 @@ def split_validation(index: np.ndarray, weights: np.ndarray, labels: np.ndarray,
 def validation_metrics(trainer: Trainer, sets: Sequence[TrainingSet], images: torch.Tensor,
                        labels: torch.Tensor) -> dict[str, np.ndarray]:
     """Each run on its own held-out split, evaluation mode, one forward pass over the splits' union: the
-    importance-weighted cross-entropy ``val_loss_weighted`` = sum_i w_i l_i / sum_i w_i and accuracy
-    ``val_accuracy_weighted`` = sum_i w_i [correct_i] / sum_i w_i (NaN for a run without a split)."""
-    out = {"val_loss_weighted": np.full(len(sets), np.nan), "val_accuracy_weighted": np.full(len(sets), np.nan)}
+    importance-weighted accuracy ``val_accuracy_weighted`` = sum_i w_i [correct_i] / sum_i w_i and
+    cross-entropy ``val_loss_weighted`` = sum_i w_i l_i / sum_i w_i (NaN for a run without a split)."""
+    out = {"val_accuracy_weighted": np.full(len(sets), np.nan), "val_loss_weighted": np.full(len(sets), np.nan)}
     held = [s.val_index for s in sets if s.val_index is not None]
     if not held:
         return out
@@ -143,8 +143,8 @@ def validation_metrics(trainer: Trainer, sets: Sequence[TrainingSet], images: to
     for k, s in enumerate(sets):
         if s.val_index is not None:
             cols, w = np.searchsorted(union, s.val_index), s.val_weights
-            out["val_loss_weighted"][k] = np.sum(w * per_example[k, cols]) / np.sum(w)
             out["val_accuracy_weighted"][k] = np.sum(w * correct[k, cols]) / np.sum(w)
+            out["val_loss_weighted"][k] = np.sum(w * per_example[k, cols]) / np.sum(w)
     return out
 
 
