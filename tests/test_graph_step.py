@@ -34,12 +34,13 @@ def _data(device: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _trainer(graph: bool = True, device: str = "cpu", batch_norm: bool = False, precision: str = "fp32",
-             normalization: str = "weight_sum", runs: StackedRuns | None = None, cudnn_benchmark: bool = True) -> Trainer:
+             normalization: str = "weight_sum", runs: StackedRuns | None = None, cudnn_benchmark: bool = True,
+             momentum: float = 0.9) -> Trainer:
     runs = runs or _runs()
     model = StackedCNN(runs.n_models, 0.0625, batch_norm=batch_norm, dropout=runs.dropout)
     model.reset_parameters(runs.seeds)
     images, labels = _data(device)
-    return Trainer(model.to(device), runs, images, labels, lr=0.05, momentum=0.9, batch_size=BATCH,
+    return Trainer(model.to(device), runs, images, labels, lr=0.05, momentum=momentum, batch_size=BATCH,
                    normalization=normalization, precision=precision, channels_last=precision == "bf16",
                    image_normalization="cifar10", graph=graph, cudnn_benchmark=cudnn_benchmark)
 
@@ -80,8 +81,7 @@ def _assert_same_training(a: Trainer, b: Trainer, atol: float = 0.0, rtol: float
 def test_each_run_trains_as_plain_torch_sgd_on_one_module(batch_norm, normalization, n_train, momentum):
     runs = _runs(losses=False)
     runs.train_index, runs.example_weights = runs.train_index[:, :n_train], runs.example_weights[:, :n_train]
-    trainer = _trainer(batch_norm=batch_norm, normalization=normalization, runs=runs)
-    trainer.optimizer.momentum = trainer.momentum = momentum
+    trainer = _trainer(batch_norm=batch_norm, normalization=normalization, runs=runs, momentum=momentum)
     initial = StackedCNN(runs.n_models, 0.0625, batch_norm=batch_norm, dropout=runs.dropout, seeds=runs.seeds)
     stats = [trainer.train_epoch() for _ in range(2)]
     for k in range(runs.n_models):
