@@ -15,7 +15,6 @@ Protocol: plain SGD, learning rate ``lr_scale / sigma_max(X_train)``, batch 8, 1
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path

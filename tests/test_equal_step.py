@@ -1,8 +1,6 @@
 """The 2-D study compares weights at an equal effective step: the weight exponent remedy against plain
 weighting, and the extreme weights against weight 1 (whose instability must not be the step size's)."""
 
-from dataclasses import replace
-
 import numpy as np
 import pandas as pd
 import pytest

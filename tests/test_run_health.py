@@ -118,7 +118,6 @@ def test_device_dropout_scales_equal_the_fused_engines_bit_for_bit(p):
 
 def test_train_accuracy_eval_is_the_eval_mode_accuracy_on_the_runs_training_set(data, tmp_path, monkeypatch):
     cfg = tiny(dropout=0.9, regimes=["none", "dropout"])
-    pair = study.prepare_pair(data, cfg, "cpu")
     runs = study.build_runs(cfg)
     direct: list[dict[str, np.ndarray]] = []
     evaluate = study._evaluate
