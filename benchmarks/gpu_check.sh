@@ -18,7 +18,7 @@
 #   bash benchmarks/gpu_check.sh session   (one 10-minute job: what a short GPU lease should run first)
 #     the GPU-only tests; bench_cifar.py at K = 21 (the `none` stack, captured) to project the `none` regime;
 #     then that regime as paper-none below, in what is left of SESSION_S (default 590 s) if the projection
-#     fits, else benchmarks/profile_step.py (the candidate step changes, a third of what is left) and the
+#     fits, else benchmarks/profile_step.py (the candidate step changes, half of what is left) and the
 #     check above; logs and a tarball of the regime's results in $OUT.
 #
 #   bash benchmarks/gpu_check.sh paper-none (one 10-minute job)
@@ -297,7 +297,9 @@ session() {
         train_none $((left < NONE_LIMIT_S ? left : NONE_LIMIT_S)) || true
     else
         echo "the none regime would not finish in the ${left} s left: timing the candidate step changes, then the check"
-        timeout -k 5 $((left / 3)) python3 benchmarks/profile_step.py --device "$DEVICE" --width "$BENCH_WIDTH" \
+        # the candidates most likely to pay first (channels-first measured slower; compile takes minutes)
+        timeout -k 5 $((left / 2)) python3 benchmarks/profile_step.py --device "$DEVICE" --width "$BENCH_WIDTH" \
+            --variants bf16-nhwc triton-conv conv1-bmm conv1-pad8 fused-sgd \
             2>&1 | tee "$OUT/profile_step.log" || echo "profile_step.py: FAILED or timed out"
         left=$((SESSION_S - (SECONDS - start) - 15))
         SKIP_TESTS=1 BUDGET_S=$left check || true

@@ -12,6 +12,9 @@ the captured graph replays). The variants:
   than running it group by group (the profile shows 21 launches per step of one layer's forward);
 * ``conv1-bmm``: the first convolution as one batched matrix product of gathered image patches (one copy) with
   each model's weights, instead of a grouped convolution;
+* ``triton-conv``: every convolution through Triton implicit-GEMM kernels (``benchmarks/triton_conv.py``: one
+  launch for all K groups, forward, data and weight gradients; CUDA only, checked on the GPU against
+  ``F.conv2d`` first, and in the tests through Triton's CPU interpreter);
 * ``fused-sgd``: the stacked update as one ``torch._fused_sgd_`` pass (the kernel behind
   ``torch.optim.SGD(fused=True)``) instead of three ``_foreach`` passes; the same update when every run has
   the same weight decay, as in the `none` stack;
@@ -101,19 +104,35 @@ class FusedStackedSGD(StackedSGD):
         self.started = True
 
 
-VARIANTS = {  # name: (first convolution's stand-in, precision, channels_last, fused SGD, compile)
+def triton_convs(model: StackedCNN, n_models: int) -> None:
+    """Every convolution through the Triton implicit-GEMM kernels of ``benchmarks/triton_conv.py``."""
+    from triton_conv import TritonConv
+
+    for i, conv in enumerate(model.convs):
+        model.convs[i] = TritonConv(conv)
+
+
+def first_conv(stand_in: type[FirstConvStandIn]):
+    def swap(model: StackedCNN, n_models: int) -> None:
+        model.convs[0] = stand_in(model.convs[0], n_models)
+    return swap
+
+
+VARIANTS = {  # name: (what replaces convolutions, precision, channels_last, fused SGD, compile)
     "bf16-nhwc": (None, "bf16", True, False, False),
     "bf16-nchw": (None, "bf16", False, False, False),
-    "conv1-pad8": (PaddedConv, "bf16", True, False, False),
-    "conv1-bmm": (BmmConv, "bf16", True, False, False),
+    "conv1-pad8": (first_conv(PaddedConv), "bf16", True, False, False),
+    "conv1-bmm": (first_conv(BmmConv), "bf16", True, False, False),
+    "triton-conv": (triton_convs, "bf16", True, False, False),
     "fused-sgd": (None, "bf16", True, True, False),
     "compile": (None, "bf16", True, False, True),
 }
+CUDA_ONLY = {"triton-conv"}  # Triton kernels (on the CPU only through Triton's interpreter, in the tests)
 
 
 def build(variant: str, k: int, width: float, device: torch.device, n: int = 2000, graph: bool = True,
           dtype: torch.dtype = torch.float32) -> Trainer:
-    first_conv, precision, channels_last, fused, compile = VARIANTS[variant]
+    convs, precision, channels_last, fused, compile = VARIANTS[variant]
     rng = np.random.default_rng(0)
     images = to_device_images(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), device)
     labels = torch.as_tensor(np.repeat([0, 1], n // 2), device=device)
@@ -124,8 +143,8 @@ def build(variant: str, k: int, width: float, device: torch.device, n: int = 200
                        l2=[0.0] * k, dropout=[0.0] * k)
     model = StackedCNN(k, width)
     model.reset_parameters(runs.seeds)
-    if first_conv is not None:
-        model.convs[0] = first_conv(model.convs[0], k)
+    if convs is not None:
+        convs(model, k)
     if dtype != torch.float32:  # the CPU check: float64 on the CPU, fp32 arithmetic otherwise
         precision = "fp32"
     trainer = Trainer(model.to(device, dtype), runs, images, labels, lr=0.01, momentum=0.9, batch_size=16,
@@ -176,11 +195,20 @@ def main() -> None:
     device = torch.device(args.device)
     results = {}
     for name in args.variants:
-        if name != "bf16-nhwc":
-            check_on_cpu(name)
-        try:
+        if name in CUDA_ONLY and device.type != "cuda":
+            print(f"{name:12s} K = {args.k}: skipped (CUDA only)", flush=True)
+            continue
+        try:  # a variant that fails its check or on this device is reported, not fatal
+            if name == "triton-conv":  # its own checks, on the GPU: each kernel in fp32 and bf16, then the model
+                import triton_conv
+
+                worst = max(triton_conv.check("cuda"), triton_conv.check("cuda", torch.bfloat16))
+                print(f"triton-conv checks: kernels within {worst:.1e} of F.conv2d, "
+                      f"stacked CNN within {triton_conv.check_model('cuda'):.1e}", flush=True)
+            elif name != "bf16-nhwc":
+                check_on_cpu(name)
             results[name] = ms_per_step(build(name, args.k, args.width, device), device)
-        except Exception as err:  # noqa: BLE001  (a variant that fails on this device is reported, not fatal)
+        except Exception as err:  # noqa: BLE001
             print(f"{name:12s} K = {args.k}: FAILED: {type(err).__name__}: {str(err).splitlines()[0][:200]}", flush=True)
             continue
         print(f"{name:12s} K = {args.k}: {results[name]:.3f} ms per step "

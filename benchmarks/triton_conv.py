@@ -1,0 +1,303 @@
+"""A candidate for the stacked CNN's grouped convolutions: Triton implicit-GEMM kernels (issue 13).
+
+cuDNN runs some of the stack's grouped 3x3 convolutions group by group (21 launches per layer and step in the
+H200 profile, ``benchmarks/results/nvidia-h200-profile.txt``). Here each convolution is one launch for all K
+groups, as implicit matrix products that gather their operands straight from the channels-last activations
+(no im2col copy):
+
+* forward, per group g: out[(b, y, x), n] = sum over k = (dy, dx, c) of in[b, y + dy, x + dx, g C + c] w[(k), n];
+* data gradient: the same kernel with the taps mirrored (in[b, y - dy, x - dx, ...], out of range = 0), on
+  the output gradient and the weights transposed per group;
+* weight gradient, per group: gw[n, k] = sum over (b, y, x) of gout[(b, y, x), g N + n] in[b, y + dy, x + dx, g C + c],
+  the sum over positions split into slices whose partial sums are added by torch (deterministic, no atomics).
+
+3x3 kernels, stride 1, no padding, as in the Byrd & Lipton CNN. ``python benchmarks/triton_conv.py --check``
+compares forward and gradients with ``F.conv2d`` (on the CPU set ``TRITON_INTERPRET=1``: Triton's interpreter).
+Used by ``benchmarks/profile_step.py``'s ``triton-conv`` variant; not by the studies (keep whatever the GPU
+measurement favours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+import triton
+import triton.language as tl
+from torch.nn import functional as F
+
+TAPS = 3  # the kernels' height and width
+
+
+@triton.jit
+def _gather_conv(src, wmat, bias, out, B, Hs, Ws, Ho, Wo, C, N,
+                 s_b, s_h, s_w, s_c, o_b, o_h, o_w, o_c,
+                 SIGN: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr,
+                 BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """out[b, y, x, g N + n] = (bias) + sum_k src[b, y + SIGN dy, x + SIGN dx, g C + c] wmat[g, k, n]."""
+    pid_m, pid_n, g = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    M, KD = B * Ho * Wo, 9 * C
+    rm = pid_m * BM + tl.arange(0, BM)
+    rn = pid_n * BN + tl.arange(0, BN)
+    x = rm % Wo
+    y = (rm // Wo) % Ho
+    b = rm // (Wo * Ho)
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for k0 in range(0, KD, BK):
+        rk = k0 + tl.arange(0, BK)
+        c = rk % C
+        dy = rk // C // 3
+        dx = (rk // C) % 3
+        sy = y[:, None] + SIGN * dy[None, :]
+        sx = x[:, None] + SIGN * dx[None, :]
+        inside = (rm[:, None] < M) & (rk[None, :] < KD) & (sy >= 0) & (sy < Hs) & (sx >= 0) & (sx < Ws)
+        a = tl.load(src + b[:, None] * s_b + sy * s_h + sx * s_w + (g * C + c[None, :]) * s_c, mask=inside, other=0.0)
+        w = tl.load(wmat + g * KD * N + rk[:, None] * N + rn[None, :],
+                    mask=(rk[:, None] < KD) & (rn[None, :] < N), other=0.0)
+        if IEEE:
+            acc += tl.dot(a, w, input_precision="ieee")
+        else:
+            acc += tl.dot(a, w)
+    if HAS_BIAS:
+        acc += tl.load(bias + g * N + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+    tl.store(out + b[:, None] * o_b + y[:, None] * o_h + x[:, None] * o_w + (g * N + rn[None, :]) * o_c,
+             acc.to(out.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
+
+
+@triton.jit
+def _weight_grad(src, gout, part, G, B, Ho, Wo, C, N, rows_per_split,
+                 s_b, s_h, s_w, s_c, g_b, g_h, g_w, g_c,
+                 IEEE: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BM: tl.constexpr):
+    """part[split, g, n, k] = sum over this split's output positions m of gout[m, g N + n] src[m + tap(k), g C + c]."""
+    pid_n, pid_k, pid = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    g = pid % G
+    split = pid // G
+    M, KD = B * Ho * Wo, 9 * C
+    rn = pid_n * BN + tl.arange(0, BN)
+    rk = pid_k * BK + tl.arange(0, BK)
+    c = rk % C
+    dy = rk // C // 3
+    dx = (rk // C) % 3
+    acc = tl.zeros((BN, BK), dtype=tl.float32)
+    for m0 in range(split * rows_per_split, tl.minimum((split + 1) * rows_per_split, M), BM):
+        rm = m0 + tl.arange(0, BM)
+        x = rm % Wo
+        y = (rm // Wo) % Ho
+        b = rm // (Wo * Ho)
+        rows = (rm < M) & (rm < (split + 1) * rows_per_split)
+        go = tl.load(gout + b[:, None] * g_b + y[:, None] * g_h + x[:, None] * g_w + (g * N + rn[None, :]) * g_c,
+                     mask=rows[:, None] & (rn[None, :] < N), other=0.0)                        # (BM, BN)
+        a = tl.load(src + b[:, None] * s_b + (y[:, None] + dy[None, :]) * s_h + (x[:, None] + dx[None, :]) * s_w
+                    + (g * C + c[None, :]) * s_c, mask=rows[:, None] & (rk[None, :] < KD), other=0.0)  # (BM, BK)
+        if IEEE:
+            acc += tl.dot(tl.trans(go), a, input_precision="ieee")
+        else:
+            acc += tl.dot(tl.trans(go), a)
+    base = part + (split * G + g) * N * KD
+    tl.store(base + rn[:, None] * KD + rk[None, :], acc, mask=(rn[:, None] < N) & (rk[None, :] < KD))
+
+
+def _nhwc_strides(t: torch.Tensor) -> tuple[int, int, int, int]:
+    """(batch, row, column, channel) strides of a (B, C, H, W) tensor, whatever its memory format."""
+    return t.stride(0), t.stride(2), t.stride(3), t.stride(1)
+
+
+def _blocks(n: int) -> int:
+    return 16 if n <= 16 else 32 if n <= 32 else 64 if n <= 64 else 128
+
+
+def _gather(src: torch.Tensor, wmat: torch.Tensor, bias: torch.Tensor | None, groups: int, out_hw: tuple[int, int],
+            sign: int) -> torch.Tensor:
+    B, GC, Hs, Ws = src.shape
+    C, N = GC // groups, wmat.shape[2]
+    Ho, Wo = out_hw
+    out = torch.empty((B, groups * N, Ho, Wo), device=src.device, dtype=src.dtype,
+                      memory_format=torch.channels_last)
+    BM, BN, BK = (128 if src.is_cuda else 64), _blocks(N), 32
+    grid = (triton.cdiv(B * Ho * Wo, BM), triton.cdiv(N, BN), groups)
+    _gather_conv[grid](src, wmat, bias if bias is not None else wmat, out, B, Hs, Ws, Ho, Wo, C, N,
+                       *_nhwc_strides(src), *_nhwc_strides(out), SIGN=sign, HAS_BIAS=bias is not None,
+                       IEEE=src.dtype == torch.float32, BM=BM, BN=BN, BK=BK)
+    return out
+
+
+def _weight_gradient(src: torch.Tensor, gout: torch.Tensor, groups: int) -> torch.Tensor:
+    """(G N, C, 3, 3) float32."""
+    B, GC, _, _ = src.shape
+    _, GN, Ho, Wo = gout.shape
+    C, N = GC // groups, GN // groups
+    KD, M = 9 * C, B * Ho * Wo
+    BN, BK, BM = _blocks(N), 64, 64
+    tiles = triton.cdiv(N, BN) * triton.cdiv(KD, BK) * groups
+    splits = max(1, min(triton.cdiv(M, 4 * BM), triton.cdiv(4 * 132, tiles)))  # about 4 waves of programs
+    rows_per_split = triton.cdiv(triton.cdiv(M, splits), BM) * BM
+    splits = triton.cdiv(M, rows_per_split)
+    part = torch.empty((splits, groups, N, KD), device=src.device, dtype=torch.float32)
+    grid = (triton.cdiv(N, BN), triton.cdiv(KD, BK), groups * splits)
+    _weight_grad[grid](src, gout, part, groups, B, Ho, Wo, C, N, rows_per_split, *_nhwc_strides(src), *_nhwc_strides(gout),
+                       IEEE=src.dtype == torch.float32, BN=BN, BK=BK, BM=BM)
+    # part[..., k] with k = (dy, dx, c) -> the weight layout (G N, C, dy, dx)
+    return part.sum(0).view(groups, N, TAPS, TAPS, C).permute(0, 1, 4, 2, 3).reshape(groups * N, C, TAPS, TAPS)
+
+
+class GroupedConv3x3(torch.autograd.Function):
+    """``F.conv2d(x, weight, bias, groups=groups)`` for 3x3 kernels, stride 1, no padding, through the kernels above."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> torch.Tensor:
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        ctx_dtype = x.dtype  # autocast's cast happens in here: the gradients go back in the callers' dtypes
+        x, w = x.to(dtype), weight.to(dtype)
+        GN, C = weight.shape[:2]
+        N = GN // groups
+        # forward operand: wmat[g, (dy, dx, c), n] = w[g N + n, c, dy, dx]
+        wmat = w.view(groups, N, C, TAPS, TAPS).permute(0, 3, 4, 2, 1).reshape(groups, 9 * C, N).contiguous()
+        out = _gather(x, wmat, bias.to(dtype), groups, (x.shape[2] - 2, x.shape[3] - 2), sign=1)
+        ctx.save_for_backward(x, w)
+        ctx.groups, ctx.input_dtype, ctx.weight_dtype = groups, ctx_dtype, weight.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, w = ctx.saved_tensors
+        groups = ctx.groups
+        grad_out = grad_out.to(x.dtype)
+        GN, C = w.shape[:2]
+        N = GN // groups
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            # data operand: wmat[g, (dy, dx, n), c] = w[g N + n, c, dy, dx], taps mirrored
+            wmat = w.view(groups, N, C, TAPS, TAPS).permute(0, 3, 4, 1, 2).reshape(groups, 9 * N, C).contiguous()
+            grad_x = _gather(grad_out, wmat, None, groups, (x.shape[2], x.shape[3]), sign=-1).to(ctx.input_dtype)
+        grad_w = _weight_gradient(x, grad_out, groups).to(ctx.weight_dtype)
+        grad_b = grad_out.float().sum((0, 2, 3)).to(ctx.weight_dtype)
+        return grad_x, grad_w, grad_b, None
+
+
+class TritonConv(torch.nn.Module):
+    """Stands in for one grouped ``nn.Conv2d`` of a stacked model, on its parameters."""
+
+    def __init__(self, conv: torch.nn.Conv2d):
+        super().__init__()
+        if conv.kernel_size != (TAPS, TAPS) or conv.stride != (1, 1) or conv.padding != (0, 0):
+            raise ValueError("the Triton kernels take 3x3 convolutions, stride 1, no padding")
+        self.conv = conv
+
+    @property
+    def weight(self) -> torch.Tensor:  # the model checks its first convolution's memory format
+        return self.conv.weight
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return GroupedConv3x3.apply(h, self.conv.weight, self.conv.bias, self.conv.groups)
+
+
+def check(device: str, dtype: torch.dtype = torch.float32) -> float:
+    """Largest relative error of forward and gradients against ``F.conv2d`` in float64 over a few shapes (fresh
+    random inputs, channels-last and not). Triton's CPU interpreter computes float32 and float16, not bfloat16."""
+    worst = 0.0
+    gen = torch.Generator().manual_seed(0)
+    for groups, c_in, c_out, batch, size, channels_last in [(3, 3, 4, 2, 7, True), (2, 5, 6, 3, 6, False),
+                                                             (4, 16, 20, 2, 9, True)]:
+        x = torch.randn(batch, groups * c_in, size, size, generator=gen).to(device, dtype)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        w = torch.randn(groups * c_out, c_in, 3, 3, generator=gen).to(device, dtype)
+        b = torch.randn(groups * c_out, generator=gen).to(device, dtype)
+        gout = torch.randn(batch, groups * c_out, size - 2, size - 2, generator=gen).to(device, dtype)
+        results = []  # the reference in float64 on the same (rounded) inputs
+        for conv, as_dtype in ((lambda *a: F.conv2d(*a, groups=groups), torch.float64),
+                               (lambda *a: GroupedConv3x3.apply(*a, groups), dtype)):
+            leaves = [t.detach().to(as_dtype).requires_grad_() for t in (x, w, b)]
+            out = conv(*leaves)
+            out.backward(gout.to(as_dtype))
+            results.append([out.detach(), *(t.grad for t in leaves)])
+        for name, want, got in zip(("output", "input gradient", "weight gradient", "bias gradient"), *results):
+            error = float((got.double() - want).norm() / want.norm())
+            worst = max(worst, error)
+            if not error < (1e-5 if dtype == torch.float32 else 2e-2):
+                raise AssertionError(f"{name}: relative error {error:.2e} (groups {groups}, {c_in} -> {c_out})")
+    return worst
+
+
+def check_model(device: str, n_models: int = 2, steps: int = 2, batch: int = 2) -> float:
+    """Relative difference of a stacked CNN's logits after a few SGD steps (fp32, width 1/16) with every
+    convolution through the Triton kernels against the default model."""
+    import numpy as np
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    from iwshift.models import StackedCNN
+    from iwshift.train import StackedRuns, Trainer, to_device_images
+
+    n = steps * batch
+    rng = np.random.default_rng(0)
+    images = to_device_images(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), device)
+    labels = torch.as_tensor(np.arange(n) % 2, device=device)
+    runs = StackedRuns(seeds=list(range(n_models)), train_index=np.tile(np.arange(n), (n_models, 1)),
+                       example_weights=np.ones((n_models, n)), l2=[0.0] * n_models, dropout=[0.0] * n_models)
+    logits = []
+    for triton_convs in (False, True):
+        model = StackedCNN(n_models, 0.0625, seeds=runs.seeds)
+        if triton_convs:
+            for i, conv in enumerate(model.convs):
+                model.convs[i] = TritonConv(conv)
+        trainer = Trainer(model.to(device), runs, images, labels, lr=0.01, batch_size=batch, channels_last=True,
+                          image_normalization="cifar10", cudnn_benchmark=False)
+        trainer.train_epoch()
+        logits.append(trainer.predict_logits(images[:batch]))
+    if not float(logits[0].std()) > 1e-3:
+        raise AssertionError("the check's model gives constant logits: it would compare nothing")
+    error = float((logits[1] - logits[0]).norm() / logits[0].norm())
+    if not error < 1e-4:
+        raise AssertionError(f"the stacked CNN through the Triton kernels: relative error {error:.2e}")
+    return error
+
+
+def compile_for_hopper() -> list[str]:
+    """Compile every configuration the GPU runs (bf16, and the float32 checks) for sm_90, without a GPU: the
+    interpreter is lenient where the compiler is not. Returns one line per kernel (does it use wgmma)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    target, lines = GPUTarget("cuda", 90, 32), []
+    gather = ["src", "wmat", "bias", "out", "B", "Hs", "Ws", "Ho", "Wo", "C", "N", *(f"{p}_{d}" for p in "so" for d in "bhwc")]
+    weight = ["src", "gout", "part", "G", "B", "Ho", "Wo", "C", "N", "rows_per_split",
+              *(f"{p}_{d}" for p in "sg" for d in "bhwc")]
+    for dtype, widths in (("bf16", (64, 128)), ("fp32", (16, 32, 64))):
+        for BN in widths:
+            jobs = [(_gather_conv, gather, {"src", "wmat", "bias", "out"},
+                     dict(SIGN=sign, HAS_BIAS=sign == 1, IEEE=dtype == "fp32", BM=128, BN=BN, BK=32)) for sign in (1, -1)]
+            jobs.append((_weight_grad, weight, {"src", "gout"}, dict(IEEE=dtype == "fp32", BN=BN, BK=64, BM=64)))
+            for kernel, names, pointers, constants in jobs:
+                signature = {n: (f"*{dtype}" if n in pointers else "*fp32" if n == "part" else "i32") for n in names}
+                signature.update(dict.fromkeys(constants, "constexpr"))
+                compiled = triton.compile(ASTSource(kernel, signature, constexprs=constants), target=target,
+                                          options=dict(num_warps=4, num_stages=3))
+                lines.append(f"{kernel.__name__} {dtype} BN={BN} {constants.get('SIGN', '')}: "
+                             f"{'wgmma' if 'wgmma' in compiled.asm['ptx'] else 'no wgmma'}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare with F.conv2d (TRITON_INTERPRET=1 on CPU)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--compile-only", action="store_true", help="compile every configuration for sm_90 (no GPU needed)")
+    args = parser.parse_args()
+    if args.compile_only:
+        lines = compile_for_hopper()
+        print("\n".join(lines))
+        print(f"compiled {len(lines)} kernels for sm_90")
+        return
+    if args.check:
+        worst, model = check(args.device), check_model(args.device)
+        low = torch.float16 if args.device == "cpu" else torch.bfloat16
+        print(f"triton_conv check on {args.device}: ok (largest relative error {worst:.1e} in float32, "
+              f"{check(args.device, low):.1e} in {str(low).split('.')[1]}; stacked CNN after two steps {model:.1e})")
+        return
+    parser.print_help()
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

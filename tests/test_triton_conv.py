@@ -1,0 +1,32 @@
+"""The Triton implicit-GEMM convolutions of ``benchmarks/triton_conv.py`` (a candidate of
+``profile_step.py``) compute what ``F.conv2d`` computes: forward, data and weight gradients, and a stacked
+CNN trained through them. On the CPU through Triton's interpreter (float32 and float16)."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+def test_triton_convolutions_equal_conv2d_forward_and_backward():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "triton_conv.py"), "--check", "--device", "cpu"],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "triton_conv check on cpu: ok" in done.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+def test_triton_convolutions_compile_for_hopper_without_a_gpu():
+    """The interpreter is lenient where the compiler is not: every configuration the GPU runs compiles."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "triton_conv.py"), "--compile-only"],
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "compiled 15 kernels for sm_90" in done.stdout
+    assert "bf16 BN=64 1: wgmma" in done.stdout  # the bf16 products on Hopper's tensor-core instructions
