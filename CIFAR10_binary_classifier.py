@@ -50,6 +50,7 @@ DROPOUT = 0.5                    # on the two hidden fully connected layers
 NORMALIZATION = "weight_sum"     # weight_sum: torch class weights (paper); mean: sum w*l / n
 PRECISION = "auto"               # auto: bf16 on CUDA, measured choice on CPU | fp32 | bf16 (autocast)
 COMPILE = False                  # torch.compile the stacked model
+CONVOLUTIONS = "torch"           # torch (cuDNN / oneDNN) | triton (one Triton launch per layer for all runs; CUDA)
 OTHER_EVAL = 8000                # other-class test images for their predicted fraction
 NOISE_EVAL = 1000                # uniform-noise images
 MAX_STACK = 84                   # runs trained together at most (a GPU wants many)
@@ -81,6 +82,7 @@ FIELDS = {  # constant -> BinaryConfig field
     "RATIOS": "ratios", "REGIMES": "regimes", "PER_CLASS": "per_class", "WIDTH": "width",
     "EPOCHS": "epochs", "LR": "lr", "MOMENTUM": "momentum", "BATCH_SIZE": "batch_size", "L2": "l2",
     "DROPOUT": "dropout", "NORMALIZATION": "normalization", "PRECISION": "precision", "COMPILE": "compile",
+    "CONVOLUTIONS": "convolutions",
     "OTHER_EVAL": "other_eval", "NOISE_EVAL": "noise_eval", "MAX_STACK": "max_stack",
     "REMEDIES": "remedies", "POLY_ALPHA": "poly_alpha", "POLY_BETA": "poly_beta", "TAU": "tau",
     "DRW_EPOCH": "drw_epoch", "WEIGHT_POWER": "weight_power", "VAL_FRACTION": "val_fraction",
@@ -89,7 +91,8 @@ FIELDS = {  # constant -> BinaryConfig field
 
 CHOICES = {"PRESET": ("auto", *choices.BINARY_PRESETS), "SETTINGS": choices.BINARY_SETTINGS,
            "CLASSES": choices.CIFAR10_CLASSES, "REGIMES": choices.CNN_REGIMES, "NORMALIZATION": choices.NORMALIZATIONS,
-           "PRECISION": choices.PRECISIONS, "REMEDIES": choices.BINARY_REMEDIES, "LAUNCHER": choices.LAUNCHERS}
+           "PRECISION": choices.PRECISIONS, "CONVOLUTIONS": choices.CONVOLUTIONS, "REMEDIES": choices.BINARY_REMEDIES,
+           "LAUNCHER": choices.LAUNCHERS}
 
 
 def main(argv=None) -> int:

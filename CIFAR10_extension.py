@@ -54,6 +54,7 @@ DROPOUT = 0.5                    # on the two hidden fully connected layers, in 
 NORMALIZATION = "weight_sum"     # weight_sum: torch class weights (paper); mean: sum w*l / n
 PRECISION = "auto"               # auto: bf16 on CUDA, measured choice on CPU | fp32 | bf16 (autocast)
 COMPILE = False                  # torch.compile the stacked model
+CONVOLUTIONS = "torch"           # torch (cuDNN / oneDNN) | triton (one Triton launch per layer for all runs; CUDA)
 MAX_STACK = 84                   # runs trained together at most (a GPU wants many)
 FIGURES_ON = True                # draw the figures
 PROGRESS = True                  # progress bar (on a terminal)
@@ -76,13 +77,13 @@ FIELDS = {"SEEDS": "seeds", "DATA_SEED": "data_seed", "REGIMES": "regimes", "SOU
           "KERNEL_DIMS": "kernel_dims", "CLIP": "clip", "SELF_NORMALIZE": "self_normalize", "WIDTH": "width",
           "EPOCHS": "epochs", "LR": "lr", "MOMENTUM": "momentum", "BATCH_SIZE": "batch_size", "L2": "l2",
           "DROPOUT": "dropout", "NORMALIZATION": "normalization", "PRECISION": "precision",
-          "COMPILE": "compile", "MAX_STACK": "max_stack"}
+          "COMPILE": "compile", "CONVOLUTIONS": "convolutions", "MAX_STACK": "max_stack"}
 
 
 CHOICES = {"PRESET": ("auto", *choices.EXTENSION_PRESETS), "STUDIES": choices.EXTENSION_STUDIES,
            "REGIMES": choices.CNN_REGIMES, "COVARIATE_WEIGHTS": choices.COVARIATE_SOURCES,
            "LABEL_WEIGHTS": choices.LABEL_SOURCES, "NORMALIZATION": choices.NORMALIZATIONS,
-           "PRECISION": choices.PRECISIONS, "LAUNCHER": choices.LAUNCHERS}
+           "PRECISION": choices.PRECISIONS, "CONVOLUTIONS": choices.CONVOLUTIONS, "LAUNCHER": choices.LAUNCHERS}
 
 
 def main(argv=None) -> int:

@@ -43,6 +43,7 @@ POLY_ALPHA = 1.0                 # their poly-tailed loss's tail exponent
 NORMALIZATION = "mean"           # mean: sum w*l / batch (theirs); weight_sum: sum w*l / sum w
 PRECISION = "fp32"               # fp32 (theirs) | bf16 | auto
 COMPILE = False                  # torch.compile the stacked model
+CONVOLUTIONS = "torch"           # torch (cuDNN / oneDNN) | triton (one Triton launch per layer for all runs; CUDA)
 EVAL_EVERY = 1                   # their checkpoint callback looks at every epoch
 MAX_STACK = 84                   # runs trained together at most
 CPU_IMG_PER_S = 0.0              # > 0: also project the CPU wall time at this rate (model-images per second;
@@ -60,12 +61,13 @@ FIELDS = {
     "PER_CLASS": "per_class", "IMBALANCE": "imbalance", "TRAIN_FRACTION": "train_fraction", "WIDTH": "width",
     "EPOCHS": "epochs", "LR": "lr", "MOMENTUM": "momentum", "EXP_LR": "exp_lr", "EXP_MOMENTUM": "exp_momentum",
     "WEIGHT_EXPONENT": "weight_exponent", "BATCH_SIZE": "batch_size", "POLY_ALPHA": "poly_alpha",
-    "NORMALIZATION": "normalization", "PRECISION": "precision", "COMPILE": "compile", "EVAL_EVERY": "eval_every",
+    "NORMALIZATION": "normalization", "PRECISION": "precision", "COMPILE": "compile",
+    "CONVOLUTIONS": "convolutions", "EVAL_EVERY": "eval_every",
     "MAX_STACK": "max_stack",
 }
 CHOICES = {"PRESET": ("auto", *choices.WANG_PRESETS), "LOSSES": choices.WANG_LOSSES,
            "WEIGHTINGS": choices.WANG_WEIGHTINGS, "NORMALIZATION": choices.NORMALIZATIONS,
-           "PRECISION": choices.PRECISIONS}
+           "PRECISION": choices.PRECISIONS, "CONVOLUTIONS": choices.CONVOLUTIONS}
 
 
 def main(argv=None) -> int:

@@ -57,6 +57,7 @@ from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
+from iwshift.choices import CONVOLUTIONS  # noqa: E402
 from iwshift.cifar_binary import BinaryConfig  # noqa: E402
 from iwshift.cifar_data import CIFAR10_CLASSES, DataUnavailableError, load_cifar10  # noqa: E402
 from iwshift.models import StackedCNN, cnn_widths  # noqa: E402
@@ -236,14 +237,15 @@ def study_runs(n_models: int, n_train_per_class: int) -> StackedRuns:
 
 
 def time_trainer(pair: PairImages, n_models: int, width: float, device: torch.device, precision: str,
-                 compile: bool, batch_norm: bool, warmup: int, steps: int, graph: str = "on") -> Timing:
+                 compile: bool, batch_norm: bool, warmup: int, steps: int, graph: str = "on",
+                 convolutions: str = "torch") -> Timing:
     """``Trainer.train_epoch`` on K stacked runs (see the module docstring)."""
     if len(pair.labels) != 2 * int((pair.labels == 0).sum()):
         raise ValueError("the trainer cases expect as many images of each class")
     images = to_device_images(pair.images, device)
     labels = torch.as_tensor(pair.labels, device=device)
     runs = study_runs(n_models, len(pair.labels) // 2)
-    model = StackedCNN(n_models, width, batch_norm=batch_norm, dropout=runs.dropout)
+    model = StackedCNN(n_models, width, batch_norm=batch_norm, dropout=runs.dropout, convolutions=convolutions)
     model.reset_parameters(runs.seeds)
     model.to(device)
     trainer = Trainer(model, runs, images, labels, lr=LR, momentum=MOMENTUM, batch_size=BATCH_SIZE,
@@ -293,6 +295,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="also time the trainer cases with each of these graph options")
     parser.add_argument("--compile", action="store_true", help="torch.compile the stacked model (trainer cases)")
     parser.add_argument("--batch-norm", action="store_true", help="batch norm in the trainer's stacks")
+    parser.add_argument("--convolutions", choices=CONVOLUTIONS, default="torch",
+                        help="the stacked CNN's convolutions: torch (cuDNN / oneDNN) or triton (CUDA only)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if (args.warmup < 0 or (args.steps is not None and args.steps < 1) or args.per_class < 1
@@ -324,7 +328,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"CNN width {width:g} (channels {channels}, FC {hidden}); batch {BATCH_SIZE}; {args.warmup} warm-up + "
           f"{steps} timed steps per case; trainer precision {main_precision}"
           f"{' (also ' + ', '.join(precisions[1:]) + ')' if len(precisions) > 1 else ''}"
-          f"{'; torch.compile' if args.compile else ''}{'; batch norm' if args.batch_norm else ''}; "
+          f"{'; torch.compile' if args.compile else ''}{'; batch norm' if args.batch_norm else ''}"
+          f"{'; Triton convolutions' if args.convolutions == 'triton' else ''}; "
           f"graph {args.graph}{' (also ' + ', '.join(graphs[1:]) + ')' if len(graphs) > 1 else ''}")
 
     plain = time_plain(pair, width, device, args.warmup, steps)
@@ -336,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for graph in graphs:
             for k in ks:
                 timing = time_trainer(pair, k, width, device, precision, args.compile, args.batch_norm,
-                                      args.warmup, steps, graph)
+                                      args.warmup, steps, graph, args.convolutions)
                 results[k, precision, graph] = timing
                 print(f"K = {k:<3d} (Trainer, {precision}, graph {graph}): {timing.per_model:9.1f} img/s per model = "
                       f"{timing.per_model / plain.per_model:6.2f} x plain  ({timing.per_run:.1f} img/s per run; "

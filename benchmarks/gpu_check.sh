@@ -16,16 +16,24 @@
 #        output, whose last line is its key=value summary.
 #
 #   bash benchmarks/gpu_check.sh session   (one 10-minute job: what a short GPU lease should run first)
-#     the GPU-only tests; bench_cifar.py at K = 21 (the `none` stack, captured) to project the `none` regime;
+#     the GPU-only tests; bench_cifar.py at K = 21 (the `none` stack, captured), with cuDNN's and with the
+#     Triton convolutions, to project the `none` regime with the faster;
 #     then that regime as paper-none below, in what is left of SESSION_S (default 590 s) if the projection
 #     fits, else benchmarks/profile_step.py (the candidate step changes, half of what is left) and the
 #     check above; logs and a tarball of the regime's results in $OUT.
 #
+#   bash benchmarks/gpu_check.sh none-first (one 10-minute job: a lease's first command when the goal is the run)
+#     checks the Triton convolutions against F.conv2d on the GPU, times K = 21 with them and with cuDNN (100
+#     steps each), then trains the none regime below with the faster, in what is left of NONE_LIMIT_S.
+#
 #   bash benchmarks/gpu_check.sh paper-none (one 10-minute job)
 #     the paper preset's `none` regime, 3 seeds, 500 epochs, full data and width, with
-#     CIFAR10_binary_classifier.py (timeout NONE_LIMIT_S, default 570 s); its results (merged.csv, per-run
-#     folders, figures) come back as $OUT/paper_none.tar.gz ($OUT returns a few files only), its wall time in
-#     benchmarks/results/<device>-paper-none.txt. Unpack into paper-results/cifar_binary_paper_gpu/ to commit.
+#     CIFAR10_binary_classifier.py (timeout NONE_LIMIT_S, default 570 s), CONVOLUTIONS (torch | triton).
+#     Resumable: a run stopped by the timeout keeps its checkpoint (and its convolutions) in $WORK, and the
+#     next paper-none on the same warm machine resumes it (FRESH=1: start again). Once finished, its results
+#     (merged.csv, per-run folders, figures) come back as $OUT/paper_none.tar.gz ($OUT returns a few files
+#     only); each call appends its wall time to benchmarks/results/<device>-paper-none.txt. Unpack into
+#     paper-results/cifar_binary_paper_gpu/ to commit.
 #
 #   bash benchmarks/gpu_check.sh digest     prints the digest of the sources that every log header names
 #     beside the commit (the copy on a device machine may carry a stale .git: the digest says what ran).
@@ -240,29 +248,75 @@ PY
     [[ $bench_ok == 1 || $slice_ok == 1 ]]
 }
 
-train_none() {  # the none regime, 500 epochs, under timeout $1 s; results in $WORK/paper_none, packed into $OUT
-    local limit=$1 rc=0 t0=$SECONDS slug
+train_none() {  # the none regime, 500 epochs, under timeout $1 s, resumable; results in $WORK/paper_none
+    local limit=$1 rc=0 t0=$SECONDS slug convolutions
     slug=$(device_slug)
-    echo "=== the paper preset's none regime, 3 seeds, 500 epochs (timeout $limit s)"
-    rm -rf "$WORK/paper_none"
-    # checkpoints every 100 epochs: each writes 21 full-width networks and their momentum (~0.25 GB)
+    [[ -n ${FRESH:-} ]] && rm -rf "$WORK/paper_none" "$WORK/convolutions"
+    # the convolutions a started run chose (a resumed run keeps them), else CONVOLUTIONS (default torch)
+    convolutions=$(cat "$WORK/convolutions" 2>/dev/null || echo "${CONVOLUTIONS:-torch}")
+    echo "$convolutions" > "$WORK/convolutions"
+    echo "=== the paper preset's none regime, 3 seeds, 500 epochs, $convolutions convolutions (timeout $limit s;" \
+         "a run stopped by it is checkpointed in $WORK and resumed by the next paper-none on this machine)"
+    # checkpoints every 100 epochs and on the timeout's SIGTERM: 21 full-width networks and momentum, ~0.25 GB
     # shellcheck disable=SC2086  # EXTRA_ARGS: several flags
-    timeout -k 10 "$limit" python3 CIFAR10_binary_classifier.py --preset paper --device "$DEVICE" \
-        --data-dir "$DATA" --settings weighting --regimes none --seeds 0 1 2 --epochs "$EPOCHS" $EXTRA_ARGS \
-        --checkpoint-every 100 --out "$WORK/paper_none" --figures "$WORK/paper_none/figures" 2>&1 \
-        | tee "$OUT/paper_none.log" || rc=$?
-    local wall=$((SECONDS - t0))
+    timeout -k 20 "$limit" python3 CIFAR10_binary_classifier.py --preset paper --device "$DEVICE" \
+        --data-dir "$DATA" --settings weighting --regimes none --seeds 0 1 2 --epochs "$EPOCHS" \
+        --convolutions "$convolutions" $EXTRA_ARGS --checkpoint-every 100 --out "$WORK/paper_none" \
+        --figures "$WORK/paper_none/figures" 2>&1 | tee -a "$OUT/paper_none.log" || rc=$?
+    local wall=$((SECONDS - t0)) finished=0
+    [[ $rc == 0 && -f $WORK/paper_none/merged.csv ]] && finished=1
     {
         echo "# benchmarks/gpu_check.sh $MODE $(date -u '+%Y-%m-%dT%H:%M:%SZ'), $(provenance), $slug"
         grep -v '^\s*$' "$OUT/paper_none.log" 2>/dev/null | tail -n 6
-        echo "device=$slug regime=none runs=21 epochs=500 exit_status=$rc wall_s=$wall"
-    } > "$RESULTS/$slug-paper-none.txt"
+        echo "device=$slug regime=none runs=21 epochs=$EPOCHS convolutions=$convolutions exit_status=$rc" \
+             "wall_s=$wall finished=$finished"
+    } >> "$RESULTS/$slug-paper-none.txt"
     cp "$RESULTS/$slug-paper-none.txt" "$OUT/"
-    rm -rf "$WORK/paper_none/.checkpoints"
-    # $OUT brings back a few files only: the results as one tarball (merged.csv, per-run folders, figures)
-    [[ -d $WORK/paper_none ]] && tar -czf "$OUT/paper_none.tar.gz" -C "$WORK" paper_none
-    echo "=== none regime: $wall s (exit status $rc); results: $OUT/paper_none.tar.gz"
-    [[ $rc == 0 && -f $WORK/paper_none/merged.csv ]]
+    if (( finished )); then
+        rm -rf "$WORK/paper_none/.checkpoints" "$WORK/convolutions"
+        # $OUT brings back a few files only: the results as one tarball (merged.csv, per-run folders, figures)
+        tar -czf "$OUT/paper_none.tar.gz" -C "$WORK" paper_none
+        echo "=== none regime finished: $wall s in this call; results: $OUT/paper_none.tar.gz"
+    else
+        echo "=== none regime NOT finished (exit status $rc after $wall s): resume with" \
+             "'bash benchmarks/gpu_check.sh paper-none' on this machine while it is warm"
+    fi
+    (( finished ))
+}
+
+none_first() {  # a lease's first command: the faster convolutions in a minute or two, then the none regime
+    local start=$SECONDS torch_ms triton_ms step_ms
+    environment
+    prepare_data
+    python3 -c "import sys; from iwshift.cifar_data import load_cifar10; load_cifar10(sys.argv[1], download=False)" \
+        "$DATA" > "$OUT/decode.log" 2>&1 &
+    local decoding=$!
+    CONVOLUTIONS=torch
+    if [[ -f $WORK/convolutions ]]; then
+        echo "a started none regime is in $WORK (its convolutions: $(cat "$WORK/convolutions")): resuming it"
+    else
+        echo "=== the Triton convolutions against F.conv2d on this GPU (timeout 120 s)"
+        if timeout -k 5 120 python3 -m iwshift.triton_conv --check --device "$DEVICE" 2>&1 | tail -n 3 \
+                && timeout -k 5 100 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" \
+                    --data-dir "$DATA" --ks 21 --precision bf16 --convolutions triton --steps 100 2>&1 \
+                    | tee "$OUT/bench_k21_triton.log" | tail -n 2; then
+            triton_ms=$(sed -nE 's/^device=.* k21_step_ms=([0-9.]+).*/\1/p' "$OUT/bench_k21_triton.log")
+        else
+            echo "the Triton convolutions failed their check or the benchmark: cuDNN it is"
+        fi
+        wait "$decoding" || true
+        timeout -k 5 80 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" --data-dir "$DATA" \
+            --ks 21 --precision bf16 --steps 100 2>&1 | tee "$OUT/bench_k21.log" | tail -n 2 || true
+        torch_ms=$(sed -nE 's/^device=.* k21_step_ms=([0-9.]+).*/\1/p' "$OUT/bench_k21.log")
+        step_ms=${torch_ms:-0}
+        if [[ -n ${triton_ms:-} ]] && python3 -c "import sys; sys.exit(not ${torch_ms:-1e9} > $triton_ms)"; then
+            CONVOLUTIONS=triton step_ms=$triton_ms
+        fi
+        echo "K = 21: ${torch_ms:-?} ms per step with cuDNN, ${triton_ms:-?} with Triton: $CONVOLUTIONS;" \
+             "the none regime projects to $(python3 -c "print(int(30 + 1.12 * 500 * 625 * $step_ms / 1e3))") s of training"
+    fi
+    wait "$decoding" 2>/dev/null || true
+    train_none $((NONE_LIMIT_S - (SECONDS - start))) || true
 }
 
 paper_none() {
@@ -287,14 +341,25 @@ session() {
     timeout -k 5 100 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" --data-dir "$DATA" --ks 21 \
         --precision bf16 --graph on --steps "$BENCH_STEPS" 2>&1 | tee "$OUT/bench_k21.log" \
         || echo "step 1: FAILED or timed out"
-    # the none regime's projected wall time from its ms per step (+12 % for the 48 evaluations, +30 s to
-    # start); when that does not fit, the time goes to the check's benchmark and slices instead
-    projected=$(sed -nE 's/^device=.* k21_step_ms=([0-9.]+).*/\1/p' "$OUT/bench_k21.log" \
-        | python3 -c "import sys; v = sys.stdin.read().strip(); print(int(30 + 1.12 * 500 * 625 * float(v) / 1e3) if v else 0)")
+    echo "=== step 1b: K = 21 with the Triton convolutions (timeout 120 s), $((SECONDS - start)) s elapsed"
+    timeout -k 5 120 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" --data-dir "$DATA" --ks 21 \
+        --precision bf16 --graph on --convolutions triton --steps "$BENCH_STEPS" 2>&1 | tee "$OUT/bench_k21_triton.log" \
+        || echo "step 1b: FAILED or timed out (the none regime keeps cuDNN)"
+    # the faster convolutions, and the none regime's projected wall time from its ms per step (+12 % for the
+    # 48 evaluations, +30 s to start); when that does not fit, the time goes to the candidates and the check
+    local torch_ms triton_ms convolutions=torch step_ms
+    torch_ms=$(sed -nE 's/^device=.* k21_step_ms=([0-9.]+).*/\1/p' "$OUT/bench_k21.log")
+    triton_ms=$(sed -nE 's/^device=.* k21_step_ms=([0-9.]+).*/\1/p' "$OUT/bench_k21_triton.log")
+    step_ms=$torch_ms
+    if [[ -n $triton_ms ]] && python3 -c "import sys; sys.exit(not ${torch_ms:-1e9} > $triton_ms)"; then
+        convolutions=triton step_ms=$triton_ms
+    fi
+    echo "K = 21: ${torch_ms:-?} ms per step with cuDNN, ${triton_ms:-?} with Triton: the none regime uses $convolutions"
+    projected=$(python3 -c "v = '$step_ms'; print(int(30 + 1.12 * 500 * 625 * float(v) / 1e3) if v else 0)")
     left=$((SESSION_S - (SECONDS - start) - 15))
     echo "the none regime projects to ${projected} s; ${left} s are left"
     if (( projected > 0 && projected <= left )); then
-        train_none $((left < NONE_LIMIT_S ? left : NONE_LIMIT_S)) || true
+        EXTRA_ARGS="$EXTRA_ARGS --convolutions $convolutions" train_none $((left < NONE_LIMIT_S ? left : NONE_LIMIT_S)) || true
     else
         echo "the none regime would not finish in the ${left} s left: timing the candidate step changes, then the check"
         # the candidates most likely to pay first (channels-first measured slower; compile takes minutes)
@@ -310,7 +375,8 @@ session() {
 case $MODE in
     check) check 2>&1 | tee "$OUT/gpu_check.log"; exit "${PIPESTATUS[0]}" ;;
     paper-none) paper_none 2>&1 | tee "$OUT/gpu_check.log"; exit "${PIPESTATUS[0]}" ;;
+    none-first) none_first 2>&1 | tee "$OUT/gpu_check.log"; exit "${PIPESTATUS[0]}" ;;
     session) session 2>&1 | tee "$OUT/gpu_check.log"; exit "${PIPESTATUS[0]}" ;;
     digest) source_digest ;;
-    *) echo "usage: bash benchmarks/gpu_check.sh [check|session|paper-none|digest]" >&2; exit 2 ;;
+    *) echo "usage: bash benchmarks/gpu_check.sh [check|session|none-first|paper-none|digest]" >&2; exit 2 ;;
 esac

@@ -12,7 +12,7 @@ the captured graph replays). The variants:
   than running it group by group (the profile shows 21 launches per step of one layer's forward);
 * ``conv1-bmm``: the first convolution as one batched matrix product of gathered image patches (one copy) with
   each model's weights, instead of a grouped convolution;
-* ``triton-conv``: every convolution through Triton implicit-GEMM kernels (``benchmarks/triton_conv.py``: one
+* ``triton-conv``: every convolution through Triton implicit-GEMM kernels (``iwshift.triton_conv``: one
   launch for all K groups, forward, data and weight gradients; CUDA only, checked on the GPU against
   ``F.conv2d`` first, and in the tests through Triton's CPU interpreter);
 * ``fused-sgd``: the stacked update as one ``torch._fused_sgd_`` pass (the kernel behind
@@ -104,14 +104,6 @@ class FusedStackedSGD(StackedSGD):
         self.started = True
 
 
-def triton_convs(model: StackedCNN, n_models: int) -> None:
-    """Every convolution through the Triton implicit-GEMM kernels of ``benchmarks/triton_conv.py``."""
-    from triton_conv import TritonConv
-
-    for i, conv in enumerate(model.convs):
-        model.convs[i] = TritonConv(conv)
-
-
 def first_conv(stand_in: type[FirstConvStandIn]):
     def swap(model: StackedCNN, n_models: int) -> None:
         model.convs[0] = stand_in(model.convs[0], n_models)
@@ -123,7 +115,7 @@ VARIANTS = {  # name: (what replaces convolutions, precision, channels_last, fus
     "bf16-nchw": (None, "bf16", False, False, False),
     "conv1-pad8": (first_conv(PaddedConv), "bf16", True, False, False),
     "conv1-bmm": (first_conv(BmmConv), "bf16", True, False, False),
-    "triton-conv": (triton_convs, "bf16", True, False, False),
+    "triton-conv": (None, "bf16", True, False, False),  # StackedCNN(convolutions="triton")
     "fused-sgd": (None, "bf16", True, True, False),
     "compile": (None, "bf16", True, False, True),
 }
@@ -141,7 +133,7 @@ def build(variant: str, k: int, width: float, device: torch.device, n: int = 200
                        example_weights=np.stack([np.where(labels.cpu().numpy() == 1, weights[i % 7], 1.0)
                                                  for i in range(k)]),
                        l2=[0.0] * k, dropout=[0.0] * k)
-    model = StackedCNN(k, width)
+    model = StackedCNN(k, width, convolutions="triton" if variant == "triton-conv" else "torch")
     model.reset_parameters(runs.seeds)
     if convs is not None:
         convs(model, k)
@@ -200,7 +192,7 @@ def main() -> None:
             continue
         try:  # a variant that fails its check or on this device is reported, not fatal
             if name == "triton-conv":  # its own checks, on the GPU: each kernel in fp32 and bf16, then the model
-                import triton_conv
+                from iwshift import triton_conv
 
                 worst = max(triton_conv.check("cuda"), triton_conv.check("cuda", torch.bfloat16))
                 print(f"triton-conv checks: kernels within {worst:.1e} of F.conv2d, "

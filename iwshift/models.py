@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .choices import MODELS_2D  # noqa: E402
+from .choices import CONVOLUTIONS, MODELS_2D  # noqa: E402
 
 
 def _outputs(n_classes: int) -> int:
@@ -219,14 +219,26 @@ class StackedCNN(nn.Module):
     and a run draws the same masks alone or in any stack. The trainer passes ``step`` in training mode
     (a Python int, or a 0-d int64 tensor on the device, e.g. inside a CUDA graph).
 
+    ``convolutions``: ``torch`` (``nn.Conv2d``: cuDNN on CUDA, oneDNN on the CPU) or ``triton`` (one Triton
+    implicit-GEMM launch per layer for all K models, :mod:`iwshift.triton_conv`; CUDA only, on the same
+    parameters).
+
     Input ``(K, B, 3, 32, 32)`` (model k sees its own batch), output logits ``(K, B, n_classes)``.
     """
 
     step_seeded_dropout = True
 
     def __init__(self, n_models: int, width: float = 1.0, batch_norm: bool = False, n_classes: int = 2,
-                 dropout: Sequence[float] | float = 0.0, seeds: Sequence[int] | None = None):
+                 dropout: Sequence[float] | float = 0.0, seeds: Sequence[int] | None = None,
+                 convolutions: str = "torch"):
         super().__init__()
+        if convolutions not in CONVOLUTIONS:
+            raise ValueError(f"unknown convolutions {convolutions!r}; choose from {', '.join(CONVOLUTIONS)}")
+        self.convolutions = convolutions
+        if convolutions == "triton":
+            from .triton_conv import grouped_conv3x3
+
+            self._grouped_conv = grouped_conv3x3
         K = self.n_models = n_models
         self.width, self.batch_norm, self.n_classes = width, batch_norm, n_classes
         channels, hidden = cnn_widths(width)
@@ -279,7 +291,8 @@ class StackedCNN(nn.Module):
         if self.convs[0].weight.is_contiguous(memory_format=torch.channels_last) and K * x.shape[2] > 1:
             h = h.contiguous(memory_format=torch.channels_last)
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            h = torch.relu(norm(conv(h)))
+            h = self._grouped_conv(h, conv.weight, conv.bias, K) if self.convolutions == "triton" else conv(h)
+            h = torch.relu(norm(h))
             if i in (1, 4):
                 h = nn.functional.max_pool2d(h, 2)
         h = h.reshape(B, K, -1).transpose(0, 1)  # (K, B, features) in each model's C, H, W order

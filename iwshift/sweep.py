@@ -33,6 +33,7 @@ from .results import BadResultFile
 from .train import Checkpoint, LossSpec, StackedRuns, Trainer, checkpoint_now, fit_table, read_checkpoint
 
 from .choices import CNN_REGIMES as REGIMES  # noqa: E402
+from .choices import CONVOLUTIONS  # noqa: E402
 # Measured here (2 cores, AVX-512 bf16; benchmarks/bench_cifar.py): bf16 autocast + channels_last trains the
 # stacked CNN 2.4x faster than fp32 at width 1/4 (K = 21) and 1.6x at full width (K = 1). See README, "Speed".
 CPU_PRECISION = "bf16"
@@ -62,6 +63,7 @@ class CnnConfig:
     normalization: str = "weight_sum"
     precision: str = "auto"          # auto (see resolve_precision) | fp32 | bf16 (autocast + channels_last)
     compile: bool = False            # torch.compile the stacked model (CUDA)
+    convolutions: str = "torch"      # torch (cuDNN / oneDNN) | triton (iwshift.triton_conv, CUDA)
     probe_per_class: int = 64        # training images per class for the gradient norms
     eval_every: int = 0              # 0: dense early then sparser (see eval_epochs); k: 1, 2, 3, 5, 7, k, 2k, ...
     max_stack: int = 84              # runs trained together in one stack at most (a GPU wants many)
@@ -81,6 +83,7 @@ class CnnConfig:
         self.dropout = v.probability_below_one("dropout", self.dropout)
         self.normalization = v.one_of("normalization", self.normalization, ("mean", "weight_sum"))
         self.precision = v.one_of("precision", self.precision, ("auto", "fp32", "bf16"))
+        self.convolutions = v.one_of("convolutions", self.convolutions, CONVOLUTIONS)
         self.probe_per_class = v.at_least("probe_per_class", self.probe_per_class, 1)
         self.eval_every = v.at_least("eval_every", self.eval_every, 0)
         self.max_stack = v.at_least("max_stack", self.max_stack, 1)
@@ -177,7 +180,8 @@ def train_stack(
     batch_norm = {r == "batchnorm" for r in regimes}
     if len(batch_norm) != 1:
         raise ValueError("a stack mixes batch-norm and plain runs")
-    model = StackedCNN(K, cfg.width, batch_norm=batch_norm.pop(), n_classes=n_classes, dropout=runs.dropout)
+    model = StackedCNN(K, cfg.width, batch_norm=batch_norm.pop(), n_classes=n_classes, dropout=runs.dropout,
+                       convolutions=cfg.convolutions)
     model.reset_parameters(runs.seeds)
     model.to(images.device)
     precision = resolve_precision(cfg.precision, images.device)
@@ -276,7 +280,7 @@ def divergence_summary(table: pd.DataFrame, prog: str) -> str | None:
 # run is computed, not what (precision: the one used is compared): a run trained in another grid, stack
 # or job is the same run.
 GRID_FIELDS = ("regimes", "seeds", "weights", "ratios", "remedies", "weight_sources", "setting", "classes", "study")
-HOW_FIELDS = ("max_stack", "compile", "precision")
+HOW_FIELDS = ("max_stack", "compile", "precision", "convolutions")
 FLAG_OF = {"data": "data_dir", "precision_used": "precision"}  # record fields named by their flag
 CHECKPOINT_EVERY = 10            # epochs between a stack's checkpoints (and on SIGTERM / SIGUSR1)
 CHECKPOINTS = ".checkpoints"     # <out>/.checkpoints/<stack>.pt, removed once the stack's results are written
@@ -578,4 +582,6 @@ def preset_fields(values: dict[str, Any], defaults: dict[str, Any], fields: dict
                 if const in given or values[const] != defaults[const]}
     chosen = {field_name: values[const] for const, field_name in fields.items()}
     chosen.update({k: val for k, val in presets[preset].items() if k not in explicit})
+    if chosen.get("convolutions") == "triton" and not device.startswith("cuda"):  # before anything is written
+        raise ConfigError("convolutions", f"triton runs on CUDA only (the device is {device})")
     return preset, chosen

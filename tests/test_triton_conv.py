@@ -1,6 +1,6 @@
-"""The Triton implicit-GEMM convolutions of ``benchmarks/triton_conv.py`` (a candidate of
-``profile_step.py``) compute what ``F.conv2d`` computes: forward, data and weight gradients, and a stacked
-CNN trained through them. On the CPU through Triton's interpreter (float32 and float16)."""
+"""The Triton implicit-GEMM convolutions (``iwshift.triton_conv``, ``StackedCNN(convolutions="triton")``)
+compute what ``F.conv2d`` computes: forward, data and weight gradients, and a stacked CNN trained through
+them. On the CPU through Triton's interpreter (float32 and float16); compiled for sm_90 without a GPU."""
 
 import importlib.util
 import os
@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 def test_triton_convolutions_equal_conv2d_forward_and_backward():
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "triton_conv.py"), "--check", "--device", "cpu"],
-                          env=env, capture_output=True, text=True, timeout=240)
+    done = subprocess.run([sys.executable, "-m", "iwshift.triton_conv", "--check", "--device", "cpu"],
+                          env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "triton_conv check on cpu: ok" in done.stdout
 
@@ -25,8 +25,22 @@ def test_triton_convolutions_equal_conv2d_forward_and_backward():
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 def test_triton_convolutions_compile_for_hopper_without_a_gpu():
     """The interpreter is lenient where the compiler is not: every configuration the GPU runs compiles."""
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "triton_conv.py"), "--compile-only"],
-                          capture_output=True, text=True, timeout=240)
+    done = subprocess.run([sys.executable, "-m", "iwshift.triton_conv", "--compile-only"],
+                          capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "compiled 15 kernels for sm_90" in done.stdout
     assert "bf16 BN=64 1: wgmma" in done.stdout  # the bf16 products on Hopper's tensor-core instructions
+
+
+def test_triton_convolutions_are_a_choice_refused_off_cuda():
+    from iwshift import sweep
+    from iwshift.config import ConfigError
+    from iwshift.models import StackedCNN
+
+    with pytest.raises(ValueError, match="unknown convolutions 'cublas'"):
+        StackedCNN(2, 0.0625, convolutions="cublas")
+    with pytest.raises(ConfigError, match="--convolutions: unknown value 'cublas'"):
+        sweep.CnnConfig(convolutions="cublas")
+    # how a run is computed, not what it computes: results stay comparable across the two
+    record = {"config": {"width": 1.0, "convolutions": "triton"}}
+    assert sweep.run_identity({"run": "a"}, record) == sweep.run_identity({"run": "a"}, {"config": {"width": 1.0}})

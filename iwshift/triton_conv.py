@@ -1,4 +1,4 @@
-"""A candidate for the stacked CNN's grouped convolutions: Triton implicit-GEMM kernels (issue 13).
+"""The stacked CNN's grouped convolutions as Triton implicit-GEMM kernels (``StackedCNN(convolutions="triton")``).
 
 cuDNN runs some of the stack's grouped 3x3 convolutions group by group (21 launches per layer and step in the
 H200 profile, ``benchmarks/results/nvidia-h200-profile.txt``). Here each convolution is one launch for all K
@@ -11,10 +11,11 @@ groups, as implicit matrix products that gather their operands straight from the
 * weight gradient, per group: gw[n, k] = sum over (b, y, x) of gout[(b, y, x), g N + n] in[b, y + dy, x + dx, g C + c],
   the sum over positions split into slices whose partial sums are added by torch (deterministic, no atomics).
 
-3x3 kernels, stride 1, no padding, as in the Byrd & Lipton CNN. ``python benchmarks/triton_conv.py --check``
-compares forward and gradients with ``F.conv2d`` (on the CPU set ``TRITON_INTERPRET=1``: Triton's interpreter).
-Used by ``benchmarks/profile_step.py``'s ``triton-conv`` variant; not by the studies (keep whatever the GPU
-measurement favours).
+3x3 kernels, stride 1, no padding, as in the Byrd & Lipton CNN; CUDA (on the CPU only through Triton's
+interpreter, ``TRITON_INTERPRET=1``, for the tests). ``python -m iwshift.triton_conv --check`` compares forward
+and gradients with ``F.conv2d`` in float64; ``--compile-only`` compiles every configuration for sm_90 without
+a GPU. Not the default: ``benchmarks/profile_step.py`` times it against cuDNN (keep what the GPU measurement
+favours). Importing this module needs the ``triton`` package (it comes with PyTorch's CUDA wheels on Linux).
 """
 
 from __future__ import annotations
@@ -141,8 +142,16 @@ def _weight_gradient(src: torch.Tensor, gout: torch.Tensor, groups: int) -> torc
     return part.sum(0).view(groups, N, TAPS, TAPS, C).permute(0, 1, 4, 2, 3).reshape(groups * N, C, TAPS, TAPS)
 
 
+def grouped_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, groups=groups)`` for 3x3 kernels, stride 1, no padding (autocast's dtype
+    when autocast is on; the output channels-last), through the kernels above; differentiable."""
+    if weight.shape[2:] != (TAPS, TAPS):
+        raise ValueError(f"the Triton kernels take 3x3 convolutions (got {tuple(weight.shape[2:])})")
+    return GroupedConv3x3.apply(x, weight, bias, groups)
+
+
 class GroupedConv3x3(torch.autograd.Function):
-    """``F.conv2d(x, weight, bias, groups=groups)`` for 3x3 kernels, stride 1, no padding, through the kernels above."""
+    """The autograd function behind :func:`grouped_conv3x3`."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> torch.Tensor:
@@ -175,23 +184,6 @@ class GroupedConv3x3(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
-class TritonConv(torch.nn.Module):
-    """Stands in for one grouped ``nn.Conv2d`` of a stacked model, on its parameters."""
-
-    def __init__(self, conv: torch.nn.Conv2d):
-        super().__init__()
-        if conv.kernel_size != (TAPS, TAPS) or conv.stride != (1, 1) or conv.padding != (0, 0):
-            raise ValueError("the Triton kernels take 3x3 convolutions, stride 1, no padding")
-        self.conv = conv
-
-    @property
-    def weight(self) -> torch.Tensor:  # the model checks its first convolution's memory format
-        return self.conv.weight
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return GroupedConv3x3.apply(h, self.conv.weight, self.conv.bias, self.conv.groups)
-
-
 def check(device: str, dtype: torch.dtype = torch.float32) -> float:
     """Largest relative error of forward and gradients against ``F.conv2d`` in float64 over a few shapes (fresh
     random inputs, channels-last and not). Triton's CPU interpreter computes float32 and float16, not bfloat16."""
@@ -207,7 +199,7 @@ def check(device: str, dtype: torch.dtype = torch.float32) -> float:
         gout = torch.randn(batch, groups * c_out, size - 2, size - 2, generator=gen).to(device, dtype)
         results = []  # the reference in float64 on the same (rounded) inputs
         for conv, as_dtype in ((lambda *a: F.conv2d(*a, groups=groups), torch.float64),
-                               (lambda *a: GroupedConv3x3.apply(*a, groups), dtype)):
+                               (lambda *a: grouped_conv3x3(*a, groups), dtype)):
             leaves = [t.detach().to(as_dtype).requires_grad_() for t in (x, w, b)]
             out = conv(*leaves)
             out.backward(gout.to(as_dtype))
@@ -225,9 +217,8 @@ def check_model(device: str, n_models: int = 2, steps: int = 2, batch: int = 2) 
     convolution through the Triton kernels against the default model."""
     import numpy as np
 
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    from iwshift.models import StackedCNN
-    from iwshift.train import StackedRuns, Trainer, to_device_images
+    from .models import StackedCNN
+    from .train import StackedRuns, Trainer, to_device_images
 
     n = steps * batch
     rng = np.random.default_rng(0)
@@ -236,11 +227,8 @@ def check_model(device: str, n_models: int = 2, steps: int = 2, batch: int = 2) 
     runs = StackedRuns(seeds=list(range(n_models)), train_index=np.tile(np.arange(n), (n_models, 1)),
                        example_weights=np.ones((n_models, n)), l2=[0.0] * n_models, dropout=[0.0] * n_models)
     logits = []
-    for triton_convs in (False, True):
-        model = StackedCNN(n_models, 0.0625, seeds=runs.seeds)
-        if triton_convs:
-            for i, conv in enumerate(model.convs):
-                model.convs[i] = TritonConv(conv)
+    for convolutions in ("torch", "triton"):
+        model = StackedCNN(n_models, 0.0625, seeds=runs.seeds, convolutions=convolutions)
         trainer = Trainer(model.to(device), runs, images, labels, lr=0.01, batch_size=batch, channels_last=True,
                           image_normalization="cifar10", cudnn_benchmark=False)
         trainer.train_epoch()
@@ -279,7 +267,7 @@ def compile_for_hopper() -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m iwshift.triton_conv", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare with F.conv2d (TRITON_INTERPRET=1 on CPU)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compile-only", action="store_true", help="compile every configuration for sm_90 (no GPU needed)")
