@@ -44,3 +44,15 @@ def test_triton_convolutions_are_a_choice_refused_off_cuda():
     # how a run is computed, not what it computes: results stay comparable across the two
     record = {"config": {"width": 1.0, "convolutions": "triton"}}
     assert sweep.run_identity({"run": "a"}, record) == sweep.run_identity({"run": "a"}, {"config": {"width": 1.0}})
+
+
+@pytest.mark.skipif(not (importlib.util.find_spec("triton") and __import__("torch").cuda.is_available()),
+                    reason="needs CUDA and triton")
+def test_triton_convolutions_on_cuda_in_float32_and_bfloat16():
+    import torch
+
+    from iwshift import triton_conv
+
+    assert triton_conv.check("cuda") < 1e-5
+    assert triton_conv.check("cuda", torch.bfloat16) < 2e-2
+    assert triton_conv.check_model("cuda") < 1e-4
