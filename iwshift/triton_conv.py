@@ -104,8 +104,10 @@ def _nhwc_strides(t: torch.Tensor) -> tuple[int, int, int, int]:
     return t.stride(0), t.stride(2), t.stride(3), t.stride(1)
 
 
-def _blocks(n: int) -> int:
-    return 16 if n <= 16 else 32 if n <= 32 else 64 if n <= 64 else 128
+def _width(n: int) -> int:
+    """A tile's channel width: the channels rounded up to a power of two in 16..64 (at most 64, so that a
+    128-channel layer runs as two tiles: more programs for its few positions)."""
+    return 16 if n <= 16 else 32 if n <= 32 else 64
 
 
 def _gather(src: torch.Tensor, wmat: torch.Tensor, bias: torch.Tensor | None, groups: int, out_hw: tuple[int, int],
@@ -115,7 +117,8 @@ def _gather(src: torch.Tensor, wmat: torch.Tensor, bias: torch.Tensor | None, gr
     Ho, Wo = out_hw
     out = torch.empty((B, groups * N, Ho, Wo), device=src.device, dtype=src.dtype,
                       memory_format=torch.channels_last)
-    BM, BN, BK = (128 if src.is_cuda else 64), _blocks(N), 32
+    # 128 positions per tile where a group has thousands of them, else 64 (more programs for the deep layers)
+    BM, BN, BK = 128 if src.is_cuda and B * Ho * Wo >= 4096 else 64, _width(N), 32
     grid = (triton.cdiv(B * Ho * Wo, BM), triton.cdiv(N, BN), groups)
     _gather_conv[grid](src, wmat, bias if bias is not None else wmat, out, B, Hs, Ws, Ho, Wo, C, N,
                        *_nhwc_strides(src), *_nhwc_strides(out), SIGN=sign, HAS_BIAS=bias is not None,
@@ -129,7 +132,7 @@ def _weight_gradient(src: torch.Tensor, gout: torch.Tensor, groups: int) -> torc
     _, GN, Ho, Wo = gout.shape
     C, N = GC // groups, GN // groups
     KD, M = 9 * C, B * Ho * Wo
-    BN, BK, BM = _blocks(N), 64, 64
+    BN, BK, BM = _width(N), 64, 64
     tiles = triton.cdiv(N, BN) * triton.cdiv(KD, BK) * groups
     splits = max(1, min(triton.cdiv(M, 4 * BM), triton.cdiv(4 * 132, tiles)))  # about 4 waves of programs
     rows_per_split = triton.cdiv(triton.cdiv(M, splits), BM) * BM
@@ -251,17 +254,18 @@ def compile_for_hopper() -> list[str]:
     gather = ["src", "wmat", "bias", "out", "B", "Hs", "Ws", "Ho", "Wo", "C", "N", *(f"{p}_{d}" for p in "so" for d in "bhwc")]
     weight = ["src", "gout", "part", "G", "B", "Ho", "Wo", "C", "N", "rows_per_split",
               *(f"{p}_{d}" for p in "sg" for d in "bhwc")]
-    for dtype, widths in (("bf16", (64, 128)), ("fp32", (16, 32, 64))):
+    for dtype, widths in (("bf16", (16, 64)), ("fp32", (16, 32, 64))):
         for BN in widths:
             jobs = [(_gather_conv, gather, {"src", "wmat", "bias", "out"},
-                     dict(SIGN=sign, HAS_BIAS=sign == 1, IEEE=dtype == "fp32", BM=128, BN=BN, BK=32)) for sign in (1, -1)]
+                     dict(SIGN=sign, HAS_BIAS=sign == 1, IEEE=dtype == "fp32", BM=BM, BN=BN, BK=32))
+                    for sign in (1, -1) for BM in (64, 128)]
             jobs.append((_weight_grad, weight, {"src", "gout"}, dict(IEEE=dtype == "fp32", BN=BN, BK=64, BM=64)))
             for kernel, names, pointers, constants in jobs:
                 signature = {n: (f"*{dtype}" if n in pointers else "*fp32" if n == "part" else "i32") for n in names}
                 signature.update(dict.fromkeys(constants, "constexpr"))
                 compiled = triton.compile(ASTSource(kernel, signature, constexprs=constants), target=target,
                                           options=dict(num_warps=4, num_stages=3))
-                lines.append(f"{kernel.__name__} {dtype} BN={BN} {constants.get('SIGN', '')}: "
+                lines.append(f"{kernel.__name__} {dtype} BM={constants['BM']} BN={BN} {constants.get('SIGN', '')}: "
                              f"{'wgmma' if 'wgmma' in compiled.asm['ptx'] else 'no wgmma'}")
     return lines
 
