@@ -134,13 +134,14 @@ def _weight_gradient(src: torch.Tensor, gout: torch.Tensor, groups: int) -> torc
     KD, M = 9 * C, B * Ho * Wo
     BN, BK, BM = _width(N), 64, 64
     tiles = triton.cdiv(N, BN) * triton.cdiv(KD, BK) * groups
-    splits = max(1, min(triton.cdiv(M, 4 * BM), triton.cdiv(4 * 132, tiles)))  # about 4 waves of programs
+    processors = torch.cuda.get_device_properties(src.device).multi_processor_count if src.is_cuda else 132
+    splits = max(1, min(triton.cdiv(M, 4 * BM), triton.cdiv(4 * processors, tiles)))  # about 4 waves of programs
     rows_per_split = triton.cdiv(triton.cdiv(M, splits), BM) * BM
     splits = triton.cdiv(M, rows_per_split)
     part = torch.empty((splits, groups, N, KD), device=src.device, dtype=torch.float32)
     grid = (triton.cdiv(N, BN), triton.cdiv(KD, BK), groups * splits)
-    _weight_grad[grid](src, gout, part, groups, B, Ho, Wo, C, N, rows_per_split, *_nhwc_strides(src), *_nhwc_strides(gout),
-                       IEEE=src.dtype == torch.float32, BN=BN, BK=BK, BM=BM)
+    _weight_grad[grid](src, gout, part, groups, B, Ho, Wo, C, N, rows_per_split, *_nhwc_strides(src),
+                       *_nhwc_strides(gout), IEEE=src.dtype == torch.float32, BN=BN, BK=BK, BM=BM)
     # part[..., k] with k = (dy, dx, c) -> the weight layout (G N, C, dy, dx)
     return part.sum(0).view(groups, N, TAPS, TAPS, C).permute(0, 1, 4, 2, 3).reshape(groups * N, C, TAPS, TAPS)
 
@@ -159,7 +160,7 @@ class GroupedConv3x3(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> torch.Tensor:
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-        ctx_dtype = x.dtype  # autocast's cast happens in here: the gradients go back in the callers' dtypes
+        input_dtype = x.dtype  # autocast's cast happens in here: the gradients go back in the callers' dtypes
         x, w = x.to(dtype), weight.to(dtype)
         GN, C = weight.shape[:2]
         N = GN // groups
@@ -167,7 +168,7 @@ class GroupedConv3x3(torch.autograd.Function):
         wmat = w.view(groups, N, C, TAPS, TAPS).permute(0, 3, 4, 2, 1).reshape(groups, 9 * C, N).contiguous()
         out = _gather(x, wmat, bias.to(dtype), groups, (x.shape[2] - 2, x.shape[3] - 2), sign=1)
         ctx.save_for_backward(x, w)
-        ctx.groups, ctx.input_dtype, ctx.weight_dtype = groups, ctx_dtype, weight.dtype
+        ctx.groups, ctx.input_dtype, ctx.weight_dtype = groups, input_dtype, weight.dtype
         return out
 
     @staticmethod
@@ -251,7 +252,8 @@ def compile_for_hopper() -> list[str]:
     from triton.compiler import ASTSource
 
     target, lines = GPUTarget("cuda", 90, 32), []
-    gather = ["src", "wmat", "bias", "out", "B", "Hs", "Ws", "Ho", "Wo", "C", "N", *(f"{p}_{d}" for p in "so" for d in "bhwc")]
+    gather = ["src", "wmat", "bias", "out", "B", "Hs", "Ws", "Ho", "Wo", "C", "N",
+              *(f"{p}_{d}" for p in "so" for d in "bhwc")]
     weight = ["src", "gout", "part", "G", "B", "Ho", "Wo", "C", "N", "rows_per_split",
               *(f"{p}_{d}" for p in "sg" for d in "bhwc")]
     for dtype, widths in (("bf16", (16, 64)), ("fp32", (16, 32, 64))):
@@ -274,7 +276,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m iwshift.triton_conv", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare with F.conv2d (TRITON_INTERPRET=1 on CPU)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--compile-only", action="store_true", help="compile every configuration for sm_90 (no GPU needed)")
+    parser.add_argument("--compile-only", action="store_true",
+                        help="compile every configuration for sm_90 (no GPU needed)")
     args = parser.parse_args()
     if args.compile_only:
         lines = compile_for_hopper()
