@@ -183,6 +183,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                         help="what to time (default: all; compile takes a minute to compile)")
     parser.add_argument("--profile-steps", type=int, default=30, help="eager steps under the profiler (0: none)")
+    parser.add_argument("--profile-variant", choices=list(VARIANTS), default="bf16-nhwc",
+                        help="the variant whose eager steps are profiled (default: the studies' default)")
     args = parser.parse_args()
     device = torch.device(args.device)
     results = {}
@@ -201,14 +203,15 @@ def main() -> None:
                 check_on_cpu(name)
             results[name] = ms_per_step(build(name, args.k, args.width, device), device)
         except Exception as err:  # noqa: BLE001
-            print(f"{name:12s} K = {args.k}: FAILED: {type(err).__name__}: {str(err).splitlines()[0][:200]}", flush=True)
+            reason = str(err).splitlines()[0][:200] if str(err) else ""
+            print(f"{name:12s} K = {args.k}: FAILED: {type(err).__name__}: {reason}", flush=True)
             continue
         print(f"{name:12s} K = {args.k}: {results[name]:.3f} ms per step "
               f"({16 * args.k / results[name] * 1e3:,.0f} model-images/s)", flush=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     if args.profile_steps:
-        trainer = build("bf16-nhwc", args.k, args.width, device, n=16 * args.profile_steps, graph=False)
+        trainer = build(args.profile_variant, args.k, args.width, device, n=16 * args.profile_steps, graph=False)
         trainer.train_epoch()
         sync(device)
         activities = [torch.profiler.ProfilerActivity.CPU]
@@ -217,16 +220,18 @@ def main() -> None:
         with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
             trainer.train_epoch()
             sync(device)
-        print(f"eager bf16-nhwc, {args.profile_steps} steps, by self time on the device:")
+        print(f"eager {args.profile_variant}, {args.profile_steps} steps, by self time on the device:")
         sorts = ("self_cuda_time_total", "cuda_time_total") if device.type == "cuda" else ("self_cpu_time_total",)
         for sort in sorts:
             try:
                 print(prof.key_averages().table(sort_by=sort, row_limit=22, max_name_column_width=70))
                 # which layer each convolution's time belongs to (its input shapes name it)
                 print("convolutions by layer (input shapes):")
+                conv_ops = ("aten::cudnn_convolution", "aten::convolution_backward", "aten::mkldnn_convolution")
                 convs = [e for e in prof.key_averages(group_by_input_shape=True)
-                         if e.key in ("aten::cudnn_convolution", "aten::convolution_backward", "aten::mkldnn_convolution")]
-                time_of = lambda e: getattr(e, sort.replace("cuda", "device"), None) or getattr(e, sort, 0)  # noqa: E731
+                         if e.key in conv_ops or "GroupedConv3x3" in e.key]  # the Triton variant's
+                time_of = lambda e: (getattr(e, sort.replace("cuda", "device"), None)  # noqa: E731
+                                     or getattr(e, sort, 0))
                 for e in sorted(convs, key=time_of, reverse=True)[:12]:
                     print(f"  {e.key:28s} {time_of(e) / 1e3:9.3f} ms  x{e.count:<5d} {str(e.input_shapes)[:150]}")
                 break
