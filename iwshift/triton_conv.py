@@ -34,9 +34,11 @@ TAPS = 3  # the kernels' height and width
 @triton.jit
 def _gather_conv(src, wmat, bias, out, B, Hs, Ws, Ho, Wo, C, N,
                  s_b, s_h, s_w, s_c, o_b, o_h, o_w, o_c,
-                 SIGN: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr,
+                 SIGN: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, TAP_MAJOR: tl.constexpr,
                  BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    """out[b, y, x, g N + n] = (bias) + sum_k src[b, y + SIGN dy, x + SIGN dx, g C + c] wmat[g, k, n]."""
+    """out[b, y, x, g N + n] = (bias) + sum_k src[b, y + SIGN dy, x + SIGN dx, g C + c] wmat[g, k, n].
+    ``TAP_MAJOR`` (C a multiple of BK): the taps in an outer loop, so that each row's address and bounds are
+    computed once per tap rather than per element (the index arithmetic would otherwise outweigh the products)."""
     pid_m, pid_n, g = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     M, KD = B * Ho * Wo, 9 * C
     rm = pid_m * BM + tl.arange(0, BM)
@@ -45,21 +47,38 @@ def _gather_conv(src, wmat, bias, out, B, Hs, Ws, Ho, Wo, C, N,
     y = (rm // Wo) % Ho
     b = rm // (Wo * Ho)
     acc = tl.zeros((BM, BN), dtype=tl.float32)
-    for k0 in range(0, KD, BK):
-        rk = k0 + tl.arange(0, BK)
-        c = rk % C
-        dy = rk // C // 3
-        dx = (rk // C) % 3
-        sy = y[:, None] + SIGN * dy[None, :]
-        sx = x[:, None] + SIGN * dx[None, :]
-        inside = (rm[:, None] < M) & (rk[None, :] < KD) & (sy >= 0) & (sy < Hs) & (sx >= 0) & (sx < Ws)
-        a = tl.load(src + b[:, None] * s_b + sy * s_h + sx * s_w + (g * C + c[None, :]) * s_c, mask=inside, other=0.0)
-        w = tl.load(wmat + g * KD * N + rk[:, None] * N + rn[None, :],
-                    mask=(rk[:, None] < KD) & (rn[None, :] < N), other=0.0)
-        if IEEE:
-            acc += tl.dot(a, w, input_precision="ieee")
-        else:
-            acc += tl.dot(a, w)
+    if TAP_MAJOR:
+        for tap in range(9):
+            sy = y + SIGN * (tap // 3)
+            sx = x + SIGN * (tap % 3)
+            rows = (rm < M) & (sy >= 0) & (sy < Hs) & (sx >= 0) & (sx < Ws)
+            row_ptr = src + b * s_b + sy * s_h + sx * s_w + g * C * s_c
+            for c0 in range(0, C, BK):
+                c = c0 + tl.arange(0, BK)
+                a = tl.load(row_ptr[:, None] + c[None, :] * s_c, mask=rows[:, None], other=0.0)
+                w = tl.load(wmat + g * KD * N + (tap * C + c)[:, None] * N + rn[None, :], mask=rn[None, :] < N,
+                            other=0.0)
+                if IEEE:
+                    acc += tl.dot(a, w, input_precision="ieee")
+                else:
+                    acc += tl.dot(a, w)
+    else:
+        for k0 in range(0, KD, BK):
+            rk = k0 + tl.arange(0, BK)
+            c = rk % C
+            dy = rk // C // 3
+            dx = (rk // C) % 3
+            sy = y[:, None] + SIGN * dy[None, :]
+            sx = x[:, None] + SIGN * dx[None, :]
+            inside = (rm[:, None] < M) & (rk[None, :] < KD) & (sy >= 0) & (sy < Hs) & (sx >= 0) & (sx < Ws)
+            a = tl.load(src + b[:, None] * s_b + sy * s_h + sx * s_w + (g * C + c[None, :]) * s_c, mask=inside,
+                        other=0.0)
+            w = tl.load(wmat + g * KD * N + rk[:, None] * N + rn[None, :],
+                        mask=(rk[:, None] < KD) & (rn[None, :] < N), other=0.0)
+            if IEEE:
+                acc += tl.dot(a, w, input_precision="ieee")
+            else:
+                acc += tl.dot(a, w)
     if HAS_BIAS:
         acc += tl.load(bias + g * N + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
     tl.store(out + b[:, None] * o_b + y[:, None] * o_h + x[:, None] * o_w + (g * N + rn[None, :]) * o_c,
@@ -69,8 +88,9 @@ def _gather_conv(src, wmat, bias, out, B, Hs, Ws, Ho, Wo, C, N,
 @triton.jit
 def _weight_grad(src, gout, part, G, B, Ho, Wo, C, N, rows_per_split,
                  s_b, s_h, s_w, s_c, g_b, g_h, g_w, g_c,
-                 IEEE: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BM: tl.constexpr):
-    """part[split, g, n, k] = sum over this split's output positions m of gout[m, g N + n] src[m + tap(k), g C + c]."""
+                 IEEE: tl.constexpr, TAP_MAJOR: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BM: tl.constexpr):
+    """part[split, g, n, k] = sum over this split's output positions m of gout[m, g N + n] src[m + tap(k), g C + c].
+    ``TAP_MAJOR`` (C a multiple of BK): this program's k lie in one tap, so a row's address is one number."""
     pid_n, pid_k, pid = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     g = pid % G
     split = pid // G
@@ -80,6 +100,7 @@ def _weight_grad(src, gout, part, G, B, Ho, Wo, C, N, rows_per_split,
     c = rk % C
     dy = rk // C // 3
     dx = (rk // C) % 3
+    tap = pid_k * BK // C
     acc = tl.zeros((BN, BK), dtype=tl.float32)
     for m0 in range(split * rows_per_split, tl.minimum((split + 1) * rows_per_split, M), BM):
         rm = m0 + tl.arange(0, BM)
@@ -89,8 +110,12 @@ def _weight_grad(src, gout, part, G, B, Ho, Wo, C, N, rows_per_split,
         rows = (rm < M) & (rm < (split + 1) * rows_per_split)
         go = tl.load(gout + b[:, None] * g_b + y[:, None] * g_h + x[:, None] * g_w + (g * N + rn[None, :]) * g_c,
                      mask=rows[:, None] & (rn[None, :] < N), other=0.0)                        # (BM, BN)
-        a = tl.load(src + b[:, None] * s_b + (y[:, None] + dy[None, :]) * s_h + (x[:, None] + dx[None, :]) * s_w
-                    + (g * C + c[None, :]) * s_c, mask=rows[:, None] & (rk[None, :] < KD), other=0.0)  # (BM, BK)
+        if TAP_MAJOR:
+            row_ptr = src + b * s_b + (y + tap // 3) * s_h + (x + tap % 3) * s_w + g * C * s_c
+            a = tl.load(row_ptr[:, None] + c[None, :] * s_c, mask=rows[:, None], other=0.0)  # (BM, BK)
+        else:
+            a = tl.load(src + b[:, None] * s_b + (y[:, None] + dy[None, :]) * s_h + (x[:, None] + dx[None, :]) * s_w
+                        + (g * C + c[None, :]) * s_c, mask=rows[:, None] & (rk[None, :] < KD), other=0.0)
         if IEEE:
             acc += tl.dot(tl.trans(go), a, input_precision="ieee")
         else:
@@ -122,7 +147,7 @@ def _gather(src: torch.Tensor, wmat: torch.Tensor, bias: torch.Tensor | None, gr
     grid = (triton.cdiv(B * Ho * Wo, BM), triton.cdiv(N, BN), groups)
     _gather_conv[grid](src, wmat, bias if bias is not None else wmat, out, B, Hs, Ws, Ho, Wo, C, N,
                        *_nhwc_strides(src), *_nhwc_strides(out), SIGN=sign, HAS_BIAS=bias is not None,
-                       IEEE=src.dtype == torch.float32, BM=BM, BN=BN, BK=BK)
+                       IEEE=src.dtype == torch.float32, TAP_MAJOR=C % BK == 0, BM=BM, BN=BN, BK=BK)
     return out
 
 
@@ -141,7 +166,8 @@ def _weight_gradient(src: torch.Tensor, gout: torch.Tensor, groups: int) -> torc
     part = torch.empty((splits, groups, N, KD), device=src.device, dtype=torch.float32)
     grid = (triton.cdiv(N, BN), triton.cdiv(KD, BK), groups * splits)
     _weight_grad[grid](src, gout, part, groups, B, Ho, Wo, C, N, rows_per_split, *_nhwc_strides(src),
-                       *_nhwc_strides(gout), IEEE=src.dtype == torch.float32, BN=BN, BK=BK, BM=BM)
+                       *_nhwc_strides(gout), IEEE=src.dtype == torch.float32, TAP_MAJOR=C % BK == 0,
+                       BN=BN, BK=BK, BM=BM)
     # part[..., k] with k = (dy, dx, c) -> the weight layout (G N, C, dy, dx)
     return part.sum(0).view(groups, N, TAPS, TAPS, C).permute(0, 1, 4, 2, 3).reshape(groups * N, C, TAPS, TAPS)
 
@@ -193,8 +219,11 @@ def check(device: str, dtype: torch.dtype = torch.float32) -> float:
     random inputs, channels-last and not). Triton's CPU interpreter computes float32 and float16, not bfloat16."""
     worst = 0.0
     gen = torch.Generator().manual_seed(0)
+    # small channel counts (the flat k loop), and 32 / 64 input channels (the tap-major loops of the
+    # forward and data gradient, and of the weight gradient)
     for groups, c_in, c_out, batch, size, channels_last in [(3, 3, 4, 2, 7, True), (2, 5, 6, 3, 6, False),
-                                                             (4, 16, 20, 2, 9, True)]:
+                                                             (4, 16, 20, 2, 9, True), (2, 32, 32, 2, 6, True),
+                                                             (2, 64, 32, 1, 5, False)]:
         x = torch.randn(batch, groups * c_in, size, size, generator=gen).to(device, dtype)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -246,8 +275,8 @@ def check_model(device: str, n_models: int = 2, steps: int = 2, batch: int = 2) 
 
 
 def compile_for_hopper() -> list[str]:
-    """Compile every configuration the GPU runs (bf16, and the float32 checks) for sm_90, without a GPU: the
-    interpreter is lenient where the compiler is not. Returns one line per kernel (does it use wgmma)."""
+    """Compile every bf16 configuration the GPU runs for sm_90, without a GPU: the interpreter is lenient where
+    the compiler is not. Returns one line per kernel (does it use wgmma)."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
@@ -256,18 +285,20 @@ def compile_for_hopper() -> list[str]:
               *(f"{p}_{d}" for p in "so" for d in "bhwc")]
     weight = ["src", "gout", "part", "G", "B", "Ho", "Wo", "C", "N", "rows_per_split",
               *(f"{p}_{d}" for p in "sg" for d in "bhwc")]
-    for dtype, widths in (("bf16", (16, 64)), ("fp32", (16, 32, 64))):
+    for dtype, widths in (("bf16", (16, 64)),):  # the studies' dtype (the fp32 checks run only on the GPU)
         for BN in widths:
             jobs = [(_gather_conv, gather, {"src", "wmat", "bias", "out"},
-                     dict(SIGN=sign, HAS_BIAS=sign == 1, IEEE=dtype == "fp32", BM=BM, BN=BN, BK=32))
-                    for sign in (1, -1) for BM in (64, 128)]
-            jobs.append((_weight_grad, weight, {"src", "gout"}, dict(IEEE=dtype == "fp32", BN=BN, BK=64, BM=64)))
+                     dict(SIGN=sign, HAS_BIAS=sign == 1, IEEE=dtype == "fp32", TAP_MAJOR=major, BM=BM, BN=BN, BK=32))
+                    for sign in (1, -1) for BM in (64, 128) for major in (False, True)]
+            jobs += [(_weight_grad, weight, {"src", "gout"},
+                      dict(IEEE=dtype == "fp32", TAP_MAJOR=major, BN=BN, BK=64, BM=64)) for major in (False, True)]
             for kernel, names, pointers, constants in jobs:
                 signature = {n: (f"*{dtype}" if n in pointers else "*fp32" if n == "part" else "i32") for n in names}
                 signature.update(dict.fromkeys(constants, "constexpr"))
                 compiled = triton.compile(ASTSource(kernel, signature, constexprs=constants), target=target,
                                           options=dict(num_warps=4, num_stages=3))
-                lines.append(f"{kernel.__name__} {dtype} BM={constants['BM']} BN={BN} {constants.get('SIGN', '')}: "
+                lines.append(f"{kernel.__name__} {dtype} BM={constants['BM']} BN={BN} {constants.get('SIGN', '')}"
+                             f"{' tap-major' if constants['TAP_MAJOR'] else ''}: "
                              f"{'wgmma' if 'wgmma' in compiled.asm['ptx'] else 'no wgmma'}")
     return lines
 
