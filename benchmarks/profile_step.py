@@ -2,8 +2,8 @@
 and what candidate changes to it would gain.
 
 Times the trainer's step (captured as a CUDA graph on CUDA) for each ``--variants`` entry, then profiles eager
-steps of the studies' default with ``torch.profiler`` and prints the kernels that dominate (the same kernels
-the captured graph replays). The variants:
+steps of ``--profile-variant`` (default: the studies' default) with ``torch.profiler`` and prints the kernels
+that dominate (the same kernels the captured graph replays) and the convolutions' time by layer. The variants:
 
 * ``bf16-nhwc``: the studies' CUDA default (bf16 autocast, channels-last activations);
 * ``bf16-nchw``: channels-first activations;
@@ -21,8 +21,8 @@ the captured graph replays). The variants:
 * ``compile``: ``torch.compile`` of the stacked model inside the captured step (CUDA only; on the CPU it is
   the default).
 
-Every variant is first checked on the CPU in float64 against the default: the same logits after two SGD steps
-(a variant that computes something else is refused, not timed). Random images: throughput does not depend on
+Every other variant is first checked on the CPU in float64 against the default: the same logits after two SGD
+steps (a variant that computes something else is refused, not timed). Random images: throughput does not depend on
 pixel values. Run from the repository root: ``python benchmarks/profile_step.py [--device cuda] [--k 21]
 [--width 1] [--variants ...]``. Last line: ``device=D k=K <variant>_ms=...`` (milliseconds per step).
 """
