@@ -284,38 +284,45 @@ train_none() {  # the none regime, 500 epochs, under timeout $1 s, resumable; re
     (( finished ))
 }
 
+pick_convolutions() {  # $1 steps per benchmark: K = 21 with cuDNN, and with the Triton convolutions once
+    # they pass their check on this GPU; sets CONVOLUTIONS to the faster, and PROJECTED_S to the none regime's
+    # projected training seconds with it (+12 % for the 48 evaluations, +30 s to start; 0: no timing)
+    local steps=$1 torch_ms triton_ms step_ms
+    echo "=== the Triton convolutions against F.conv2d on this GPU (timeout 120 s), then K = 21 with them"
+    if timeout -k 5 120 python3 -m iwshift.triton_conv --check --device "$DEVICE" 2>&1 | tail -n 3 \
+            && timeout -k 5 120 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" \
+                --data-dir "$DATA" --ks 21 --precision bf16 --convolutions triton --steps "$steps" 2>&1 \
+                | tee "$OUT/bench_k21_triton.log" | tail -n 2; then
+        triton_ms=$(sed -nE 's/^device=.* k21_step_ms=([0-9.]+).*/\1/p' "$OUT/bench_k21_triton.log")
+    else
+        echo "the Triton convolutions failed their check or the benchmark: cuDNN it is"
+    fi
+    echo "=== K = 21 with cuDNN (timeout 100 s)"
+    timeout -k 5 100 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" --data-dir "$DATA" \
+        --ks 21 --precision bf16 --steps "$steps" 2>&1 | tee "$OUT/bench_k21.log" | tail -n 2 || true
+    torch_ms=$(sed -nE 's/^device=.* k21_step_ms=([0-9.]+).*/\1/p' "$OUT/bench_k21.log")
+    CONVOLUTIONS=torch step_ms=${torch_ms:-0}
+    if [[ -n ${triton_ms:-} ]] && python3 -c "import sys; sys.exit(not ${torch_ms:-1e9} > $triton_ms)"; then
+        CONVOLUTIONS=triton step_ms=$triton_ms
+    fi
+    PROJECTED_S=$(python3 -c "v = $step_ms; print(int(30 + 1.12 * 500 * 625 * v / 1e3) if v else 0)")
+    echo "K = 21: ${torch_ms:-?} ms per step with cuDNN, ${triton_ms:-?} with Triton: $CONVOLUTIONS;" \
+         "the none regime projects to $PROJECTED_S s"
+}
+
 none_first() {  # a lease's first command: the faster convolutions in a minute or two, then the none regime
-    local start=$SECONDS torch_ms triton_ms step_ms
+    local start=$SECONDS
     environment
     prepare_data
     python3 -c "import sys; from iwshift.cifar_data import load_cifar10; load_cifar10(sys.argv[1], download=False)" \
         "$DATA" > "$OUT/decode.log" 2>&1 &
     local decoding=$!
-    CONVOLUTIONS=torch
     if [[ -f $WORK/convolutions ]]; then
         echo "a started none regime is in $WORK (its convolutions: $(cat "$WORK/convolutions")): resuming it"
     else
-        echo "=== the Triton convolutions against F.conv2d on this GPU (timeout 120 s)"
-        if timeout -k 5 120 python3 -m iwshift.triton_conv --check --device "$DEVICE" 2>&1 | tail -n 3 \
-                && timeout -k 5 100 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" \
-                    --data-dir "$DATA" --ks 21 --precision bf16 --convolutions triton --steps 100 2>&1 \
-                    | tee "$OUT/bench_k21_triton.log" | tail -n 2; then
-            triton_ms=$(sed -nE 's/^device=.* k21_step_ms=([0-9.]+).*/\1/p' "$OUT/bench_k21_triton.log")
-        else
-            echo "the Triton convolutions failed their check or the benchmark: cuDNN it is"
-        fi
-        wait "$decoding" || true
-        timeout -k 5 80 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" --data-dir "$DATA" \
-            --ks 21 --precision bf16 --steps 100 2>&1 | tee "$OUT/bench_k21.log" | tail -n 2 || true
-        torch_ms=$(sed -nE 's/^device=.* k21_step_ms=([0-9.]+).*/\1/p' "$OUT/bench_k21.log")
-        step_ms=${torch_ms:-0}
-        if [[ -n ${triton_ms:-} ]] && python3 -c "import sys; sys.exit(not ${torch_ms:-1e9} > $triton_ms)"; then
-            CONVOLUTIONS=triton step_ms=$triton_ms
-        fi
-        echo "K = 21: ${torch_ms:-?} ms per step with cuDNN, ${triton_ms:-?} with Triton: $CONVOLUTIONS;" \
-             "the none regime projects to $(python3 -c "print(int(30 + 1.12 * 500 * 625 * $step_ms / 1e3))") s of training"
+        pick_convolutions 100
     fi
-    wait "$decoding" 2>/dev/null || true
+    wait "$decoding" || true
     train_none $((NONE_LIMIT_S - (SECONDS - start))) || true
 }
 
@@ -326,7 +333,7 @@ paper_none() {
 }
 
 session() {
-    local start=$SECONDS projected left
+    local start=$SECONDS left
     environment
     prepare_data
     # decode the images into the loader's cache meanwhile (the machine has cores to spare)
@@ -338,29 +345,12 @@ session() {
         tests/test_triton_conv.py::test_triton_convolutions_on_cuda_in_float32_and_bfloat16 2>&1 | tail -n 15 \
         || echo "WARNING: the graph-step tests failed or timed out"
     wait "$decoding" || echo "WARNING: decoding the images failed: $(tail -n 1 "$OUT/decode.log")"
-    echo "=== step 1: K = 21 (the none stack), captured (timeout 100 s), $((SECONDS - start)) s elapsed"
-    timeout -k 5 100 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" --data-dir "$DATA" --ks 21 \
-        --precision bf16 --graph on --steps "$BENCH_STEPS" 2>&1 | tee "$OUT/bench_k21.log" \
-        || echo "step 1: FAILED or timed out"
-    echo "=== step 1b: K = 21 with the Triton convolutions (timeout 120 s), $((SECONDS - start)) s elapsed"
-    timeout -k 5 120 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" --data-dir "$DATA" --ks 21 \
-        --precision bf16 --graph on --convolutions triton --steps "$BENCH_STEPS" 2>&1 | tee "$OUT/bench_k21_triton.log" \
-        || echo "step 1b: FAILED or timed out (the none regime keeps cuDNN)"
-    # the faster convolutions, and the none regime's projected wall time from its ms per step (+12 % for the
-    # 48 evaluations, +30 s to start); when that does not fit, the time goes to the candidates and the check
-    local torch_ms triton_ms convolutions=torch step_ms
-    torch_ms=$(sed -nE 's/^device=.* k21_step_ms=([0-9.]+).*/\1/p' "$OUT/bench_k21.log")
-    triton_ms=$(sed -nE 's/^device=.* k21_step_ms=([0-9.]+).*/\1/p' "$OUT/bench_k21_triton.log")
-    step_ms=$torch_ms
-    if [[ -n $triton_ms ]] && python3 -c "import sys; sys.exit(not ${torch_ms:-1e9} > $triton_ms)"; then
-        convolutions=triton step_ms=$triton_ms
-    fi
-    echo "K = 21: ${torch_ms:-?} ms per step with cuDNN, ${triton_ms:-?} with Triton: the none regime uses $convolutions"
-    projected=$(python3 -c "v = '$step_ms'; print(int(30 + 1.12 * 500 * 625 * float(v) / 1e3) if v else 0)")
+    echo "=== step 1: K = 21 (the none stack), captured, $((SECONDS - start)) s elapsed"
+    pick_convolutions "$BENCH_STEPS"
     left=$((SESSION_S - (SECONDS - start) - 15))
-    echo "the none regime projects to ${projected} s; ${left} s are left"
-    if (( projected > 0 && projected <= left )); then
-        EXTRA_ARGS="$EXTRA_ARGS --convolutions $convolutions" train_none $((left < NONE_LIMIT_S ? left : NONE_LIMIT_S)) || true
+    echo "the none regime projects to ${PROJECTED_S} s; ${left} s are left"
+    if (( PROJECTED_S > 0 && PROJECTED_S <= left )); then
+        train_none $((left < NONE_LIMIT_S ? left : NONE_LIMIT_S)) || true
     else
         echo "the none regime would not finish in the ${left} s left: timing the candidate step changes, then the check"
         # the candidates most likely to pay first (channels-first measured slower; compile takes minutes)
