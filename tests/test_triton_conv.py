@@ -33,7 +33,8 @@ def test_triton_convolutions_compile_for_hopper_without_a_gpu():
     assert "_weight_grad bf16 BM=64 BN=64  tap-major: wgmma" in done.stdout
 
 
-def test_triton_convolutions_are_a_choice_refused_off_cuda():
+def test_triton_convolutions_are_a_checked_choice_and_a_how_field():
+    """(Refused off CUDA: tests/test_cifar_binary.py's one-line errors.)"""
     from iwshift import sweep
     from iwshift.config import ConfigError
     from iwshift.models import StackedCNN
