@@ -198,6 +198,9 @@ def stacked_logits(params: dict[str, torch.Tensor], x: torch.Tensor,
 # ------------------------------------------------------------------------------- the CIFAR-10 CNN
 
 
+POOL_AFTER = (1, 4)  # 2x2 max-pooling after the second and the fifth convolution
+
+
 def cnn_widths(width: float) -> tuple[list[int], list[int]]:
     """Channels of the five convolutions and sizes of the two hidden fully connected layers of the
     Byrd & Lipton CNN at width multiplier ``width`` (1.0: 64, 64, 128, 128, 128 and 512, 128)."""
@@ -293,7 +296,7 @@ class StackedCNN(nn.Module):
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             h = self._grouped_conv(h, conv.weight, conv.bias, K) if self.convolutions == "triton" else conv(h)
             h = torch.relu(norm(h))
-            if i in (1, 4):
+            if i in POOL_AFTER:
                 h = nn.functional.max_pool2d(h, 2)
         h = h.reshape(B, K, -1).transpose(0, 1)  # (K, B, features) in each model's C, H, W order
         last = len(self.fc_weights) - 1

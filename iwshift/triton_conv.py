@@ -13,15 +13,20 @@ groups, as implicit matrix products that gather their operands straight from the
 
 3x3 kernels, stride 1, no padding, as in the Byrd & Lipton CNN; CUDA (on the CPU only through Triton's
 interpreter, ``TRITON_INTERPRET=1``, for the tests). ``python -m iwshift.triton_conv --check`` compares forward
-and gradients with ``F.conv2d`` in float64; ``--compile-only`` compiles every configuration for sm_90 without
-a GPU. Not the default: ``benchmarks/profile_step.py`` times it against cuDNN (keep what the GPU measurement
+and gradients with ``F.conv2d`` in float64; ``--compile-only`` compiles the kernels of one training step of
+the `none` stack for sm_90 without a GPU, as a launch specialises them, and reports their registers, spills
+and shared memory (``ptxas -v``). Not the default: ``benchmarks/profile_step.py`` times it against cuDNN (keep what the GPU measurement
 favours). Importing this module needs the ``triton`` package (it comes with PyTorch's CUDA wheels on Linux).
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import triton
@@ -136,24 +141,49 @@ def _width(n: int) -> int:
     return 16 if n <= 16 else 32 if n <= 32 else 64
 
 
-def _gather(src: torch.Tensor, wmat: torch.Tensor, bias: torch.Tensor | None, groups: int, out_hw: tuple[int, int],
-            sign: int) -> torch.Tensor:
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch: what the convolutions run, and what :func:`compile_for_hopper` compiles (the same
+    plan, built from the same shapes and strides)."""
+
+    kernel: Any
+    grid: tuple[int, int, int]
+    args: tuple  # tensors and ints, in the kernel's order
+    constants: dict[str, Any]
+    num_warps: int = 4
+
+    def __call__(self) -> None:
+        self.kernel[self.grid](*self.args, **self.constants, num_warps=self.num_warps)
+
+
+def _gather_launch(src: torch.Tensor, wmat: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor,
+                   groups: int, sign: int) -> Launch:
     B, GC, Hs, Ws = src.shape
     C, N = GC // groups, wmat.shape[2]
-    Ho, Wo = out_hw
-    out = torch.empty((B, groups * N, Ho, Wo), device=src.device, dtype=src.dtype,
-                      memory_format=torch.channels_last)
+    _, _, Ho, Wo = out.shape
+    on_gpu = src.device.type != "cpu"  # (the CPU: Triton's interpreter, on the tests' small shapes)
     # 128 positions per tile where a group has thousands of them, else 64 (more programs for the deep layers)
-    BM, BN, BK = 128 if src.is_cuda and B * Ho * Wo >= 4096 else 64, _width(N), 32
-    grid = (triton.cdiv(B * Ho * Wo, BM), triton.cdiv(N, BN), groups)
-    _gather_conv[grid](src, wmat, bias if bias is not None else wmat, out, B, Hs, Ws, Ho, Wo, C, N,
-                       *_nhwc_strides(src), *_nhwc_strides(out), SIGN=sign, HAS_BIAS=bias is not None,
-                       IEEE=src.dtype == torch.float32, TAP_MAJOR=C % BK == 0, BM=BM, BN=BN, BK=BK)
+    BM, BN, BK = 128 if on_gpu and B * Ho * Wo >= 4096 else 64, _width(N), 32
+    tap_major = C % BK == 0
+    # the flat loop's per-element indices of a 128-row tile spill registers at 4 warps (``--compile-only``)
+    num_warps = 8 if BM == 128 and not tap_major else 4
+    return Launch(_gather_conv, (triton.cdiv(B * Ho * Wo, BM), triton.cdiv(N, BN), groups),
+                  (src, wmat, bias if bias is not None else wmat, out, B, Hs, Ws, Ho, Wo, C, N,
+                   *_nhwc_strides(src), *_nhwc_strides(out)),
+                  dict(SIGN=sign, HAS_BIAS=bias is not None, IEEE=src.dtype == torch.float32, TAP_MAJOR=tap_major,
+                       BM=BM, BN=BN, BK=BK), num_warps)
+
+
+def _gather(src: torch.Tensor, wmat: torch.Tensor, bias: torch.Tensor | None, groups: int, out_hw: tuple[int, int],
+            sign: int) -> torch.Tensor:
+    out = torch.empty((src.shape[0], groups * wmat.shape[2], *out_hw), device=src.device, dtype=src.dtype,
+                      memory_format=torch.channels_last)
+    _gather_launch(src, wmat, bias, out, groups, sign)()
     return out
 
 
-def _weight_gradient(src: torch.Tensor, gout: torch.Tensor, groups: int) -> torch.Tensor:
-    """(G N, C, 3, 3) float32."""
+def _weight_gradient_launch(src: torch.Tensor, gout: torch.Tensor, groups: int) -> Launch:
+    """The launch, its partial sums ``part`` (splits, G, N, 9 C) float32 being its third argument."""
     B, GC, _, _ = src.shape
     _, GN, Ho, Wo = gout.shape
     C, N = GC // groups, GN // groups
@@ -165,10 +195,18 @@ def _weight_gradient(src: torch.Tensor, gout: torch.Tensor, groups: int) -> torc
     rows_per_split = triton.cdiv(triton.cdiv(M, splits), BM) * BM
     splits = triton.cdiv(M, rows_per_split)
     part = torch.empty((splits, groups, N, KD), device=src.device, dtype=torch.float32)
-    grid = (triton.cdiv(N, BN), triton.cdiv(KD, BK), groups * splits)
-    _weight_grad[grid](src, gout, part, groups, B, Ho, Wo, C, N, rows_per_split, *_nhwc_strides(src),
-                       *_nhwc_strides(gout), IEEE=src.dtype == torch.float32, TAP_MAJOR=C % BK == 0,
-                       BN=BN, BK=BK, BM=BM)
+    return Launch(_weight_grad, (triton.cdiv(N, BN), triton.cdiv(KD, BK), groups * splits),
+                  (src, gout, part, groups, B, Ho, Wo, C, N, rows_per_split, *_nhwc_strides(src),
+                   *_nhwc_strides(gout)),
+                  dict(IEEE=src.dtype == torch.float32, TAP_MAJOR=C % BK == 0, BN=BN, BK=BK, BM=BM))
+
+
+def _weight_gradient(src: torch.Tensor, gout: torch.Tensor, groups: int) -> torch.Tensor:
+    """(G N, C, 3, 3) float32."""
+    launch = _weight_gradient_launch(src, gout, groups)
+    launch()
+    part, (_, GC, _, _), N = launch.args[2], src.shape, gout.shape[1] // groups
+    C = GC // groups
     # part[..., k] with k = (dy, dx, c) -> the weight layout (G N, C, dy, dx)
     return part.sum(0).view(groups, N, TAPS, TAPS, C).permute(0, 1, 4, 2, 3).reshape(groups * N, C, TAPS, TAPS)
 
@@ -275,32 +313,70 @@ def check_model(device: str, n_models: int = 2, steps: int = 2, batch: int = 2) 
     return error
 
 
-def compile_for_hopper() -> list[str]:
-    """Compile every bf16 configuration the GPU runs for sm_90, without a GPU: the interpreter is lenient where
-    the compiler is not. Returns one line per kernel (does it use wgmma)."""
+def step_launches(n_models: int = 21, width: float = 1.0, batch: int = 16) -> list[tuple[str, Launch]]:
+    """The convolution launches of one training step of a stacked CNN in bf16, channels-last, as the GPU runs
+    them (default: the `none` regime's stack), planned on meta tensors; each named by layer and pass."""
+    from .models import POOL_AFTER, cnn_widths
+
+    K, size, c_in, launches = n_models, 32, 3, []
+    meta = dict(device="meta", dtype=torch.bfloat16)
+    for i, c_out in enumerate(cnn_widths(width)[0]):
+        x = torch.empty(batch, K * c_in, size, size, memory_format=torch.channels_last, **meta)
+        out = torch.empty(batch, K * c_out, size - 2, size - 2, memory_format=torch.channels_last, **meta)
+        name = f"conv{i + 1} {c_in}->{c_out} at {size}x{size}"
+        launches.append((f"{name} forward",
+                         _gather_launch(x, torch.empty(K, 9 * c_in, c_out, **meta), torch.empty(K * c_out, **meta),
+                                        out, K, 1)))
+        if i:  # the images need no gradient
+            launches.append((f"{name} data gradient",
+                             _gather_launch(out, torch.empty(K, 9 * c_out, c_in, **meta), None, x, K, -1)))
+        launches.append((f"{name} weight gradient", _weight_gradient_launch(x, out, K)))
+        size, c_in = size - 2, c_out
+        if i in POOL_AFTER:
+            size //= 2
+    return launches
+
+
+_TRITON_TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+
+
+def compile_for_hopper(n_models: int = 21, width: float = 1.0) -> list[str]:
+    """Compile the kernels of :func:`step_launches` for sm_90 without a GPU, specialised as a launch
+    specialises them (integer arguments equal to 1 become constants, multiples of 16 and the pointers are
+    known aligned), and read their resources from ``ptxas -v``. One line per kernel: does it use wgmma,
+    its registers per thread, bytes spilled, shared memory. The interpreter is lenient where the compiler
+    is not; and spills or a kernel without wgmma would show here before any GPU time is spent."""
     from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.compiler import get_ptxas
     from triton.compiler import ASTSource
 
     target, lines = GPUTarget("cuda", 90, 32), []
-    gather = ["src", "wmat", "bias", "out", "B", "Hs", "Ws", "Ho", "Wo", "C", "N",
-              *(f"{p}_{d}" for p in "so" for d in "bhwc")]
-    weight = ["src", "gout", "part", "G", "B", "Ho", "Wo", "C", "N", "rows_per_split",
-              *(f"{p}_{d}" for p in "sg" for d in "bhwc")]
-    for dtype, widths in (("bf16", (16, 64)),):  # the studies' dtype (the fp32 checks run only on the GPU)
-        for BN in widths:
-            jobs = [(_gather_conv, gather, {"src", "wmat", "bias", "out"},
-                     dict(SIGN=sign, HAS_BIAS=sign == 1, IEEE=dtype == "fp32", TAP_MAJOR=major, BM=BM, BN=BN, BK=32))
-                    for sign in (1, -1) for BM in (64, 128) for major in (False, True)]
-            jobs += [(_weight_grad, weight, {"src", "gout"},
-                      dict(IEEE=dtype == "fp32", TAP_MAJOR=major, BN=BN, BK=64, BM=64)) for major in (False, True)]
-            for kernel, names, pointers, constants in jobs:
-                signature = {n: (f"*{dtype}" if n in pointers else "*fp32" if n == "part" else "i32") for n in names}
-                signature.update(dict.fromkeys(constants, "constexpr"))
-                compiled = triton.compile(ASTSource(kernel, signature, constexprs=constants), target=target,
-                                          options=dict(num_warps=4, num_stages=3))
-                lines.append(f"{kernel.__name__} {dtype} BM={constants['BM']} BN={BN} {constants.get('SIGN', '')}"
-                             f"{' tap-major' if constants['TAP_MAJOR'] else ''}: "
-                             f"{'wgmma' if 'wgmma' in compiled.asm['ptx'] else 'no wgmma'}")
+    for name, launch in step_launches(n_models, width):
+        signature, constants, attrs = {}, dict(launch.constants), {}
+        for i, (arg, value) in enumerate(zip(launch.kernel.arg_names, launch.args)):
+            if isinstance(value, torch.Tensor):
+                signature[arg], attrs[(i,)] = f"*{_TRITON_TYPES[value.dtype]}", [["tt.divisibility", 16]]
+            elif value == 1:
+                signature[arg], constants[arg] = "constexpr", 1
+            else:
+                signature[arg] = "i32"
+                if value % 16 == 0:
+                    attrs[(i,)] = [["tt.divisibility", 16]]
+        signature.update(dict.fromkeys(launch.constants, "constexpr"))
+        compiled = triton.compile(ASTSource(launch.kernel, signature, constexprs=constants, attrs=attrs),
+                                  target=target, options=dict(num_warps=launch.num_warps, num_stages=3))
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(f"{tmp}/k.ptx", "w") as f:
+                f.write(compiled.asm["ptx"])
+            log = subprocess.run([get_ptxas(90).path, "-v", "--regAllocOptLevel=2", "--gpu-name=sm_90a",
+                                  f"{tmp}/k.ptx", "-o", f"{tmp}/k.cubin"], capture_output=True, text=True,
+                                 check=True).stderr
+        registers = int(log.split("Used ")[1].split(" registers")[0])
+        spilled = int(log.split("bytes spill stores")[0].split(",")[-1])
+        c = launch.constants
+        lines.append(f"{name}: {launch.kernel.__name__} BM={c['BM']} BN={c['BN']} {launch.num_warps} warps, "
+                     f"{'wgmma' if 'wgmma' in compiled.asm['ptx'] else 'NO wgmma'}, {registers} registers, "
+                     f"{spilled} bytes spilled, {compiled.metadata.shared // 1024} KiB shared")
     return lines
 
 
@@ -309,12 +385,14 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="compare with F.conv2d (TRITON_INTERPRET=1 on CPU)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compile-only", action="store_true",
-                        help="compile every configuration for sm_90 (no GPU needed)")
+                        help="compile the kernels of a training step of the `none` stack for sm_90 and report their "
+                             "registers (no GPU needed)")
     args = parser.parse_args()
     if args.compile_only:
         lines = compile_for_hopper()
         print("\n".join(lines))
-        print(f"compiled {len(lines)} kernels for sm_90")
+        print(f"compiled {len(lines)} kernels for sm_90: {sum(', wgmma,' in line for line in lines)} with wgmma, "
+              f"{sum(' 0 bytes spilled' not in line for line in lines)} spilling registers")
         return
     if args.check:
         worst, model = check(args.device), check_model(args.device)

@@ -24,13 +24,14 @@ def test_triton_convolutions_equal_conv2d_forward_and_backward():
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 def test_triton_convolutions_compile_for_hopper_without_a_gpu():
-    """The interpreter is lenient where the compiler is not: every configuration the GPU runs compiles."""
+    """The interpreter is lenient where the compiler is not: every kernel of a `none`-stack step compiles for
+    sm_90, specialised as a launch would be, with its products on Hopper's tensor cores and no register spills
+    (a tile too large for its registers fails here, not on a GPU lease)."""
     done = subprocess.run([sys.executable, "-m", "iwshift.triton_conv", "--compile-only"],
                           capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "compiled 20 kernels for sm_90" in done.stdout
-    assert "_gather_conv bf16 BM=128 BN=64 1 tap-major: wgmma" in done.stdout  # bf16 products on Hopper's tensor cores
-    assert "_weight_grad bf16 BM=64 BN=64  tap-major: wgmma" in done.stdout
+    assert "compiled 14 kernels for sm_90: 14 with wgmma, 0 spilling registers" in done.stdout, done.stdout
+    assert "conv2 64->64 at 30x30 data gradient: _gather_conv BM=128 BN=64" in done.stdout
 
 
 def test_triton_convolutions_are_a_checked_choice_and_a_how_field():
