@@ -258,6 +258,8 @@ def time_trainer(pair: PairImages, n_models: int, width: float, device: torch.de
             trainer.train_epoch(on_step=clock)
     except _Done:
         pass
+    if model.tuned:
+        print(f"  convolutions auto, K = {n_models}: {model.tuning_summary()}", flush=True)
     return Timing(clock.seconds, clock.images, n_models)
 
 
@@ -296,7 +298,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile the stacked model (trainer cases)")
     parser.add_argument("--batch-norm", action="store_true", help="batch norm in the trainer's stacks")
     parser.add_argument("--convolutions", choices=CONVOLUTIONS, default="torch",
-                        help="the stacked CNN's convolutions: torch (cuDNN / oneDNN) or triton (CUDA only)")
+                        help="the stacked CNN's convolutions: torch (cuDNN / oneDNN), triton (CUDA only) or auto "
+                             "(per layer, the faster of the two, timed before training; CUDA only)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if (args.warmup < 0 or (args.steps is not None and args.steps < 1) or args.per_class < 1
@@ -304,6 +307,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--warmup must be >= 0; --steps, --per-class and --threads >= 1")
     if args.ks is not None and (any(k < 1 for k in args.ks) or len(set(args.ks)) != len(args.ks)):
         parser.error("--ks needs distinct values >= 1")
+    if args.convolutions != "torch" and resolve_device(args.device).type != "cuda":
+        parser.error(f"--convolutions {args.convolutions} runs on CUDA only")
     return args
 
 
@@ -329,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"{steps} timed steps per case; trainer precision {main_precision}"
           f"{' (also ' + ', '.join(precisions[1:]) + ')' if len(precisions) > 1 else ''}"
           f"{'; torch.compile' if args.compile else ''}{'; batch norm' if args.batch_norm else ''}"
-          f"{'; Triton convolutions' if args.convolutions == 'triton' else ''}; "
+          f"{'; convolutions ' + args.convolutions if args.convolutions != 'torch' else ''}; "
           f"graph {args.graph}{' (also ' + ', '.join(graphs[1:]) + ')' if len(graphs) > 1 else ''}")
 
     plain = time_plain(pair, width, device, args.warmup, steps)

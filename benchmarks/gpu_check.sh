@@ -16,19 +16,20 @@
 #        output, whose last line is its key=value summary.
 #
 #   bash benchmarks/gpu_check.sh session   (one 10-minute job: what a short GPU lease should run first)
-#     the GPU-only tests; bench_cifar.py at K = 21 (the `none` stack, captured), with cuDNN's and with the
-#     Triton convolutions, to project the `none` regime with the faster;
+#     the GPU-only tests; bench_cifar.py at K = 21 (the `none` stack, captured), with cuDNN's convolutions and
+#     with auto (cuDNN or Triton per layer), to project the `none` regime with the faster;
 #     then that regime as paper-none below, in what is left of SESSION_S (default 590 s) if the projection
 #     fits, else benchmarks/profile_step.py (the candidate step changes, half of what is left) and the
 #     check above; logs and a tarball of the regime's results in $OUT.
 #
 #   bash benchmarks/gpu_check.sh none-first (one 10-minute job: a lease's first command when the goal is the run)
-#     checks the Triton convolutions against F.conv2d on the GPU, times K = 21 with them and with cuDNN (100
-#     steps each), then trains the none regime below with the faster, in what is left of NONE_LIMIT_S.
+#     checks the Triton convolutions against F.conv2d on the GPU, times K = 21 with convolutions auto (each
+#     layer through cuDNN or Triton, whichever it times faster) and with cuDNN alone (100 steps each), then
+#     trains the none regime below with the faster, in what is left of NONE_LIMIT_S.
 #
 #   bash benchmarks/gpu_check.sh paper-none (one 10-minute job)
 #     the paper preset's `none` regime, 3 seeds, 500 epochs, full data and width, with
-#     CIFAR10_binary_classifier.py (timeout NONE_LIMIT_S, default 570 s), CONVOLUTIONS (torch | triton).
+#     CIFAR10_binary_classifier.py (timeout NONE_LIMIT_S, default 570 s), CONVOLUTIONS (torch | triton | auto).
 #     Resumable: a run stopped by the timeout keeps its checkpoint (and its convolutions) in $WORK, and the
 #     next paper-none on the same warm machine resumes it (FRESH=1: start again). Once finished, its results
 #     (merged.csv, per-run folders, figures) come back as $OUT/paper_none.tar.gz ($OUT returns a few files
@@ -284,16 +285,17 @@ train_none() {  # the none regime, 500 epochs, under timeout $1 s, resumable; re
     (( finished ))
 }
 
-pick_convolutions() {  # $1 steps per benchmark: K = 21 with cuDNN, and with the Triton convolutions once
-    # they pass their check on this GPU; sets CONVOLUTIONS to the faster, and PROJECTED_S to the none regime's
-    # projected training seconds with it (+12 % for the 48 evaluations, +30 s to start; 0: no timing)
-    local steps=$1 torch_ms triton_ms step_ms
-    echo "=== the Triton convolutions against F.conv2d on this GPU (timeout 120 s), then K = 21 with them"
+pick_convolutions() {  # $1 steps per benchmark: K = 21 with cuDNN, and with convolutions auto (each layer
+    # through cuDNN or Triton, whichever it times faster) once the Triton kernels pass their check on this GPU;
+    # sets CONVOLUTIONS to the faster, and PROJECTED_S to the none regime's projected training seconds with it
+    # (+12 % for the 48 evaluations, +30 s to start; 0: no timing)
+    local steps=$1 torch_ms auto_ms step_ms
+    echo "=== the Triton convolutions against F.conv2d on this GPU (timeout 120 s), then K = 21 with auto"
     if timeout -k 5 120 python3 -m iwshift.triton_conv --check --device "$DEVICE" 2>&1 | tail -n 3 \
             && timeout -k 5 120 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" \
-                --data-dir "$DATA" --ks 21 --precision bf16 --convolutions triton --steps "$steps" 2>&1 \
-                | tee "$OUT/bench_k21_triton.log" | tail -n 2; then
-        triton_ms=$(sed -nE 's/^device=.* k21_step_ms=([0-9.]+).*/\1/p' "$OUT/bench_k21_triton.log")
+                --data-dir "$DATA" --ks 21 --precision bf16 --convolutions auto --steps "$steps" 2>&1 \
+                | tee "$OUT/bench_k21_auto.log" | tail -n 3; then
+        auto_ms=$(sed -nE 's/^device=.* k21_step_ms=([0-9.]+).*/\1/p' "$OUT/bench_k21_auto.log")
     else
         echo "the Triton convolutions failed their check or the benchmark: cuDNN it is"
     fi
@@ -302,11 +304,11 @@ pick_convolutions() {  # $1 steps per benchmark: K = 21 with cuDNN, and with the
         --ks 21 --precision bf16 --steps "$steps" 2>&1 | tee "$OUT/bench_k21.log" | tail -n 2 || true
     torch_ms=$(sed -nE 's/^device=.* k21_step_ms=([0-9.]+).*/\1/p' "$OUT/bench_k21.log")
     CONVOLUTIONS=torch step_ms=${torch_ms:-0}
-    if [[ -n ${triton_ms:-} ]] && python3 -c "import sys; sys.exit(not ${torch_ms:-1e9} > $triton_ms)"; then
-        CONVOLUTIONS=triton step_ms=$triton_ms
+    if [[ -n ${auto_ms:-} ]] && python3 -c "import sys; sys.exit(not ${torch_ms:-1e9} > $auto_ms)"; then
+        CONVOLUTIONS=auto step_ms=$auto_ms
     fi
     PROJECTED_S=$(python3 -c "v = $step_ms; print(int(30 + 1.12 * 500 * 625 * v / 1e3) if v else 0)")
-    echo "K = 21: ${torch_ms:-?} ms per step with cuDNN, ${triton_ms:-?} with Triton: $CONVOLUTIONS;" \
+    echo "K = 21: ${torch_ms:-?} ms per step with cuDNN, ${auto_ms:-?} with auto: $CONVOLUTIONS;" \
          "the none regime projects to $PROJECTED_S s"
 }
 

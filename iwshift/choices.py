@@ -14,7 +14,7 @@ NORMALIZATIONS = ("mean", "weight_sum")              # of the weighted loss (iws
 PRECISIONS = ("auto", "fp32", "bf16")                # CNN training precision (iwshift.sweep)
 CNN_REGIMES = ("none", "l2", "dropout", "batchnorm")  # of the CNN studies (iwshift.sweep)
 ENGINES = ("auto", "torch", "fused")                 # of the trainer (iwshift.train)
-CONVOLUTIONS = ("torch", "triton")                   # the CNN's grouped convolutions (iwshift.models)
+CONVOLUTIONS = ("torch", "triton", "auto")           # the CNN's grouped convolutions (iwshift.models)
 LAUNCHERS = ("local", "submitit", "submitit-local")  # where the runs train (iwshift.launch)
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",

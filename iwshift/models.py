@@ -9,7 +9,7 @@ exactly where the same ``nn.Module`` would.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -222,9 +222,10 @@ class StackedCNN(nn.Module):
     and a run draws the same masks alone or in any stack. The trainer passes ``step`` in training mode
     (a Python int, or a 0-d int64 tensor on the device, e.g. inside a CUDA graph).
 
-    ``convolutions``: ``torch`` (``nn.Conv2d``: cuDNN on CUDA, oneDNN on the CPU) or ``triton`` (one Triton
+    ``convolutions``: ``torch`` (``nn.Conv2d``: cuDNN on CUDA, oneDNN on the CPU), ``triton`` (one Triton
     implicit-GEMM launch per layer for all K models, :mod:`iwshift.triton_conv`; CUDA only, on the same
-    parameters).
+    parameters) or ``auto`` (per layer, whichever of the two :meth:`tune` times faster for the training batch
+    on CUDA; ``torch`` until then, and on the CPU). ``layer_convolutions`` holds each layer's choice.
 
     Input ``(K, B, 3, 32, 32)`` (model k sees its own batch), output logits ``(K, B, n_classes)``.
     """
@@ -238,10 +239,6 @@ class StackedCNN(nn.Module):
         if convolutions not in CONVOLUTIONS:
             raise ValueError(f"unknown convolutions {convolutions!r}; choose from {', '.join(CONVOLUTIONS)}")
         self.convolutions = convolutions
-        if convolutions == "triton":
-            from .triton_conv import grouped_conv3x3
-
-            self._grouped_conv = grouped_conv3x3
         K = self.n_models = n_models
         self.width, self.batch_norm, self.n_classes = width, batch_norm, n_classes
         channels, hidden = cnn_widths(width)
@@ -251,6 +248,8 @@ class StackedCNN(nn.Module):
             norms.append(nn.BatchNorm2d(K * c_out) if batch_norm else nn.Identity())
             c_in = c_out
         self.convs, self.norms = nn.ModuleList(convs), nn.ModuleList(norms)
+        self.layer_convolutions = ["triton" if convolutions == "triton" else "torch"] * len(convs)
+        self.tuned: dict[str, dict[str, float]] = {}  # auto: each layer's timings (ms), once tuned
         sizes = [channels[-1] * 16, *hidden, n_classes]
         self.fc_weights = nn.ParameterList(nn.Parameter(torch.empty(K, a, b)) for a, b in zip(sizes, sizes[1:]))
         self.fc_biases = nn.ParameterList(nn.Parameter(torch.empty(K, 1, b)) for b in sizes[1:])
@@ -282,6 +281,33 @@ class StackedCNN(nn.Module):
                 if isinstance(norm, nn.BatchNorm2d):
                     norm.reset_parameters()
 
+    def tune(self, batch_size: int, dtype: torch.dtype, timer: Callable[..., dict[str, float]] | None = None) -> None:
+        """``convolutions="auto"`` on CUDA: time each layer's forward and backward through cuDNN and through
+        the Triton kernels (``timer``, default :func:`iwshift.triton_conv.time_layer`: captured CUDA graphs
+        on this stack's shapes for batches of ``batch_size`` under autocast to ``dtype``) and keep the faster
+        per layer. Once; nothing to do for other choices, or off CUDA unless a ``timer`` is given. The trainer
+        calls it before its first step."""
+        if self.convolutions != "auto" or self.tuned:
+            return
+        if timer is None:
+            if self.convs[0].weight.device.type != "cuda":
+                return
+            from .triton_conv import time_layer as timer
+        size, c_in = 32, 3
+        for i, conv in enumerate(self.convs):
+            times = timer(conv.weight, conv.bias, self.n_models, (batch_size, self.n_models * c_in, size, size),
+                          dtype, input_grad=i > 0)  # the images need no gradient
+            self.layer_convolutions[i] = min(times, key=times.get)
+            self.tuned[f"conv{i + 1}"] = times
+            size, c_in = size - 2, conv.weight.shape[0] // self.n_models
+            if i in POOL_AFTER:
+                size //= 2
+
+    def tuning_summary(self) -> str:
+        """What :meth:`tune` chose, one line: each layer's choice and its two timings ('' if not tuned)."""
+        return "; ".join(f"{layer} {choice} (cuDNN {times['torch']:.3f} ms, Triton {times['triton']:.3f} ms)"
+                         for (layer, times), choice in zip(self.tuned.items(), self.layer_convolutions))
+
     def forward(self, x: torch.Tensor, step: int | torch.Tensor | None = None) -> torch.Tensor:
         K, B = x.shape[:2]
         scales = None
@@ -294,7 +320,12 @@ class StackedCNN(nn.Module):
         if self.convs[0].weight.is_contiguous(memory_format=torch.channels_last) and K * x.shape[2] > 1:
             h = h.contiguous(memory_format=torch.channels_last)
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            h = self._grouped_conv(h, conv.weight, conv.bias, K) if self.convolutions == "triton" else conv(h)
+            if self.layer_convolutions[i] == "triton":
+                from .triton_conv import grouped_conv3x3  # (needs triton: imported only where it runs)
+
+                h = grouped_conv3x3(h, conv.weight, conv.bias, K)
+            else:
+                h = conv(h)
             h = torch.relu(norm(h))
             if i in POOL_AFTER:
                 h = nn.functional.max_pool2d(h, 2)

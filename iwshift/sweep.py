@@ -63,7 +63,7 @@ class CnnConfig:
     normalization: str = "weight_sum"
     precision: str = "auto"          # auto (see resolve_precision) | fp32 | bf16 (autocast + channels_last)
     compile: bool = False            # torch.compile the stacked model (CUDA)
-    convolutions: str = "torch"      # torch (cuDNN / oneDNN) | triton (iwshift.triton_conv, CUDA)
+    convolutions: str = "torch"      # torch (cuDNN / oneDNN) | triton (iwshift.triton_conv, CUDA) | auto (per layer)
     probe_per_class: int = 64        # training images per class for the gradient norms
     eval_every: int = 0              # 0: dense early then sparser (see eval_epochs); k: 1, 2, 3, 5, 7, k, 2k, ...
     max_stack: int = 84              # runs trained together in one stack at most (a GPU wants many)
@@ -194,6 +194,8 @@ def train_stack(
                                                      absent=0.0), dtype=torch.float32, device=images.device)
     table = fit_table(trainer, group[list(id_columns)], cfg.epochs, cfg.eval_epochs(),
                       lambda t: evaluate(t, class_weights), checkpoint, progress)
+    if model.tuned:  # convolutions="auto": what it chose, for the log
+        print(f"convolutions auto, stack of {K}: {model.tuning_summary()}", file=sys.stderr, flush=True)
     return {name: with_status(part.reset_index(drop=True)) for name, part in table.groupby("run", sort=False)}
 
 
@@ -582,6 +584,6 @@ def preset_fields(values: dict[str, Any], defaults: dict[str, Any], fields: dict
                 if const in given or values[const] != defaults[const]}
     chosen = {field_name: values[const] for const, field_name in fields.items()}
     chosen.update({k: val for k, val in presets[preset].items() if k not in explicit})
-    if chosen.get("convolutions") == "triton" and not device.startswith("cuda"):  # before anything is written
-        raise ConfigError("convolutions", f"triton runs on CUDA only (the device is {device})")
+    if chosen.get("convolutions") in ("triton", "auto") and not device.startswith("cuda"):  # before any write
+        raise ConfigError("convolutions", f"{chosen['convolutions']} runs on CUDA only (the device is {device})")
     return preset, chosen

@@ -236,7 +236,9 @@ class Trainer:
     ``graph`` (torch engine on CUDA): capture the SGD step as a CUDA graph, replayed for every full batch
     (``False``: run the same step eagerly, as on CPU). ``cudnn_benchmark`` (CUDA): let cuDNN time its
     algorithms for the grouped convolutions (``torch.backends.cudnn.benchmark``, set only while the trainer
-    trains or evaluates, then restored; ``False``: its heuristics, e.g. for reproducible kernels).
+    trains or evaluates, then restored; ``False``: its heuristics, e.g. for reproducible kernels). A model
+    with a ``tune(batch_size, dtype)`` method (:meth:`~iwshift.models.StackedCNN.tune`) is tuned before
+    the first step.
     """
 
     def __init__(self, model: torch.nn.Module, runs: StackedRuns, inputs: torch.Tensor, labels: torch.Tensor,
@@ -440,7 +442,10 @@ class Trainer:
         self.model.train()  # every epoch: evaluation switches dropout and batch norm off
         K, n = self.index.shape
         full, last = divmod(n, self.batch_size)
-        if self._buffers is None:
+        if self._buffers is None:  # the first epoch
+            tune = getattr(self.model, "tune", None)  # e.g. StackedCNN(convolutions="auto") times its layers
+            if tune is not None:
+                tune(self.batch_size, torch.bfloat16 if self.precision == "bf16" else torch.float32)
             self._buffers = self._step_buffers()
         captured = full > 0 and self.capture
         if captured and self._graph_key != self._state_addresses():

@@ -222,6 +222,7 @@ def test_too_few_training_images_is_a_one_line_error_naming_per_class(data):
     (["--out", "/proc/forbidden"], "--out: cannot write"),
     (["--data-dir", "{empty}", "--no-download"], "--data-dir"),
     (["--convolutions", "triton"], "--convolutions: triton runs on CUDA only (the device is cpu)"),
+    (["--convolutions", "auto"], "--convolutions: auto runs on CUDA only (the device is cpu)"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(args, message, tmp_path, capsys):
     script = load_script()

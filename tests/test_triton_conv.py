@@ -49,6 +49,69 @@ def test_triton_convolutions_are_a_checked_choice_and_a_how_field():
     assert sweep.run_identity({"run": "a"}, record) == sweep.run_identity({"run": "a"}, {"config": {"width": 1.0}})
 
 
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+def test_auto_convolutions_take_the_faster_per_layer_and_run_it(monkeypatch):
+    """``convolutions="auto"``: each layer timed on its own input shape (the images without a data gradient),
+    the faster kept, once; the forward routes exactly those layers through the Triton kernels."""
+    import torch
+    from torch.nn import functional as F
+
+    from iwshift import triton_conv
+    from iwshift.models import StackedCNN
+
+    K = 2
+    idle = StackedCNN(K, 0.0625, convolutions="auto")
+    idle.tune(16, torch.float32)  # on the CPU, without a timer: nothing to time (cuDNN against Triton is CUDA's)
+    assert idle.layer_convolutions == ["torch"] * 5 and not idle.tuned
+    model = StackedCNN(K, 0.0625, convolutions="auto")
+    asked = []
+
+    def timer(weight, bias, groups, input_shape, dtype, input_grad):
+        asked.append((tuple(weight.shape), groups, input_shape, dtype, input_grad))
+        return {"torch": 1.0, "triton": 0.5 if len(asked) % 2 else 2.0}  # Triton the faster on odd layers
+
+    model.tune(16, torch.bfloat16, timer=timer)
+    assert model.layer_convolutions == ["triton", "torch", "triton", "torch", "triton"]
+    channels = [4, 4, 8, 8, 8]  # width 1/16
+    sizes = [32, 30, 14, 12, 10]  # 2x2 max-pooling after the second convolution
+    assert asked == [((K * c_out, c_in, 3, 3), K, (16, K * c_in, size, size), torch.bfloat16, i > 0)
+                     for i, (c_in, c_out, size) in enumerate(zip([3, *channels], channels, sizes))]
+    assert "conv2 torch (cuDNN 1.000 ms, Triton 2.000 ms)" in model.tuning_summary()
+    model.tune(16, torch.bfloat16, timer=lambda *a, **k: pytest.fail("tuned twice"))
+
+    routed = []
+
+    def through_triton(x, weight, bias, groups):
+        routed.append(weight)
+        return F.conv2d(x, weight, bias, groups=groups)
+
+    monkeypatch.setattr(triton_conv, "grouped_conv3x3", through_triton)
+    model(torch.randn(K, 2, 3, 32, 32))
+    assert routed == [model.convs[i].weight for i in (0, 2, 4)]
+
+
+def test_the_trainer_tunes_its_model_once_before_the_first_step():
+    import numpy as np
+    import torch
+
+    from iwshift.models import StackedCNN
+    from iwshift.train import StackedRuns, Trainer, to_device_images
+
+    n, K = 8, 2
+    runs = StackedRuns(seeds=[0, 1], train_index=np.tile(np.arange(n), (K, 1)), example_weights=np.ones((K, n)),
+                       l2=[0.0] * K, dropout=[0.0] * K)
+    model = StackedCNN(K, 0.0625, seeds=runs.seeds)
+    initial = model.convs[0].weight.detach().clone()
+    calls = []
+    model.tune = lambda batch, dtype: calls.append((batch, dtype, torch.equal(model.convs[0].weight, initial)))
+    images = to_device_images(np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), "cpu")
+    trainer = Trainer(model, runs, images, torch.as_tensor(np.arange(n) % 2), batch_size=4, precision="bf16",
+                      image_normalization="cifar10")
+    trainer.train_epoch()
+    trainer.train_epoch()
+    assert calls == [(4, torch.bfloat16, True)]  # once, on the untrained model, with the training batch
+
+
 @pytest.mark.skipif(not (importlib.util.find_spec("triton") and __import__("torch").cuda.is_available()),
                     reason="needs CUDA and triton")
 def test_triton_convolutions_on_cuda_in_float32_and_bfloat16():
@@ -59,3 +122,6 @@ def test_triton_convolutions_on_cuda_in_float32_and_bfloat16():
     assert triton_conv.check("cuda") < 1e-5
     assert triton_conv.check("cuda", torch.bfloat16) < 2e-2
     assert triton_conv.check_model("cuda") < 1e-4
+    weight, bias = torch.randn(2 * 8, 4, 3, 3, device="cuda"), torch.randn(2 * 8, device="cuda")
+    times = triton_conv.time_layer(weight, bias, 2, (4, 2 * 4, 12, 12), torch.bfloat16)  # what auto compares
+    assert set(times) == {"torch", "triton"} and all(0 < t < 100 for t in times.values())
