@@ -295,8 +295,9 @@ class StackedCNN(nn.Module):
             from .triton_conv import time_layer as timer
         size, c_in = 32, 3
         for i, conv in enumerate(self.convs):
+            # as in training: the normalised images are float32 and need no gradient; later inputs are autocast's
             times = timer(conv.weight, conv.bias, self.n_models, (batch_size, self.n_models * c_in, size, size),
-                          dtype, input_grad=i > 0)  # the images need no gradient
+                          dtype, input_grad=i > 0, input_dtype=dtype if i else torch.float32)
             self.layer_convolutions[i] = min(times, key=times.get)
             self.tuned[f"conv{i + 1}"] = times
             size, c_in = size - 2, conv.weight.shape[0] // self.n_models

@@ -15,8 +15,10 @@ groups, as implicit matrix products that gather their operands straight from the
 interpreter, ``TRITON_INTERPRET=1``, for the tests). ``python -m iwshift.triton_conv --check`` compares forward
 and gradients with ``F.conv2d`` in float64; ``--compile-only`` compiles the kernels of one training step of
 the `none` stack for sm_90 without a GPU, as a launch specialises them, and reports their registers, spills
-and shared memory (``ptxas -v``). Not the default: ``benchmarks/profile_step.py`` times it against cuDNN (keep what the GPU measurement
-favours). Importing this module needs the ``triton`` package (it comes with PyTorch's CUDA wheels on Linux).
+and shared memory (``ptxas -v``). Not the default: ``convolutions="auto"`` (:meth:`StackedCNN.tune
+<iwshift.models.StackedCNN.tune>`) times each layer through cuDNN and through these kernels before training
+and keeps the faster, and ``benchmarks/profile_step.py`` times whole steps. Importing this module needs the
+``triton`` package (it comes with PyTorch's CUDA wheels on Linux).
 """
 
 from __future__ import annotations
@@ -254,15 +256,19 @@ class GroupedConv3x3(torch.autograd.Function):
 
 
 def time_layer(weight: torch.Tensor, bias: torch.Tensor, groups: int, input_shape: tuple[int, int, int, int],
-               dtype: torch.dtype, input_grad: bool = True, replays: int = 20) -> dict[str, float]:
+               dtype: torch.dtype, input_grad: bool = True, input_dtype: torch.dtype | None = None,
+               replays: int = 20) -> dict[str, float]:
     """Milliseconds of GPU time per forward and backward of one grouped 3x3 convolution of ``weight`` through
     cuDNN (``torch``) and through the Triton kernels (``triton``), on random channels-last inputs of
-    ``input_shape`` under autocast to ``dtype`` (``torch.float32``: none), the data gradient only with
-    ``input_grad``. Each is captured as a CUDA graph (as the trainer's step is) and replayed: the host's
-    launch time, which the captured step does not pay, is not counted. CUDA only."""
+    ``input_shape`` and ``input_dtype`` (default ``dtype``) under autocast to ``dtype`` (``torch.float32``:
+    none), the data gradient only with ``input_grad``. Each is captured as a CUDA graph (as the trainer's
+    step is) and replayed: the host's launch time, which the captured step does not pay, is not counted.
+    CUDA only."""
     device = weight.device
-    x = torch.randn(input_shape, device=device).contiguous(memory_format=torch.channels_last)
-    leaves = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]
+    # the input requires a gradient only where training's does (the kernels skip what nothing needs)
+    x = torch.randn(input_shape, device=device, dtype=input_dtype or dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    leaves = [x.requires_grad_(input_grad), *(t.detach().clone().requires_grad_() for t in (weight, bias))]
     wanted = leaves if input_grad else leaves[1:]
     times = {}
     for name, conv in (("torch", lambda: F.conv2d(*leaves, groups=groups)),

@@ -66,15 +66,16 @@ def test_auto_convolutions_take_the_faster_per_layer_and_run_it(monkeypatch):
     model = StackedCNN(K, 0.0625, convolutions="auto")
     asked = []
 
-    def timer(weight, bias, groups, input_shape, dtype, input_grad):
-        asked.append((tuple(weight.shape), groups, input_shape, dtype, input_grad))
+    def timer(weight, bias, groups, input_shape, dtype, input_grad, input_dtype):
+        asked.append((tuple(weight.shape), groups, input_shape, dtype, input_grad, input_dtype))
         return {"torch": 1.0, "triton": 0.5 if len(asked) % 2 else 2.0}  # Triton the faster on odd layers
 
     model.tune(16, torch.bfloat16, timer=timer)
     assert model.layer_convolutions == ["triton", "torch", "triton", "torch", "triton"]
     channels = [4, 4, 8, 8, 8]  # width 1/16
     sizes = [32, 30, 14, 12, 10]  # 2x2 max-pooling after the second convolution
-    assert asked == [((K * c_out, c_in, 3, 3), K, (16, K * c_in, size, size), torch.bfloat16, i > 0)
+    assert asked == [((K * c_out, c_in, 3, 3), K, (16, K * c_in, size, size), torch.bfloat16, i > 0,
+                      torch.bfloat16 if i else torch.float32)  # the images: float32, no gradient
                      for i, (c_in, c_out, size) in enumerate(zip([3, *channels], channels, sizes))]
     assert "conv2 torch (cuDNN 1.000 ms, Triton 2.000 ms)" in model.tuning_summary()
     model.tune(16, torch.bfloat16, timer=lambda *a, **k: pytest.fail("tuned twice"))
