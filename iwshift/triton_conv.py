@@ -251,7 +251,7 @@ class GroupedConv3x3(torch.autograd.Function):
             wmat = w.view(groups, N, C, TAPS, TAPS).permute(0, 3, 4, 1, 2).reshape(groups, 9 * N, C).contiguous()
             grad_x = _gather(grad_out, wmat, None, groups, (x.shape[2], x.shape[3]), sign=-1).to(ctx.input_dtype)
         grad_w = _weight_gradient(x, grad_out, groups).to(ctx.weight_dtype)
-        grad_b = grad_out.float().sum((0, 2, 3)).to(ctx.weight_dtype)
+        grad_b = grad_out.sum((0, 2, 3), dtype=torch.float32).to(ctx.weight_dtype)  # no float32 copy of grad_out
         return grad_x, grad_w, grad_b, None
 
 
