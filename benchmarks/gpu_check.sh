@@ -23,7 +23,8 @@
 #     check above; logs and a tarball of the regime's results in $OUT.
 #
 #   bash benchmarks/gpu_check.sh none-first (one 10-minute job: a lease's first command when the goal is the run)
-#     checks the Triton convolutions against F.conv2d on the GPU, times K = 21 with convolutions auto (each
+#     runs the captured step's tests (tests/test_graph_step.py; a failure stops it: no results from a step
+#     that computes something else), checks the Triton convolutions against F.conv2d on the GPU, times K = 21 with convolutions auto (each
 #     layer through cuDNN or Triton, whichever it times faster) and with cuDNN alone (100 steps each), then
 #     trains the none regime below with the faster, in what is left of NONE_LIMIT_S.
 #
@@ -322,6 +323,13 @@ none_first() {  # a lease's first command: the faster convolutions in a minute o
     if [[ -f $WORK/convolutions ]]; then
         echo "a started none regime is in $WORK (its convolutions: $(cat "$WORK/convolutions")): resuming it"
     else
+        # results of a step that computes something else are worse than none: its tests first
+        echo "=== the captured step trains as the eager step and as plain torch SGD (GPU tests, timeout 90 s)"
+        if ! timeout -k 5 90 python3 -m pytest -q -p no:cacheprovider tests/test_graph_step.py 2>&1 | tail -n 12; then
+            echo "the captured step failed its tests (or timed out) on this GPU: the none regime is not trained"
+            wait "$decoding" || true
+            return 1
+        fi
         pick_convolutions 100
     fi
     wait "$decoding" || true
