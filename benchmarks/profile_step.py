@@ -15,6 +15,9 @@ that dominate (the same kernels the captured graph replays) and the convolutions
 * ``triton-conv``: every convolution through Triton implicit-GEMM kernels (``iwshift.triton_conv``: one
   launch for all K groups, forward, data and weight gradients; CUDA only, checked on the GPU against
   ``F.conv2d`` first, and in the tests through Triton's CPU interpreter);
+* ``auto-conv``: ``StackedCNN(convolutions="auto")``: each layer through cuDNN or the Triton kernels,
+  whichever :meth:`~iwshift.models.StackedCNN.tune` times faster on the stack's shapes (CUDA only; the choice
+  and the timings are printed);
 * ``fused-sgd``: the stacked update as one ``torch._fused_sgd_`` pass (the kernel behind
   ``torch.optim.SGD(fused=True)``) instead of three ``_foreach`` passes; the same update when every run has
   the same weight decay, as in the `none` stack;
@@ -116,10 +119,11 @@ VARIANTS = {  # name: (what replaces convolutions, precision, channels_last, fus
     "conv1-pad8": (first_conv(PaddedConv), "bf16", True, False, False),
     "conv1-bmm": (first_conv(BmmConv), "bf16", True, False, False),
     "triton-conv": (None, "bf16", True, False, False),  # StackedCNN(convolutions="triton")
+    "auto-conv": (None, "bf16", True, False, False),  # StackedCNN(convolutions="auto")
     "fused-sgd": (None, "bf16", True, True, False),
     "compile": (None, "bf16", True, False, True),
 }
-CUDA_ONLY = {"triton-conv"}  # Triton kernels (on the CPU only through Triton's interpreter, in the tests)
+CUDA_ONLY = {"triton-conv", "auto-conv"}  # Triton kernels (on the CPU only through Triton's interpreter, in the tests)
 
 
 def build(variant: str, k: int, width: float, device: torch.device, n: int = 2000, graph: bool = True,
@@ -133,7 +137,7 @@ def build(variant: str, k: int, width: float, device: torch.device, n: int = 200
                        example_weights=np.stack([np.where(labels.cpu().numpy() == 1, weights[i % 7], 1.0)
                                                  for i in range(k)]),
                        l2=[0.0] * k, dropout=[0.0] * k)
-    model = StackedCNN(k, width, convolutions="triton" if variant == "triton-conv" else "torch")
+    model = StackedCNN(k, width, convolutions={"triton-conv": "triton", "auto-conv": "auto"}.get(variant, "torch"))
     model.reset_parameters(runs.seeds)
     if convs is not None:
         convs(model, k)
@@ -187,21 +191,26 @@ def main() -> None:
                         help="the variant whose eager steps are profiled (default: the studies' default)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    results = {}
+    results, triton_checked = {}, False
     for name in args.variants:
         if name in CUDA_ONLY and device.type != "cuda":
             print(f"{name:12s} K = {args.k}: skipped (CUDA only)", flush=True)
             continue
         try:  # a variant that fails its check or on this device is reported, not fatal
-            if name == "triton-conv":  # its own checks, on the GPU: each kernel in fp32 and bf16, then the model
-                from iwshift import triton_conv
+            if name in ("triton-conv", "auto-conv"):
+                if not triton_checked:  # the kernels' own checks, once, on the GPU: fp32 and bf16, then the model
+                    from iwshift import triton_conv
 
-                worst = max(triton_conv.check("cuda"), triton_conv.check("cuda", torch.bfloat16))
-                print(f"triton-conv checks: kernels within {worst:.1e} of F.conv2d, "
-                      f"stacked CNN within {triton_conv.check_model('cuda'):.1e}", flush=True)
+                    worst = max(triton_conv.check("cuda"), triton_conv.check("cuda", torch.bfloat16))
+                    print(f"triton-conv checks: kernels within {worst:.1e} of F.conv2d, "
+                          f"stacked CNN within {triton_conv.check_model('cuda'):.1e}", flush=True)
+                    triton_checked = True
             elif name != "bf16-nhwc":
                 check_on_cpu(name)
-            results[name] = ms_per_step(build(name, args.k, args.width, device), device)
+            trainer = build(name, args.k, args.width, device)
+            results[name] = ms_per_step(trainer, device)
+            if getattr(trainer.model, "tuned", None):
+                print(f"{name:12s} K = {args.k}: {trainer.model.tuning_summary()}", flush=True)
         except Exception as err:  # noqa: BLE001
             reason = str(err).splitlines()[0][:200] if str(err) else ""
             print(f"{name:12s} K = {args.k}: FAILED: {type(err).__name__}: {reason}", flush=True)
