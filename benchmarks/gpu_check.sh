@@ -24,9 +24,10 @@
 #
 #   bash benchmarks/gpu_check.sh none-first (one 10-minute job: a lease's first command when the goal is the run)
 #     runs the captured step's tests (tests/test_graph_step.py; a failure stops it: no results from a step
-#     that computes something else), checks the Triton convolutions against F.conv2d on the GPU, times K = 21 with convolutions auto (each
-#     layer through cuDNN or Triton, whichever it times faster) and with cuDNN alone (100 steps each), then
-#     trains the none regime below with the faster, in what is left of NONE_LIMIT_S.
+#     that computes something else), checks the Triton convolutions against F.conv2d on the GPU, then trains
+#     the none regime below with convolutions auto (each layer through cuDNN or Triton, whichever it times
+#     faster before training; the log has both timings) or, if the check failed, cuDNN alone, in what is
+#     left of NONE_LIMIT_S (about a minute goes to the checks).
 #
 #   bash benchmarks/gpu_check.sh paper-none (one 10-minute job)
 #     the paper preset's `none` regime, 3 seeds, 500 epochs, full data and width, with
@@ -313,7 +314,7 @@ pick_convolutions() {  # $1 steps per benchmark: K = 21 with cuDNN, and with con
          "the none regime projects to $PROJECTED_S s"
 }
 
-none_first() {  # a lease's first command: the faster convolutions in a minute or two, then the none regime
+none_first() {  # a lease's first command: its checks in about a minute, then the none regime
     local start=$SECONDS
     environment
     prepare_data
@@ -330,7 +331,14 @@ none_first() {  # a lease's first command: the faster convolutions in a minute o
             wait "$decoding" || true
             return 1
         fi
-        pick_convolutions 100
+        # auto times each layer through cuDNN and Triton itself before training (seconds, not a benchmark)
+        echo "=== the Triton convolutions against F.conv2d on this GPU (timeout 120 s)"
+        if timeout -k 5 120 python3 -m iwshift.triton_conv --check --device "$DEVICE" 2>&1 | tail -n 3; then
+            CONVOLUTIONS=auto
+        else
+            echo "the Triton convolutions failed their check: cuDNN alone"
+            CONVOLUTIONS=torch
+        fi
     fi
     wait "$decoding" || true
     train_none $((NONE_LIMIT_S - (SECONDS - start))) || true

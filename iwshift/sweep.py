@@ -192,10 +192,18 @@ def train_stack(
     train_labels = labels.cpu().numpy()[runs.train_index]
     class_weights = torch.tensor(class_weight_matrix(train_labels, np.stack([s.weights for s in sets]), n_classes,
                                                      absent=0.0), dtype=torch.float32, device=images.device)
+    announced = False
+
+    def on_epoch(epoch: int) -> None:
+        nonlocal announced
+        if model.tuned and not announced:  # convolutions="auto": what it chose (tuned before the first step)
+            print(f"convolutions auto, stack of {K}: {model.tuning_summary()}", file=sys.stderr, flush=True)
+            announced = True
+        if progress is not None:
+            progress(epoch)
+
     table = fit_table(trainer, group[list(id_columns)], cfg.epochs, cfg.eval_epochs(),
-                      lambda t: evaluate(t, class_weights), checkpoint, progress)
-    if model.tuned:  # convolutions="auto": what it chose, for the log
-        print(f"convolutions auto, stack of {K}: {model.tuning_summary()}", file=sys.stderr, flush=True)
+                      lambda t: evaluate(t, class_weights), checkpoint, on_epoch)
     return {name: with_status(part.reset_index(drop=True)) for name, part in table.groupby("run", sort=False)}
 
 
