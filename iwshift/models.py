@@ -327,9 +327,10 @@ class StackedCNN(nn.Module):
                 h = grouped_conv3x3(h, conv.weight, conv.bias, K)
             else:
                 h = conv(h)
-            h = torch.relu(norm(h))
-            if i in POOL_AFTER:
+            h = norm(h)
+            if i in POOL_AFTER:  # pool, then ReLU (they commute; the ReLU and its gradient on a quarter of the values)
                 h = nn.functional.max_pool2d(h, 2)
+            h = torch.relu(h)
         h = h.reshape(B, K, -1).transpose(0, 1)  # (K, B, features) in each model's C, H, W order
         last = len(self.fc_weights) - 1
         for i, (W, b) in enumerate(zip(self.fc_weights, self.fc_biases)):
