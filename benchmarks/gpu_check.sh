@@ -51,12 +51,12 @@ MODE=${1:-check}
 OUT=${OUT:-/tmp/gpu_check_out}
 ARCHIVE=.devdata/cifar10-jpeg.tar.gz
 DATA=${DATA:-/tmp/cifar10}
-RESULTS=benchmarks/results
+RESULTS=${RESULTS:-benchmarks/results}  # where the results files go (a dry run: somewhere outside the repository)
 WORK=${WORK:-/tmp/gpu_check_work}  # what is too many files for $OUT (the none regime's run folders)
 NONE_LIMIT_S=${NONE_LIMIT_S:-570}
 SESSION_S=${SESSION_S:-590}   # the session mode ends its last step by then
 BENCH_STEPS=${BENCH_STEPS:-200}
-# a dry run on CPU: DEVICE=cpu BENCH_WIDTH=0.0625 EPOCHS=2 EXTRA_ARGS="--per-class 40 --width 0.0625 ..."
+# a dry run on CPU: DEVICE=cpu RESULTS=/tmp/dry BENCH_WIDTH=0.0625 EPOCHS=2 EXTRA_ARGS="--per-class 40 --width 0.0625 ..."
 DEVICE=${DEVICE:-cuda}
 BENCH_WIDTH=${BENCH_WIDTH:-1}
 EPOCHS=${EPOCHS:-500}
