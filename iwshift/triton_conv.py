@@ -211,8 +211,9 @@ def _weight_gradient(src: torch.Tensor, gout: torch.Tensor, groups: int) -> torc
     launch()
     part, (_, GC, _, _), N = launch.args[2], src.shape, gout.shape[1] // groups
     C = GC // groups
-    # part[..., k] with k = (dy, dx, c) -> the weight layout (G N, C, dy, dx)
-    return part.sum(0).view(groups, N, TAPS, TAPS, C).permute(0, 1, 4, 2, 3).reshape(groups * N, C, TAPS, TAPS)
+    # part[..., k] with k = (dy, dx, c) is the (G N, C, dy, dx) weight gradient in channels-last memory: a
+    # view, no copy (and no copy when autograd stores it for a channels-last weight, as training's are)
+    return part.sum(0).view(groups * N, TAPS, TAPS, C).permute(0, 3, 1, 2)
 
 
 def grouped_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> torch.Tensor:
