@@ -213,7 +213,8 @@ def _weight_gradient(src: torch.Tensor, gout: torch.Tensor, groups: int) -> torc
     C = GC // groups
     # part[..., k] with k = (dy, dx, c) is the (G N, C, dy, dx) weight gradient in channels-last memory: a
     # view, no copy (and no copy when autograd stores it for a channels-last weight, as training's are)
-    return part.sum(0).view(groups * N, TAPS, TAPS, C).permute(0, 3, 1, 2)
+    total = part[0] if len(part) == 1 else part.sum(0)  # (one split: the deep layers' few positions)
+    return total.view(groups * N, TAPS, TAPS, C).permute(0, 3, 1, 2)
 
 
 def grouped_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> torch.Tensor:
@@ -320,19 +321,22 @@ def _replayed_ms(work: Callable[[], None], device: torch.device, replays: int) -
 def check(device: str, dtype: torch.dtype = torch.float32) -> float:
     """Largest relative error of forward and gradients against ``F.conv2d`` in float64 over a few shapes (fresh
     random inputs, channels-last and not). Triton's CPU interpreter computes float32 and float16, not bfloat16."""
-    worst = 0.0
+    worst, split = 0.0, False
     gen = torch.Generator().manual_seed(0)
-    # small channel counts (the flat k loop), and 32 / 64 input channels (the tap-major loops of the
-    # forward and data gradient, and of the weight gradient)
+    # small channel counts (the flat k loop), 32 / 64 input channels (the tap-major loops of the forward and
+    # data gradient, and of the weight gradient), and 392 positions per group (the weight gradient's sum
+    # split over two slices of positions, the second one partial, as every large layer's is on the GPU)
     for groups, c_in, c_out, batch, size, channels_last in [(3, 3, 4, 2, 7, True), (2, 5, 6, 3, 6, False),
                                                              (4, 16, 20, 2, 9, True), (2, 32, 32, 2, 6, True),
-                                                             (2, 64, 32, 1, 5, False)]:
+                                                             (2, 64, 32, 1, 5, False), (2, 4, 6, 2, 16, True),
+                                                             (1, 64, 16, 2, 16, True)]:
         x = torch.randn(batch, groups * c_in, size, size, generator=gen).to(device, dtype)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         w = torch.randn(groups * c_out, c_in, 3, 3, generator=gen).to(device, dtype)
         b = torch.randn(groups * c_out, generator=gen).to(device, dtype)
         gout = torch.randn(batch, groups * c_out, size - 2, size - 2, generator=gen).to(device, dtype)
+        split |= len(_weight_gradient_launch(x, gout, groups).args[2]) > 1
         results = []  # the reference in float64 on the same (rounded) inputs
         for conv, as_dtype in ((lambda *a: F.conv2d(*a, groups=groups), torch.float64),
                                (lambda *a: grouped_conv3x3(*a, groups), dtype)):
@@ -345,6 +349,8 @@ def check(device: str, dtype: torch.dtype = torch.float32) -> float:
             worst = max(worst, error)
             if not error < (1e-5 if dtype == torch.float32 else 2e-2):
                 raise AssertionError(f"{name}: relative error {error:.2e} (groups {groups}, {c_in} -> {c_out})")
+    if not split:
+        raise AssertionError("no shape of the check splits the weight gradient's sum: that path went unchecked")
     return worst
 
 
