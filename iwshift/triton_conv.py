@@ -165,9 +165,8 @@ def _gather_launch(src: torch.Tensor, wmat: torch.Tensor, bias: torch.Tensor | N
     B, GC, Hs, Ws = src.shape
     C, N = GC // groups, wmat.shape[2]
     _, _, Ho, Wo = out.shape
-    on_gpu = src.device.type != "cpu"  # (the CPU: Triton's interpreter, on the tests' small shapes)
     # 128 positions per tile where a group has thousands of them, else 64 (more programs for the deep layers)
-    BM, BN, BK = 128 if on_gpu and B * Ho * Wo >= 4096 else 64, _width(N), 32
+    BM, BN, BK = 128 if B * Ho * Wo >= 4096 else 64, _width(N), 32
     tap_major = C % BK == 0
     # the flat loop's per-element indices of a 128-row tile spill registers at 4 warps (``--compile-only``)
     num_warps = 8 if BM == 128 and not tap_major else 4
@@ -324,12 +323,15 @@ def check(device: str, dtype: torch.dtype = torch.float32) -> float:
     worst, split = 0.0, False
     gen = torch.Generator().manual_seed(0)
     # small channel counts (the flat k loop), 32 / 64 input channels (the tap-major loops of the forward and
-    # data gradient, and of the weight gradient), and 392 positions per group (the weight gradient's sum
-    # split over two slices of positions, the second one partial, as every large layer's is on the GPU)
-    for groups, c_in, c_out, batch, size, channels_last in [(3, 3, 4, 2, 7, True), (2, 5, 6, 3, 6, False),
-                                                             (4, 16, 20, 2, 9, True), (2, 32, 32, 2, 6, True),
-                                                             (2, 64, 32, 1, 5, False), (2, 4, 6, 2, 16, True),
-                                                             (1, 64, 16, 2, 16, True)]:
+    # data gradient, and of the weight gradient), 392 positions per group (the weight gradient's sum split
+    # over two slices of positions, the second one partial), and 4,500 or more (128-position tiles, the flat
+    # loop at 8 warps): the paths the GPU takes on the full-size layers (the interpreter, slow, takes these
+    # in float32 only: the paths do not depend on the dtype)
+    shapes = [(3, 3, 4, 2, 7, True), (2, 5, 6, 3, 6, False), (4, 16, 20, 2, 9, True), (2, 32, 32, 2, 6, True),
+              (2, 64, 32, 1, 5, False), (2, 4, 6, 2, 16, True), (1, 64, 16, 2, 16, True)]
+    if device != "cpu" or dtype == torch.float32:
+        shapes += [(2, 3, 8, 5, 32, True), (1, 64, 64, 6, 30, True)]
+    for groups, c_in, c_out, batch, size, channels_last in shapes:
         x = torch.randn(batch, groups * c_in, size, size, generator=gen).to(device, dtype)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
