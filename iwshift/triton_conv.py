@@ -322,13 +322,14 @@ def check(device: str, dtype: torch.dtype = torch.float32) -> float:
     random inputs, channels-last and not). Triton's CPU interpreter computes float32 and float16, not bfloat16."""
     worst, split = 0.0, False
     gen = torch.Generator().manual_seed(0)
-    # small channel counts (the flat k loop), 32 / 64 input channels (the tap-major loops of the forward and
-    # data gradient, and of the weight gradient), 392 positions per group (the weight gradient's sum split
+    # small channel counts (the flat k loop), 32 / 64 / 128 input channels (the tap-major loops of the forward
+    # and data gradient, and of the weight gradient), 392 positions per group (the weight gradient's sum split
     # over two slices of positions, the second one partial), and 4,500 or more (128-position tiles, the flat
     # loop at 8 warps): the paths the GPU takes on the full-size layers (the interpreter, slow, takes these
     # in float32 only: the paths do not depend on the dtype)
     shapes = [(3, 3, 4, 2, 7, True), (2, 5, 6, 3, 6, False), (4, 16, 20, 2, 9, True), (2, 32, 32, 2, 6, True),
-              (2, 64, 32, 1, 5, False), (2, 4, 6, 2, 16, True), (1, 64, 16, 2, 16, True)]
+              (2, 64, 32, 1, 5, False), (2, 4, 6, 2, 16, True), (1, 64, 16, 2, 16, True),
+              (2, 128, 128, 1, 6, True)]  # 128 channels: two channel tiles in every pass, as the deep layers
     if device != "cpu" or dtype == torch.float32:
         shapes += [(2, 3, 8, 5, 32, True), (1, 64, 64, 6, 30, True)]
     for groups, c_in, c_out, batch, size, channels_last in shapes:
