@@ -292,8 +292,8 @@ pick_convolutions() {  # $1 steps per benchmark: K = 21 with cuDNN, and with con
     # sets CONVOLUTIONS to the faster, and PROJECTED_S to the none regime's projected training seconds with it
     # (+12 % for the 48 evaluations, +30 s to start; 0: no timing)
     local steps=$1 torch_ms auto_ms step_ms
-    echo "=== the Triton convolutions against F.conv2d on this GPU (timeout 120 s), then K = 21 with auto"
-    if timeout -k 5 120 python3 -m iwshift.triton_conv --check --device "$DEVICE" 2>&1 | tail -n 3 \
+    echo "=== the Triton convolutions against F.conv2d on this GPU (timeout 180 s: some 60 kernel compilations), then K = 21 with auto"
+    if timeout -k 5 180 python3 -m iwshift.triton_conv --check --device "$DEVICE" 2>&1 | tail -n 3 \
             && timeout -k 5 120 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" \
                 --data-dir "$DATA" --ks 21 --precision bf16 --convolutions auto --steps "$steps" 2>&1 \
                 | tee "$OUT/bench_k21_auto.log" | tail -n 3; then
@@ -332,8 +332,8 @@ none_first() {  # a lease's first command: its checks in about a minute, then th
             return 1
         fi
         # auto times each layer through cuDNN and Triton itself before training (seconds, not a benchmark)
-        echo "=== the Triton convolutions against F.conv2d on this GPU (timeout 120 s)"
-        if timeout -k 5 120 python3 -m iwshift.triton_conv --check --device "$DEVICE" 2>&1 | tail -n 3; then
+        echo "=== the Triton convolutions against F.conv2d on this GPU (timeout 180 s: some 60 kernel compilations)"
+        if timeout -k 5 180 python3 -m iwshift.triton_conv --check --device "$DEVICE" 2>&1 | tail -n 3; then
             CONVOLUTIONS=auto
         else
             echo "the Triton convolutions failed their check: cuDNN alone"
