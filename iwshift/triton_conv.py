@@ -40,7 +40,7 @@ from torch.nn import functional as F
 TAPS = 3  # the kernels' height and width
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["B"])  # the batch (training, evaluation, a last partial one): one compilation
 def _gather_conv(src, wmat, bias, out, B, Hs, Ws, Ho, Wo, C, N,
                  s_b, s_h, s_w, s_c, o_b, o_h, o_w, o_c,
                  SIGN: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, TAP_MAJOR: tl.constexpr,
@@ -95,7 +95,7 @@ def _gather_conv(src, wmat, bias, out, B, Hs, Ws, Ho, Wo, C, N,
              acc.to(out.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["B"])  # the batch (training, evaluation, a last partial one): one compilation
 def _weight_grad(src, gout, part, G, B, Ho, Wo, C, N, rows_per_split,
                  s_b, s_h, s_w, s_c, g_b, g_h, g_w, g_c,
                  IEEE: tl.constexpr, TAP_MAJOR: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BM: tl.constexpr):
@@ -432,9 +432,12 @@ def compile_for_hopper(n_models: int = 21, width: float = 1.0) -> list[str]:
     target, lines = GPUTarget("cuda", 90, 32), []
     for name, launch in step_launches(n_models, width):
         signature, constants, attrs = {}, dict(launch.constants), {}
-        for i, (arg, value) in enumerate(zip(launch.kernel.arg_names, launch.args)):
+        for i, (param, value) in enumerate(zip(launch.kernel.params, launch.args)):
+            arg = param.name
             if isinstance(value, torch.Tensor):
                 signature[arg], attrs[(i,)] = f"*{_TRITON_TYPES[value.dtype]}", [["tt.divisibility", 16]]
+            elif param.do_not_specialize:
+                signature[arg] = "i32"
             elif value == 1:
                 signature[arg], constants[arg] = "constexpr", 1
             else:
