@@ -5,6 +5,9 @@
 * ``synthetic/`` (``metrics.csv``, ``manifest.json``) and ``synthetic_extreme/`` (``stability.csv``);
 * ``cifar_binary/<run>/`` and ``cifar_extension/<run>/`` (``metrics.csv``, ``config.json``; the
   extension's ``weights_covariate.csv`` / ``weights_label.csv``),
+* any other ``cifar_binary_<name>/<run>/`` (e.g. ``cifar_binary_paper_gpu/``: the `paper` preset on a GPU):
+  another source for the CIFAR binary claims, with rows and figures of its own (never pooled with
+  ``cifar_binary/``; a claim it has no results for gets no row from it),
 
 measures one quantity per claim with a 95 % interval over seeds, and applies the verdict rules in
 :data:`RULES` (also printed in the report). A study that has not been run gives "not run" rows. The report
@@ -39,6 +42,7 @@ TRAINED = 0.90      # ... of the regime a claim is about below this: "did not tr
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_RUN = "supported", "contradicted", "inconclusive", "not run"
 STUDIES = ("synthetic", "synthetic_extreme", "cifar_binary", "cifar_extension")
+BINARY = "cifar_binary"  # other folders named cifar_binary_<name> are more sources for its claims
 
 RULES = f"""\
 * **Intervals are over seeds only.** Each seed gives one value (a paired difference, a slope, or the mean
@@ -284,12 +288,25 @@ def load(root: str | Path) -> dict[str, Study | None]:
               for name in cifar_binary.PRESETS}
     extension = {name: asdict(cifar_extension.with_preset(cifar_extension.ExtensionConfig(), name))
                  for name in cifar_extension.PRESETS}
-    return {"synthetic": load_synthetic(root / "synthetic", "metrics.csv"),
-            "synthetic_extreme": load_synthetic(root / "synthetic" / "extreme", "stability.csv")
-            or load_synthetic(root / "synthetic_extreme", "stability.csv"),  # the layout before synthetic/extreme
-            "cifar_binary": load_runs(root / "cifar_binary", binary, ("width", "per_class", "epochs")),
-            "cifar_extension": load_runs(root / "cifar_extension", extension,
-                                         ("width", "per_class", "epochs", "source_counts"))}
+    studies = {"synthetic": load_synthetic(root / "synthetic", "metrics.csv"),
+               "synthetic_extreme": load_synthetic(root / "synthetic" / "extreme", "stability.csv")
+               or load_synthetic(root / "synthetic_extreme", "stability.csv"),  # the layout before synthetic/extreme
+               "cifar_binary": load_runs(root / "cifar_binary", binary, ("width", "per_class", "epochs")),
+               "cifar_extension": load_runs(root / "cifar_extension", extension,
+                                            ("width", "per_class", "epochs", "source_counts"))}
+    for folder in sorted(root.glob(f"{BINARY}_*")):  # more CIFAR binary sources, e.g. the paper preset on a GPU
+        if folder.is_dir():
+            studies[folder.name] = load_runs(folder, binary, ("width", "per_class", "epochs"))
+    return studies
+
+
+def binary_views(studies: dict[str, Study | None]) -> list[tuple[str, dict[str, Study | None]]]:
+    """Each CIFAR binary results folder as (row tag, the studies with it as ``cifar_binary``): ``cifar_binary/``
+    first (tag ""), then every other ``cifar_binary_<name>/`` that holds results (tag " (`<folder>/`)")."""
+    views = [("", studies)]
+    for name in sorted(k for k in studies if k.startswith(f"{BINARY}_") and studies[k] is not None):
+        views.append((f" (`{name}/`)", {**studies, BINARY: studies[name]}))
+    return views
 
 
 # ------------------------------------------------------------------------------------------- claims
@@ -450,19 +467,32 @@ def _regime_claim(key: str, regime: str, statement: str, rule: str, verdict: Cal
                   "per seed, the slope of the final fraction of pair test images predicted positive against "
                   "log2(weight on the positive class), then the mean over seeds; CIFAR-10 weighting setting, "
                   f"plain loss, regime {regime}", rule)
-    final = cifar_weighting(studies)
-    if final is None:
+    views = [(tag, cifar_weighting(view)) for tag, view in binary_views(studies)]
+    if all(final is None for _, final in views):
         return claim.not_run("cifar_binary", "weighting-setting")
+    for tag, final in views:
+        if final is not None:
+            _regime_rows(claim, key, regime, verdict, final, tag)
+    if any(row.verdict != NOT_RUN for row in claim.rows):  # measured in some folder: the verdict rests on that
+        claim.rows = [row for row in claim.rows if row.verdict != NOT_RUN]
+    return claim
+
+
+def _regime_rows(claim: Claim, key: str, regime: str, verdict: Callable[[Interval, float], str],
+                 final: pd.DataFrame, tag: str) -> None:
+    """The claim's row (and details) for one CIFAR binary results folder (``tag``: "" for ``cifar_binary/``)."""
+    where = f"{tag.strip()}: " if tag else ""
     rows, note = usable(final[(final["regime"] == regime) & (final["remedy"] == "plain")])
     if rows.empty:
-        claim.rows.append(Row(f"regime {regime}", "not run" + note))
-        claim.details.append(f"Not run: no healthy `{regime}` runs in the CIFAR weighting results.")
-        return claim
+        if not tag:  # another folder without this regime adds nothing
+            claim.rows.append(Row(f"regime {regime}", "not run" + note))
+            claim.details.append(f"Not run: no healthy `{regime}` runs in the CIFAR weighting results.")
+        return
     slope = weight_slope(rows)
     flags = fit_flags(final, regime, own=key != "b")
-    claim.rows.append(Row(f"regime {regime}", slope.text(unit=" per doubling") + note, slope.n, source_of(rows),
-                          INCONCLUSIVE if flags else verdict(slope, DELTA_SLOPE), slope))
-    claim.details.append(f"{len(rows)} (weight, seed) runs, {slope.n} seeds; mean final train accuracy "
+    claim.rows.append(Row(f"regime {regime}{tag}", slope.text(unit=" per doubling") + note, slope.n,
+                          source_of(rows), INCONCLUSIVE if flags else verdict(slope, DELTA_SLOPE), slope))
+    claim.details.append(f"{where}{len(rows)} (weight, seed) runs, {slope.n} seeds; mean final train accuracy "
                          f"{fit_accuracy(rows).mean():.3f}; reading: {classify(slope, DELTA_SLOPE)}."
                          + (" Inconclusive: " + "; ".join(flags) + "." if flags else ""))
     if key == "b":  # every regime once, for comparison
@@ -472,9 +502,8 @@ def _regime_claim(key: str, regime: str, statement: str, rule: str, verdict: Cal
             s = weight_slope(part)
             table.append([name, s.text(), len(part), s.n, f"{fit_accuracy(part).mean():.3f}",
                           classify(s, DELTA_SLOPE)])
-        claim.details.append("All regimes (plain loss):\n\n" + markdown_table(
+        claim.details.append(f"{where}All regimes (plain loss):\n\n" + markdown_table(
             ["regime", "slope per doubling", "runs", "seeds", "mean final train accuracy", "reading"], table))
-    return claim
 
 
 def claim_b(studies: dict[str, Study | None]) -> Claim:
@@ -514,27 +543,35 @@ def claim_e(studies: dict[str, Study | None]) -> Claim:
             simple = Row(simple.label, gain.text() + note, gain.n, source_of(t), effect_verdict(gain), gain)
             claim.details.append(f"Simple models: {gain.n} seeds (each the mean of its data sets); "
                                  f"reading: {classify(gain)}.")
-    deep = Row("deep: CIFAR-10 imbalance, CNN")
-    binary = studies["cifar_binary"]
-    if binary is not None and "setting" in binary.table and (binary.table["setting"] == "imbalance").any():
-        from .cifar_binary import final_rows
-
-        final = final_rows(binary.table[binary.table["setting"] == "imbalance"])
-        final, note = usable(final[(final["remedy"] == "plain") & (final["ratio"] != 1)])
-        gain = over_seeds(paired_difference(final, ["ratio", "seed"], "variant", "weighted", "unweighted",
-                                            "test_balanced_accuracy"))
-        deep = Row(deep.label, gain.text() + note, gain.n, source_of(final), no_effect_verdict(gain), gain)
-        l2 = over_seeds(paired_difference(final, ["ratio", "seed"], "variant", "weighted+l2", "unweighted",
-                                          "test_balanced_accuracy"))
-        claim.details.append(f"Deep networks: {gain.n} seeds (each the mean over {final['ratio'].nunique()} "
-                             f"ratios); reading: {classify(gain)}."
-                             + (f" For reference, weighted+l2 − unweighted: {l2.text()}." if l2.n else ""))
-    claim.rows = [simple, deep]
+    deep = [row for tag, view in binary_views(studies)
+            if (row := _deep_imbalance_row(claim, view[BINARY], tag)) is not None]
+    if not deep:
+        deep = [Row("deep: CIFAR-10 imbalance, CNN")]
+    claim.rows = [simple, *deep]
     for row, where in ((simple, "no imbalanced-moons results in `synthetic/`"),
-                       (deep, "no imbalance-setting results in `cifar_binary/`")):
+                       (deep[0], "no imbalance-setting results in `cifar_binary/`")):
         if row.verdict == NOT_RUN:
             claim.details.append(f"{row.label}: not run ({where}).")
     return claim
+
+
+def _deep_imbalance_row(claim: Claim, binary: Study | None, tag: str) -> Row | None:
+    """Claim (e)'s deep-network row for one CIFAR binary results folder (None: it has no imbalance results)."""
+    if binary is None or "setting" not in binary.table or not (binary.table["setting"] == "imbalance").any():
+        return None
+    from .cifar_binary import final_rows
+
+    final = final_rows(binary.table[binary.table["setting"] == "imbalance"])
+    final, note = usable(final[(final["remedy"] == "plain") & (final["ratio"] != 1)])
+    gain = over_seeds(paired_difference(final, ["ratio", "seed"], "variant", "weighted", "unweighted",
+                                        "test_balanced_accuracy"))
+    l2 = over_seeds(paired_difference(final, ["ratio", "seed"], "variant", "weighted+l2", "unweighted",
+                                      "test_balanced_accuracy"))
+    claim.details.append(f"{tag.strip() + ': ' if tag else ''}Deep networks: {gain.n} seeds (each the mean over "
+                         f"{final['ratio'].nunique()} ratios); reading: {classify(gain)}."
+                         + (f" For reference, weighted+l2 − unweighted: {l2.text()}." if l2.n else ""))
+    return Row(f"deep: CIFAR-10 imbalance, CNN{tag}", gain.text() + note, gain.n, source_of(final),
+               no_effect_verdict(gain), gain)
 
 
 def claim_f(studies: dict[str, Study | None]) -> Claim:
@@ -641,15 +678,19 @@ def claim_g(studies: dict[str, Study | None]) -> Claim:
 
 def remedy_rows(studies: dict[str, Study | None], remedy: str) -> list[Row]:
     """A remedy's rows: CIFAR weighting slope (regime none) and the 2-D separable final gap per model."""
-    final, synthetic, rows = cifar_weighting(studies), studies["synthetic"], []
-    if final is not None:
+    synthetic, rows = studies["synthetic"], []
+    for tag, view in binary_views(studies):
+        final = cifar_weighting(view)
+        if final is None:
+            continue
         part, note = usable(final[(final["remedy"] == remedy) & (final["regime"] == "none")])
-        row = Row("CIFAR-10 weighting")
+        row = Row(f"CIFAR-10 weighting{tag}")
         if len(part):
             slope, flags = weight_slope(part), fit_flags(final, "none", own=False)
             row = Row(row.label, slope.text(unit=" per doubling") + note, slope.n, source_of(part),
                       INCONCLUSIVE if flags else effect_verdict(slope, DELTA_SLOPE), slope)
-        rows.append(row)
+        if len(part) or not tag:  # another folder without this remedy adds no row
+            rows.append(row)
     if synthetic is not None:
         t = synthetic.table.query("regime == 'none' and dataset == 'separable'")
         for model in ("lr", "mlp"):
@@ -662,8 +703,9 @@ def remedy_rows(studies: dict[str, Study | None], remedy: str) -> list[Row]:
 
 def remedy_claims(studies: dict[str, Study | None]) -> list[Claim]:
     """One claim per remedy: it keeps the weighting effect (CIFAR slope; 2-D gap at the last epoch)."""
-    final, synthetic = cifar_weighting(studies), studies["synthetic"]
-    found = (set(final["remedy"]) if final is not None else set()) | \
+    finals = [(tag, final) for tag, view in binary_views(studies) if (final := cifar_weighting(view)) is not None]
+    synthetic = studies["synthetic"]
+    found = {remedy for _, final in finals for remedy in final["remedy"]} | \
         (set(synthetic.table["remedy"]) if synthetic is not None else set())
     plain = "; ".join(f"{row.label}: {row.value}" for row in remedy_rows(studies, "plain"))
     claims = []
@@ -674,9 +716,10 @@ def remedy_claims(studies: dict[str, Study | None]) -> list[Claim]:
                       "regime none, then the mean over seeds; 2-D separable data: gap (up − down) in fraction "
                       "predicted positive at the last epoch, paired by seed",
                       "effect rule; fit (CIFAR)", remedy_rows(studies, remedy))
-        flags = fit_flags(final, "none", own=False) if final is not None else []
-        if flags:
-            claim.details.append("CIFAR inconclusive: " + "; ".join(flags) + ".")
+        for tag, final in finals:
+            flags = fit_flags(final, "none", own=False)
+            if flags and (not tag or (final["remedy"] == remedy).any()):
+                claim.details.append(f"CIFAR{tag} inconclusive: " + "; ".join(flags) + ".")
         claim.details.append(f"Plain weighted cross-entropy, for reference: {plain}.")
         claims.append(claim)
     if not claims:
@@ -786,6 +829,7 @@ def _where(rows: pd.DataFrame) -> str:
 FIGURES = {"synthetic_gap": _figure_synthetic_gap, "cifar_fraction_vs_weight": _figure_cifar_weight,
            "cifar_imbalance": _figure_imbalance, "covariate_accuracy": _figure_covariate,
            "label_accuracy": _figure_label}
+BINARY_FIGURES = ("cifar_fraction_vs_weight", "cifar_imbalance")  # drawn again for each other binary folder
 
 
 def write_figures(studies: dict[str, Study | None], folder: Path, dpi: int = 80) -> dict[str, str]:
@@ -801,6 +845,13 @@ def write_figures(studies: dict[str, Study | None], folder: Path, dpi: int = 80)
         if drawn is not None:
             plots.save_figure(drawn[0], folder / f"{name}.png", dpi=dpi)
             made[name] = drawn[1]
+    for tag, view in binary_views(studies)[1:]:  # each other CIFAR binary folder: its own figures
+        for name in BINARY_FIGURES:
+            drawn = FIGURES[name](view)
+            if drawn is not None:
+                own = f"{name}_{tag.strip(' ()`/')}"
+                plots.save_figure(drawn[0], folder / f"{own}.png", dpi=dpi)
+                made[own] = f"{tag.strip()}: {drawn[1]}"
     for stale in sorted(folder.glob("*.png")) if folder.is_dir() else []:
         if stale.stem not in made:
             stale.unlink()
@@ -826,7 +877,7 @@ def studies_table(studies: dict[str, Study | None]) -> str:
     from . import plots
 
     rows = []
-    for name in STUDIES:
+    for name in [*STUDIES, *(k for k in studies if k not in STUDIES)]:  # then the other binary folders
         study = studies[name]
         if study is None:
             rows.append([f"`{name}/`", "not run", "—", "—", "—", "—", "—", "—", "—"])

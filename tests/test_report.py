@@ -154,10 +154,10 @@ def write_run(folder: Path, run: dict, metrics: list[dict], config) -> None:
 
 
 def write_cifar(root: Path, none_fit: float = 1.0, seeds=SEEDS, regimes=(("none", 0.0), ("l2", 0.08)),
-                ratios=(1 / 4, 1.0, 4.0), extra=None) -> None:
+                ratios=(1 / 4, 1.0, 4.0), extra=None, folder: str = "cifar_binary", preset: str = "cpu") -> None:
     """Weighting: flat fraction without regularisation, log-linear with L2. Imbalance: no gain.
     ``extra(run) -> dict`` adds or overrides a run's metric columns."""
-    cfg = cifar_binary.with_preset(cifar_binary.BinaryConfig(), "cpu")
+    cfg = cifar_binary.with_preset(cifar_binary.BinaryConfig(), preset)
     for seed in seeds:
         for regime, slope in regimes:
             for w in (1 / 4, 1.0, 4.0):
@@ -167,14 +167,14 @@ def write_cifar(root: Path, none_fit: float = 1.0, seeds=SEEDS, regimes=(("none"
                                    test_balanced_accuracy=0.7, train_accuracy=none_fit if regime == "none" else 1.0),
                             **(extra(run) if extra else {})}
                            for e in (1, 2)]
-                write_run(root / "cifar_binary", run, metrics, cfg)
+                write_run(root / folder, run, metrics, cfg)
         for ratio in ratios:
             for variant in ("unweighted", "weighted"):
                 run = dict(run=f"imbalance_r{cifar_binary.fmt(ratio)}_{variant}_s{seed}", setting="imbalance",
                            weight=np.nan, ratio=ratio, variant=variant, regime="none", remedy="plain", seed=seed)
                 metrics = [{**dict(epoch=2, fraction_positive_pair=0.5, test_balanced_accuracy=0.7 + noise(0.002),
                                    train_accuracy=1.0), **(extra(run) if extra else {})}]
-                write_run(root / "cifar_binary", run, metrics, cfg)
+                write_run(root / folder, run, metrics, cfg)
 
 
 def write_extension(root: Path) -> None:
@@ -231,6 +231,31 @@ def test_verdicts_on_made_up_results(full_results):
     assert "| `cifar_binary/` | 36 | 3 |" in text and "2026-01-02T03:04:05+00:00" in text
     assert sorted(p.name for p in (full_results / "report_figures").iterdir()) == [
         "cifar_fraction_vs_weight.png", "cifar_imbalance.png", "covariate_accuracy.png", "synthetic_gap.png"]
+
+
+def test_another_binary_folder_gives_rows_and_figures_of_its_own_never_pooled(full_results):
+    """A ``cifar_binary_<name>/`` folder (say, the paper preset on a GPU) adds its own row to a claim it has
+    results for, none to one it has not, and its own figure; the ``cifar_binary/`` rows stay as they were.
+    Where ``cifar_binary/`` has not run a regime (dropout here) and the other folder has, the claim rests on
+    the other folder's row alone."""
+    before, _ = report.all_claims(report.load(full_results))
+    write_cifar(full_results, regimes=(("none", 0.08), ("dropout", 0.0)), ratios=(), folder="cifar_binary_paper_gpu",
+                preset="paper")
+    claims, _ = report.all_claims(report.load(full_results))
+    b = next(c for c in claims if c.key == "b")
+    assert [r.label for r in b.rows] == ["regime none", "regime none (`cifar_binary_paper_gpu/`)"]
+    assert b.rows[0].value == row_of(before, "b").value  # cifar_binary/'s row: not pooled with the other
+    assert (b.rows[1].source.preset, b.rows[1].n_seeds, b.rows[1].verdict) == ("paper", 3, CONTRADICTED)
+    assert b.verdict == CONTRADICTED  # a slope of 0.08 per doubling in the other folder
+    d = next(c for c in claims if c.key == "d")
+    assert [(r.label, r.verdict) for r in d.rows] == [("regime dropout (`cifar_binary_paper_gpu/`)", SUPPORTED)]
+    assert len(next(c for c in claims if c.key == "c").rows) == 1  # no l2 runs there: no row from it
+    assert [r.label for r in next(c for c in claims if c.key == "e").rows] == [
+        "simple: 2-D imbalanced moons, lr", "deep: CIFAR-10 imbalance, CNN"]  # no imbalance runs there
+    assert "| (b) regime none (`cifar_binary_paper_gpu/`) |" in report.readme_table(claims)
+    path, _ = report.make_report(full_results, full_results / "REPORT.md")
+    assert "| `cifar_binary_paper_gpu/` | 18 | 3 |" in path.read_text()
+    assert (full_results / "report_figures" / "cifar_fraction_vs_weight_cifar_binary_paper_gpu.png").is_file()
 
 
 def test_a_network_that_did_not_fit_gives_inconclusive_cifar_verdicts(tmp_path):
