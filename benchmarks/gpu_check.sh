@@ -35,8 +35,10 @@
 #     Resumable: a run stopped by the timeout keeps its checkpoint (and its convolutions) in $WORK, and the
 #     next paper-none on the same warm machine resumes it (FRESH=1: start again). Once finished, its results
 #     (merged.csv, per-run folders, figures) come back as $OUT/paper_none.tar.gz ($OUT returns a few files
-#     only); each call appends its wall time to benchmarks/results/<device>-paper-none.txt. Unpack into
-#     paper-results/cifar_binary_paper_gpu/ to commit.
+#     only); each call appends its wall time to benchmarks/results/<device>-paper-none.txt. To commit:
+#     mkdir -p paper-results/cifar_binary_paper_gpu && tar xzf paper_none.tar.gz --strip-components=1 \
+#         -C paper-results/cifar_binary_paper_gpu && python -m iwshift.report --results paper-results \
+#         --docs docs --readme README.md   (a source of its own in the report: rows beside the cpu preset's)
 #
 #   bash benchmarks/gpu_check.sh digest     prints the digest of the sources that every log header names
 #     beside the commit (the copy on a device machine may carry a stale .git: the digest says what ran).
@@ -278,7 +280,8 @@ train_none() {  # the none regime, 500 epochs, under timeout $1 s, resumable; re
     if (( finished )); then
         rm -rf "$WORK/paper_none/.checkpoints" "$WORK/convolutions"
         # $OUT brings back a few files only: the results as one tarball (merged.csv, per-run folders, figures)
-        tar -czf "$OUT/paper_none.tar.gz" -C "$WORK" paper_none
+        # (no figures: the report draws its own, and paper-results/ holds run folders and merged.csv only)
+        tar -czf "$OUT/paper_none.tar.gz" -C "$WORK" --exclude=paper_none/figures paper_none
         echo "=== none regime finished: $wall s in this call; results: $OUT/paper_none.tar.gz"
     else
         echo "=== none regime NOT finished (exit status $rc after $wall s): resume with" \

@@ -384,8 +384,10 @@ def test_the_readme_and_the_report_are_the_committed_results():
     assert report.check_report(root / "paper-results") is None
 
 
-@pytest.mark.parametrize("folder, merged, prefix", [("cifar_binary", "merged.csv", ""),
-                                                     ("cifar_extension", "merged_covariate.csv", "covariate_")])
+@pytest.mark.parametrize("folder, merged, prefix", [
+    ("cifar_binary", "merged.csv", ""), ("cifar_extension", "merged_covariate.csv", "covariate_"),
+    *((p.name, "merged.csv", "") for p in sorted((Path(__file__).resolve().parents[1] / "paper-results")
+                                                 .glob("cifar_binary_*")) if p.is_dir())])  # e.g. a GPU run
 def test_the_committed_merged_tables_are_the_merge_of_their_run_folders(folder, merged, prefix):
     """The notebooks read the merged tables, the report the run folders: they must say the same."""
     from iwshift import sweep
