@@ -482,11 +482,12 @@ def _regime_rows(claim: Claim, key: str, regime: str, verdict: Callable[[Interva
                  final: pd.DataFrame, tag: str) -> None:
     """The claim's row (and details) for one CIFAR binary results folder (``tag``: "" for ``cifar_binary/``)."""
     where = f"{tag.strip()}: " if tag else ""
-    rows, note = usable(final[(final["regime"] == regime) & (final["remedy"] == "plain")])
+    runs = final[(final["regime"] == regime) & (final["remedy"] == "plain")]
+    rows, note = usable(runs)
     if rows.empty:
-        if not tag:  # another folder without this regime adds nothing
-            claim.rows.append(Row(f"regime {regime}", "not run" + note))
-            claim.details.append(f"Not run: no healthy `{regime}` runs in the CIFAR weighting results.")
+        if not tag or len(runs):  # (another folder without this regime adds nothing)
+            claim.rows.append(Row(f"regime {regime}{tag}", "not run" + note))
+            claim.details.append(f"{where}Not run: no healthy `{regime}` runs in the CIFAR weighting results.")
         return
     slope = weight_slope(rows)
     flags = fit_flags(final, regime, own=key != "b")
