@@ -473,9 +473,16 @@ def _regime_claim(key: str, regime: str, statement: str, rule: str, verdict: Cal
     for tag, final in views:
         if final is not None:
             _regime_rows(claim, key, regime, verdict, final, tag)
-    if any(row.verdict != NOT_RUN for row in claim.rows):  # measured in some folder: the verdict rests on that
-        claim.rows = [row for row in claim.rows if row.verdict != NOT_RUN]
+    claim.rows = measured_rows(claim.rows, Row(f"regime {regime}"))
     return claim
+
+
+def measured_rows(rows: list[Row], empty: Row) -> list[Row]:
+    """A claim's rows from several CIFAR binary folders: the measured ones where any folder measured
+    something (a folder that has not run it does not make the verdict inconclusive), else its not-run rows,
+    else ``empty`` (a claim keeps a row)."""
+    measured = [row for row in rows if row.verdict != NOT_RUN]
+    return measured or rows or [empty]
 
 
 def _regime_rows(claim: Claim, key: str, regime: str, verdict: Callable[[Interval, float], str],
@@ -544,10 +551,9 @@ def claim_e(studies: dict[str, Study | None]) -> Claim:
             simple = Row(simple.label, gain.text() + note, gain.n, source_of(t), effect_verdict(gain), gain)
             claim.details.append(f"Simple models: {gain.n} seeds (each the mean of its data sets); "
                                  f"reading: {classify(gain)}.")
-    deep = [row for tag, view in binary_views(studies)
-            if (row := _deep_imbalance_row(claim, view[BINARY], tag)) is not None]
-    if not deep:
-        deep = [Row("deep: CIFAR-10 imbalance, CNN")]
+    deep = measured_rows([row for tag, view in binary_views(studies)
+                          if (row := _deep_imbalance_row(claim, view[BINARY], tag)) is not None],
+                         Row("deep: CIFAR-10 imbalance, CNN"))
     claim.rows = [simple, *deep]
     for row, where in ((simple, "no imbalanced-moons results in `synthetic/`"),
                        (deep[0], "no imbalance-setting results in `cifar_binary/`")):
@@ -564,6 +570,9 @@ def _deep_imbalance_row(claim: Claim, binary: Study | None, tag: str) -> Row | N
 
     final = final_rows(binary.table[binary.table["setting"] == "imbalance"])
     final, note = usable(final[(final["remedy"] == "plain") & (final["ratio"] != 1)])
+    if tag and final.empty:  # another folder whose runs all collapsed or diverged: a detail, not a row
+        claim.details.append(f"{tag.strip()}: Deep networks: no healthy runs{note}.")
+        return None
     gain = over_seeds(paired_difference(final, ["ratio", "seed"], "variant", "weighted", "unweighted",
                                         "test_balanced_accuracy"))
     l2 = over_seeds(paired_difference(final, ["ratio", "seed"], "variant", "weighted+l2", "unweighted",
@@ -679,7 +688,7 @@ def claim_g(studies: dict[str, Study | None]) -> Claim:
 
 def remedy_rows(studies: dict[str, Study | None], remedy: str) -> list[Row]:
     """A remedy's rows: CIFAR weighting slope (regime none) and the 2-D separable final gap per model."""
-    synthetic, rows = studies["synthetic"], []
+    synthetic, cifar = studies["synthetic"], []
     for tag, view in binary_views(studies):
         final = cifar_weighting(view)
         if final is None:
@@ -691,7 +700,8 @@ def remedy_rows(studies: dict[str, Study | None], remedy: str) -> list[Row]:
             row = Row(row.label, slope.text(unit=" per doubling") + note, slope.n, source_of(part),
                       INCONCLUSIVE if flags else effect_verdict(slope, DELTA_SLOPE), slope)
         if len(part) or not tag:  # another folder without this remedy adds no row
-            rows.append(row)
+            cifar.append(row)
+    rows = measured_rows(cifar, Row("CIFAR-10 weighting")) if cifar else []
     if synthetic is not None:
         t = synthetic.table.query("regime == 'none' and dataset == 'separable'")
         for model in ("lr", "mlp"):

@@ -258,6 +258,38 @@ def test_another_binary_folder_gives_rows_and_figures_of_its_own_never_pooled(fu
     assert (full_results / "report_figures" / "cifar_fraction_vs_weight_cifar_binary_paper_gpu.png").is_file()
 
 
+def test_rows_from_several_binary_folders_follow_one_rule(full_results, tmp_path):
+    """Only another folder (none regime): the claims it has no results for keep a not-run row. A folder whose
+    imbalance runs all diverged adds a detail, not an inconclusive row. A remedy run only in another folder
+    rests on that folder's row."""
+    write_cifar(tmp_path, regimes=(("none", 0.0),), ratios=(), folder="cifar_binary_paper_gpu", preset="paper")
+    claims, _ = report.all_claims(report.load(tmp_path))
+    for key, label in (("c", "regime l2"), ("d", "regime dropout")):
+        c = next(c for c in claims if c.key == key)
+        assert [(r.label, r.verdict) for r in c.rows] == [(label, NOT_RUN)]
+    assert "| (c) regime l2 |" in report.readme_table(claims)
+
+    before, _ = report.all_claims(report.load(full_results))
+    write_cifar(full_results, regimes=(), folder="cifar_binary_diverged",
+                extra=lambda run: dict(status="diverged"))
+    claims, _ = report.all_claims(report.load(full_results))
+    e = next(c for c in claims if c.key == "e")
+    assert [r.label for r in e.rows] == [r.label for r in next(c for c in before if c.key == "e").rows]
+    assert e.verdict == SUPPORTED and any("no healthy runs" in d for d in e.details)
+
+    def poly(run):
+        return dict(remedy="poly") if run["regime"] == "none" else {}
+
+    write_cifar(tmp_path / "remedy", ratios=())
+    write_cifar(tmp_path / "remedy", regimes=(("none", 0.08),), ratios=(), folder="cifar_binary_poly", extra=poly)
+    _, remedies = report.all_claims(report.load(tmp_path / "remedy"))
+    r = next(c for c in remedies if c.key == "R: poly")
+    # cifar_binary/'s not-run row is gone (the verdict is inconclusive only because that folder has no plain
+    # runs to judge the fit by)
+    assert [row.label for row in r.rows] == ["CIFAR-10 weighting (`cifar_binary_poly/`)"]
+    assert r.rows[0].n_seeds == 3 and r.rows[0].verdict == INCONCLUSIVE
+
+
 def test_a_network_that_did_not_fit_gives_inconclusive_cifar_verdicts(tmp_path):
     write_cifar(tmp_path, none_fit=0.9)
     claims, _ = report.all_claims(report.load(tmp_path))
