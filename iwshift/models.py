@@ -10,6 +10,7 @@ exactly where the same ``nn.Module`` would.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -281,12 +282,14 @@ class StackedCNN(nn.Module):
                 if isinstance(norm, nn.BatchNorm2d):
                     norm.reset_parameters()
 
-    def tune(self, batch_size: int, dtype: torch.dtype, timer: Callable[..., dict[str, float]] | None = None) -> None:
+    def tune(self, batch_size: int, dtype: torch.dtype, channels_last: bool = True,
+             timer: Callable[..., dict[str, float]] | None = None) -> None:
         """``convolutions="auto"`` on CUDA: time each layer's forward and backward through cuDNN and through
         the Triton kernels (``timer``, default :func:`iwshift.triton_conv.time_layer`: captured CUDA graphs
-        on this stack's shapes for batches of ``batch_size`` under autocast to ``dtype``) and keep the faster
-        per layer. Once; nothing to do for other choices, or off CUDA unless a ``timer`` is given. The trainer
-        calls it before its first step."""
+        on this stack's shapes for batches of ``batch_size`` under autocast to ``dtype``, activations in the
+        training's memory format) and keep the faster per layer. Once (a checkpoint carries the choice:
+        :meth:`tuning_state`); nothing to do for other choices, or off CUDA unless a ``timer`` is given. The
+        trainer calls it before its first step."""
         if self.convolutions != "auto" or self.tuned:
             return
         if timer is None:
@@ -297,12 +300,25 @@ class StackedCNN(nn.Module):
         for i, conv in enumerate(self.convs):
             # as in training: the normalised images are float32 and need no gradient; later inputs are autocast's
             times = timer(conv.weight, conv.bias, self.n_models, (batch_size, self.n_models * c_in, size, size),
-                          dtype, input_grad=i > 0, input_dtype=dtype if i else torch.float32)
+                          dtype, input_grad=i > 0, input_dtype=dtype if i else torch.float32,
+                          channels_last=channels_last)
             self.layer_convolutions[i] = min(times, key=times.get)
             self.tuned[f"conv{i + 1}"] = times
             size, c_in = size - 2, conv.weight.shape[0] // self.n_models
             if i in POOL_AFTER:
                 size //= 2
+
+    def tuning_state(self) -> dict[str, Any]:
+        """What :meth:`tune` chose, to carry in a checkpoint: a resumed run keeps its convolutions."""
+        return {"layer_convolutions": list(self.layer_convolutions),
+                "tuned": {layer: dict(times) for layer, times in self.tuned.items()}}
+
+    def load_tuning_state(self, state: dict[str, Any]) -> None:
+        """Take a checkpoint's :meth:`tuning_state` (``convolutions="auto"`` only, where it tuned): no timing
+        again, the same layers through the same kernels."""
+        if self.convolutions == "auto" and state.get("tuned"):
+            self.layer_convolutions = list(state["layer_convolutions"])
+            self.tuned = {k: dict(v) for k, v in state["tuned"].items()}
 
     def tuning_summary(self) -> str:
         """What :meth:`tune` chose, one line: each layer's choice and its two timings ('' if not tuned)."""

@@ -204,7 +204,11 @@ def train_stack(
 
     table = fit_table(trainer, group[list(id_columns)], cfg.epochs, cfg.eval_epochs(),
                       lambda t: evaluate(t, class_weights), checkpoint, on_epoch)
-    return {name: with_status(part.reset_index(drop=True)) for name, part in table.groupby("run", sort=False)}
+    tables = {name: with_status(part.reset_index(drop=True)) for name, part in table.groupby("run", sort=False)}
+    if model.tuned:  # each run's config.json records which kernels ran its convolutions
+        for part in tables.values():
+            part.attrs["record"] = {"convolutions_per_layer": list(model.layer_convolutions)}
+    return tables
 
 
 # ------------------------------------------------------------------------------------------ run health
@@ -532,6 +536,7 @@ def run_stacks(
                     results.write_table(folder / "metrics.csv", tables[row["run"]])
                     results.write_json(folder / "config.json",
                                        {"run": row, "stack_size": len(group), **record,
+                                        **tables[row["run"]].attrs.get("record", {}),  # what the stack chose
                                         "metrics_sha256": results.file_digest(folder / "metrics.csv")})
                 checkpoint.path.unlink(missing_ok=True)
                 if progress and meter.bar is None:  # a line per stack where there is no progress bar (logs)

@@ -237,8 +237,8 @@ class Trainer:
     (``False``: run the same step eagerly, as on CPU). ``cudnn_benchmark`` (CUDA): let cuDNN time its
     algorithms for the grouped convolutions (``torch.backends.cudnn.benchmark``, set only while the trainer
     trains or evaluates, then restored; ``False``: its heuristics, e.g. for reproducible kernels). A model
-    with a ``tune(batch_size, dtype)`` method (:meth:`~iwshift.models.StackedCNN.tune`) is tuned before
-    the first step.
+    with a ``tune(batch_size, dtype, channels_last)`` method (:meth:`~iwshift.models.StackedCNN.tune`) is
+    tuned before the first step.
     """
 
     def __init__(self, model: torch.nn.Module, runs: StackedRuns, inputs: torch.Tensor, labels: torch.Tensor,
@@ -445,7 +445,7 @@ class Trainer:
         if self._buffers is None:  # the first epoch
             tune = getattr(self.model, "tune", None)  # e.g. StackedCNN(convolutions="auto") times its layers
             if tune is not None:
-                tune(self.batch_size, torch.bfloat16 if self.precision == "bf16" else torch.float32)
+                tune(self.batch_size, torch.bfloat16 if self.precision == "bf16" else torch.float32, self.channels_last)
             self._buffers = self._step_buffers()
         captured = full > 0 and self.capture
         if captured and self._graph_key != self._state_addresses():
@@ -489,11 +489,15 @@ class Trainer:
                  "torch_rng": torch.get_rng_state()}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        if hasattr(self.model, "tuning_state"):  # e.g. convolutions="auto": which kernels each layer runs
+            state["tuning"] = self.model.tuning_state()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict` (of a trainer built the same way)."""
         self.model.load_state_dict(state["model"])
+        if "tuning" in state and hasattr(self.model, "load_tuning_state"):
+            self.model.load_tuning_state(state["tuning"])
         with torch.no_grad():
             for buffer, saved in zip(self.optimizer.buffers, state["momentum"], strict=True):
                 buffer.copy_(saved)

@@ -262,18 +262,20 @@ class GroupedConv3x3(torch.autograd.Function):
 
 def time_layer(weight: torch.Tensor, bias: torch.Tensor, groups: int, input_shape: tuple[int, int, int, int],
                dtype: torch.dtype, input_grad: bool = True, input_dtype: torch.dtype | None = None,
-               replays: int = 20) -> dict[str, float]:
+               channels_last: bool = True, replays: int = 20) -> dict[str, float]:
     """Milliseconds of GPU time per forward and backward of one grouped 3x3 convolution of ``weight`` through
-    cuDNN (``torch``) and through the Triton kernels (``triton``), on random channels-last inputs of
-    ``input_shape`` and ``input_dtype`` (default ``dtype``) under autocast to ``dtype`` (``torch.float32``:
-    none), the data gradient only with ``input_grad``. Each is captured as a CUDA graph (as the trainer's
-    step is) and replayed: the host's launch time, which the captured step does not pay, is not counted.
+    cuDNN (``torch``) and through the Triton kernels (``triton``), on random inputs of ``input_shape`` and
+    ``input_dtype`` (default ``dtype``), channels-last or not as in training, under autocast to ``dtype``
+    (``torch.float32``: none), the data gradient only with ``input_grad``. Each is captured as a CUDA graph
+    (as the trainer's step is) and replayed: the host's launch time, which the captured step does not pay,
+    is not counted.
     Where the Triton kernels fail (say, they do not compile for this GPU), their time is infinite and a
     warning says why. CUDA only."""
     device = weight.device
     # the input requires a gradient only where training's does (the kernels skip what nothing needs)
     x = torch.randn(input_shape, device=device, dtype=input_dtype or dtype)
-    x = x.contiguous(memory_format=torch.channels_last)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     leaves = [x.requires_grad_(input_grad), *(t.detach().clone().requires_grad_() for t in (weight, bias))]
     wanted = leaves if input_grad else leaves[1:]
     times = {}
@@ -298,6 +300,11 @@ def time_layer(weight: torch.Tensor, bias: torch.Tensor, groups: int, input_shap
 
 def _replayed_ms(work: Callable[[], None], device: torch.device, replays: int) -> float:
     """Milliseconds of GPU time per replay of ``work`` captured as a CUDA graph."""
+    with torch.cuda.device(device):  # the capture's stream and the events on the weights' device
+        return _replayed_ms_here(work, device, replays)
+
+
+def _replayed_ms_here(work: Callable[[], None], device: torch.device, replays: int) -> float:
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):  # warm-up (compilation, cuDNN's benchmark) off the capture, as documented

@@ -90,7 +90,8 @@ def test_auto_convolutions_take_the_faster_per_layer_and_run_it(monkeypatch):
     model = StackedCNN(K, 0.0625, convolutions="auto")
     asked = []
 
-    def timer(weight, bias, groups, input_shape, dtype, input_grad, input_dtype):
+    def timer(weight, bias, groups, input_shape, dtype, input_grad, input_dtype, channels_last):
+        assert channels_last  # (tune's default: the bf16 trainer's format)
         asked.append((tuple(weight.shape), groups, input_shape, dtype, input_grad, input_dtype))
         return {"torch": 1.0, "triton": 0.5 if len(asked) % 2 else 2.0}  # Triton the faster on odd layers
 
@@ -128,13 +129,58 @@ def test_the_trainer_tunes_its_model_once_before_the_first_step():
     model = StackedCNN(K, 0.0625, seeds=runs.seeds)
     initial = model.convs[0].weight.detach().clone()
     calls = []
-    model.tune = lambda batch, dtype: calls.append((batch, dtype, torch.equal(model.convs[0].weight, initial)))
+    model.tune = lambda batch, dtype, channels_last: calls.append(
+        (batch, dtype, channels_last, torch.equal(model.convs[0].weight, initial)))
     images = to_device_images(np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), "cpu")
     trainer = Trainer(model, runs, images, torch.as_tensor(np.arange(n) % 2), batch_size=4, precision="bf16",
                       image_normalization="cifar10")
     trainer.train_epoch()
     trainer.train_epoch()
-    assert calls == [(4, torch.bfloat16, True)]  # once, on the untrained model, with the training batch
+    assert calls == [(4, torch.bfloat16, False, True)]  # once, untrained, with the training batch and format
+
+
+def test_the_auto_choice_is_recorded_with_each_run_and_kept_by_a_checkpoint(monkeypatch, tmp_path):
+    """convolutions="auto": each run's config.json says which kernels ran each layer, and a checkpoint carries
+    the choice, so that a resumed run is not timed again (timing noise could switch a layer mid-run)."""
+    import json
+
+    import numpy as np
+    import torch
+    from cifar_fakes import fake_cifar
+
+    from iwshift import cifar_binary
+    from iwshift.models import StackedCNN
+    from iwshift.train import StackedRuns, Trainer, to_device_images
+
+    def tune(self, batch_size, dtype, channels_last=True, timer=None):  # as on a GPU where cuDNN won everywhere
+        if self.convolutions == "auto" and not self.tuned:
+            self.tuned = {f"conv{i + 1}": {"torch": 1.0, "triton": 2.0} for i in range(5)}
+
+    monkeypatch.setattr(StackedCNN, "tune", tune)
+    cfg = cifar_binary.BinaryConfig(per_class=16, width=0.0625, epochs=1, seeds=[0], other_eval=10, noise_eval=4,
+                                    probe_per_class=4, weights=[1.0], regimes=["none"], precision="fp32",
+                                    convolutions="auto")
+    cifar_binary.run_sweep(fake_cifar(16, 4), cfg, tmp_path, progress=False)
+    record = json.loads((tmp_path / "weighting_w1_none_s0" / "config.json").read_text())
+    assert record["convolutions_per_layer"] == ["torch"] * 5
+
+    n = 8
+    runs = StackedRuns(seeds=[0, 1], train_index=np.tile(np.arange(n), (2, 1)), example_weights=np.ones((2, n)),
+                       l2=[0.0, 0.0], dropout=[0.0, 0.0])
+    images = to_device_images(np.zeros((n, 32, 32, 3), dtype=np.uint8), "cpu")
+    labels = torch.as_tensor(np.arange(n) % 2)
+    trainers = []
+    for _ in range(2):
+        model = StackedCNN(2, 0.0625, convolutions="auto", seeds=runs.seeds)
+        trainers.append(Trainer(model, runs, images, labels, batch_size=4, image_normalization="cifar10"))
+    saved = trainers[0].model
+    saved.layer_convolutions = ["triton", "torch", "triton", "torch", "torch"]
+    saved.tuned = {f"conv{i + 1}": {"torch": 1.0, "triton": 0.5} for i in range(5)}
+    trainers[1].load_state_dict(trainers[0].state_dict())
+    resumed = trainers[1].model
+    assert resumed.layer_convolutions == saved.layer_convolutions and resumed.tuned == saved.tuned
+    monkeypatch.undo()
+    resumed.tune(4, torch.float32, timer=lambda *a, **k: pytest.fail("a resumed run was timed again"))
 
 
 @pytest.mark.skipif(not (importlib.util.find_spec("triton") and __import__("torch").cuda.is_available()),
