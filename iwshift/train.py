@@ -27,6 +27,7 @@ Tricks, each for speed without changing what a run computes:
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -447,9 +448,9 @@ class Trainer:
             if tune is not None:
                 tune(self.batch_size, torch.bfloat16 if self.precision == "bf16" else torch.float32, self.channels_last)
             self._buffers = self._step_buffers()
+        if full > 0 and self.capture and self._graph_key != self._state_addresses():
+            self._capture_graph()  # (where capture fails, self.capture turns False: the step runs eagerly)
         captured = full > 0 and self.capture
-        if captured and self._graph_key != self._state_addresses():
-            self._capture_graph()
         buffers = self._buffers
         orders = self.batch_orders()
         deferred = (self.epoch + 1 < self.defer)[:, None]  # deferred re-weighting: uniform weights until then
@@ -558,28 +559,37 @@ class Trainer:
 
     def _capture_graph(self) -> None:
         """Capture :meth:`_step` on a full batch as a CUDA graph (after a few eager warm-up steps
-        on a side stream, as the PyTorch docs prescribe), leaving the runs' state as it was before."""
+        on a side stream, as the PyTorch docs prescribe), leaving the runs' state as it was before. Where
+        capture fails, a warning says why and the trainer runs the same step eagerly (slower, same numbers)."""
         saved = [t.detach().clone() for t in self._state_tensors()]
+        started = self.optimizer.started
         # the momentum buffers start at zero, so buf = m * buf + g equals the first step's copy of g:
         # one captured update serves every step
         self.optimizer.started = True
         self._buffers.epoch_index.copy_(self.index)  # warm up on the runs' own examples (valid labels)
         self._buffers.epoch_weights.copy_(self.weights)
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.random.fork_rng(devices=[]):  # no trace on the host generator either
-            with torch.cuda.stream(stream):  # the capture's stream (cuBLAS/cuDNN handles are per stream)
-                for _ in range(GRAPH_WARMUP_STEPS):
-                    self._buffers.cursor.zero_()
+        try:
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.random.fork_rng(devices=[]):  # no trace on the host generator either
+                with torch.cuda.stream(stream):  # the capture's stream (cuBLAS/cuDNN handles are per stream)
+                    for _ in range(GRAPH_WARMUP_STEPS):
+                        self._buffers.cursor.zero_()
+                        self._step(self.batch_size)
+                torch.cuda.current_stream(self.device).wait_stream(stream)
+                self._graph = torch.cuda.CUDAGraph()
+                self.optimizer.zero_grad()  # the captured backward allocates the gradients in the graph's pool
+                with torch.cuda.graph(self._graph, stream=stream):
                     self._step(self.batch_size)
-            torch.cuda.current_stream(self.device).wait_stream(stream)
-            self._graph = torch.cuda.CUDAGraph()
-            self.optimizer.zero_grad()  # the captured backward allocates the gradients in the graph's pool
-            with torch.cuda.graph(self._graph, stream=stream):
-                self._step(self.batch_size)
-        with torch.no_grad():
-            for tensor, value in zip(self._state_tensors(), saved):
-                tensor.copy_(value)  # in place: the graph holds these addresses
+        except Exception as err:  # noqa: BLE001  (an op this CUDA build cannot capture: train, uncaptured)
+            warnings.warn(f"capturing the training step as a CUDA graph failed ({type(err).__name__}: "
+                          f"{str(err).strip()[:200]}); the step runs eagerly from now on", stacklevel=3)
+            self.capture, self._graph, self.optimizer.started = False, None, started
+            self.optimizer.zero_grad()
+        finally:
+            with torch.no_grad():
+                for tensor, value in zip(self._state_tensors(), saved):
+                    tensor.copy_(value)  # in place: the graph holds these addresses
         self._graph_key = self._state_addresses()
 
     @contextmanager

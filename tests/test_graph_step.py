@@ -238,3 +238,24 @@ def test_capture_orchestration_trains_as_the_eager_step_with_a_fake_graph_on_cpu
     monkeypatch.setattr(torch.cuda, "graph", _fake_capture(captured))
     _assert_same_training(captured, eager)
     assert isinstance(captured._graph, _FakeGraph)
+
+
+def test_a_capture_that_fails_warns_and_trains_eagerly_with_the_same_numbers(monkeypatch):
+    """Where this CUDA build cannot capture the step (the capture raises after the warm-up and the captured
+    step have run), the trainer says so, puts the runs' state back and trains the same step eagerly."""
+    captured, eager = _trainer(True, batch_norm=True), _trainer(False, batch_norm=True)
+    captured.capture = True
+    monkeypatch.setattr(torch.cuda, "Stream", lambda *a, **k: _FakeStream())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *a, **k: _FakeStream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", _FakeGraph)
+
+    @contextlib.contextmanager
+    def failing_capture(graph, stream=None):
+        yield  # the step runs (on the CPU: for real), then the capture fails
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(torch.cuda, "graph", failing_capture)
+    with pytest.warns(UserWarning, match="capturing the training step as a CUDA graph failed \\(RuntimeError"):
+        _assert_same_training(captured, eager)
+    assert captured.capture is False and captured._graph is None
