@@ -209,6 +209,19 @@ def cnn_widths(width: float) -> tuple[list[int], list[int]]:
     return [scale(c) for c in (64, 64, 128, 128, 128)], [scale(512), scale(128)]
 
 
+def conv_layers(width: float, size: int = 32) -> list[tuple[int, int, int]]:
+    """(input channels, output channels, input height and width) of each convolution of the Byrd & Lipton CNN
+    at width multiplier ``width`` on ``size`` x ``size`` images (3x3, no padding; 2x2 max-pooling after the
+    convolutions of :data:`POOL_AFTER`)."""
+    layers, c_in = [], 3
+    for i, c_out in enumerate(cnn_widths(width)[0]):
+        layers.append((c_in, c_out, size))
+        size, c_in = size - 2, c_out
+        if i in POOL_AFTER:
+            size //= 2
+    return layers
+
+
 class StackedCNN(nn.Module):
     """K independent copies of the Byrd & Lipton CNN, trained as one module.
 
@@ -296,17 +309,13 @@ class StackedCNN(nn.Module):
             if self.convs[0].weight.device.type != "cuda":
                 return
             from .triton_conv import time_layer as timer
-        size, c_in = 32, 3
-        for i, conv in enumerate(self.convs):
+        for i, (conv, (c_in, _, size)) in enumerate(zip(self.convs, conv_layers(self.width))):
             # as in training: the normalised images are float32 and need no gradient; later inputs are autocast's
             times = timer(conv.weight, conv.bias, self.n_models, (batch_size, self.n_models * c_in, size, size),
                           dtype, input_grad=i > 0, input_dtype=dtype if i else torch.float32,
                           channels_last=channels_last)
             self.layer_convolutions[i] = min(times, key=times.get)
             self.tuned[f"conv{i + 1}"] = times
-            size, c_in = size - 2, conv.weight.shape[0] // self.n_models
-            if i in POOL_AFTER:
-                size //= 2
 
     def tuning_state(self) -> dict[str, Any]:
         """What :meth:`tune` chose, to carry in a checkpoint: a resumed run keeps its convolutions."""

@@ -441,7 +441,7 @@ class Trainer:
 
     def _train_epoch(self, on_step: Callable[[], None] | None) -> EpochStats:
         self.model.train()  # every epoch: evaluation switches dropout and batch norm off
-        K, n = self.index.shape
+        n = self.index.shape[1]
         full, last = divmod(n, self.batch_size)
         if self._buffers is None:  # the first epoch
             tune = getattr(self.model, "tune", None)  # e.g. StackedCNN(convolutions="auto") times its layers

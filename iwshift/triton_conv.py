@@ -301,27 +301,23 @@ def time_layer(weight: torch.Tensor, bias: torch.Tensor, groups: int, input_shap
 def _replayed_ms(work: Callable[[], None], device: torch.device, replays: int) -> float:
     """Milliseconds of GPU time per replay of ``work`` captured as a CUDA graph."""
     with torch.cuda.device(device):  # the capture's stream and the events on the weights' device
-        return _replayed_ms_here(work, device, replays)
-
-
-def _replayed_ms_here(work: Callable[[], None], device: torch.device, replays: int) -> float:
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):  # warm-up (compilation, cuDNN's benchmark) off the capture, as documented
-        for _ in range(3):
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # warm-up (compilation, cuDNN's benchmark) off the capture, as documented
+            for _ in range(3):
+                work()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
             work()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        work()
-    graph.replay()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(replays):
         graph.replay()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / replays
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(replays):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / replays
 
 
 def check(device: str, dtype: torch.dtype = torch.float32) -> float:
@@ -402,11 +398,11 @@ def check_model(device: str, n_models: int = 2, steps: int = 2, batch: int = 2) 
 def step_launches(n_models: int = 21, width: float = 1.0, batch: int = 16) -> list[tuple[str, Launch]]:
     """The convolution launches of one training step of a stacked CNN in bf16, channels-last, as the GPU runs
     them (default: the `none` regime's stack), planned on meta tensors; each named by layer and pass."""
-    from .models import POOL_AFTER, cnn_widths
+    from .models import conv_layers
 
-    K, size, c_in, launches = n_models, 32, 3, []
+    K, launches = n_models, []
     meta = dict(device="meta", dtype=torch.bfloat16)
-    for i, c_out in enumerate(cnn_widths(width)[0]):
+    for i, (c_in, c_out, size) in enumerate(conv_layers(width)):
         x = torch.empty(batch, K * c_in, size, size, memory_format=torch.channels_last, **meta)
         out = torch.empty(batch, K * c_out, size - 2, size - 2, memory_format=torch.channels_last, **meta)
         name = f"conv{i + 1} {c_in}->{c_out} at {size}x{size}"
@@ -417,9 +413,6 @@ def step_launches(n_models: int = 21, width: float = 1.0, batch: int = 16) -> li
             launches.append((f"{name} data gradient",
                              _gather_launch(out, torch.empty(K, 9 * c_out, c_in, **meta), None, x, K, -1)))
         launches.append((f"{name} weight gradient", _weight_gradient_launch(x, out, K)))
-        size, c_in = size - 2, c_out
-        if i in POOL_AFTER:
-            size //= 2
     return launches
 
 
