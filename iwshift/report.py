@@ -301,12 +301,21 @@ def load(root: str | Path) -> dict[str, Study | None]:
 
 
 def binary_views(studies: dict[str, Study | None]) -> list[tuple[str, dict[str, Study | None]]]:
-    """Each CIFAR binary results folder as (row tag, the studies with it as ``cifar_binary``): ``cifar_binary/``
-    first (tag ""), then every other ``cifar_binary_<name>/`` that holds results (tag " (`<folder>/`)")."""
-    views = [("", studies)]
-    for name in sorted(k for k in studies if k.startswith(f"{BINARY}_") and studies[k] is not None):
-        views.append((f" (`{name}/`)", {**studies, BINARY: studies[name]}))
-    return views
+    """Each CIFAR binary results folder as (its row tag, the studies with it as ``cifar_binary``):
+    ``cifar_binary/`` first, then every other ``cifar_binary_<name>/`` that holds results."""
+    return [(folder_tag(folder), {**studies, BINARY: studies[folder]})
+            for folder in (BINARY, *other_binary_folders(studies))]
+
+
+def other_binary_folders(studies: dict[str, Study | None]) -> list[str]:
+    """The ``cifar_binary_<name>/`` folders that hold results, by name."""
+    return sorted(k for k in studies if k.startswith(f"{BINARY}_") and studies[k] is not None)
+
+
+def folder_tag(folder: str) -> str:
+    """What a row from a CIFAR binary results folder adds to its label: nothing for ``cifar_binary/``, else
+    " (`<folder>/`)"."""
+    return "" if folder == BINARY else f" (`{folder}/`)"
 
 
 # ------------------------------------------------------------------------------------------- claims
@@ -856,13 +865,12 @@ def write_figures(studies: dict[str, Study | None], folder: Path, dpi: int = 80)
         if drawn is not None:
             plots.save_figure(drawn[0], folder / f"{name}.png", dpi=dpi)
             made[name] = drawn[1]
-    for tag, view in binary_views(studies)[1:]:  # each other CIFAR binary folder: its own figures
-        for name in BINARY_FIGURES:
-            drawn = FIGURES[name](view)
+    for source in other_binary_folders(studies):
+        for name in BINARY_FIGURES:  # each other CIFAR binary folder: its own figures
+            drawn = FIGURES[name]({**studies, BINARY: studies[source]})
             if drawn is not None:
-                own = f"{name}_{tag.strip(' ()`/')}"
-                plots.save_figure(drawn[0], folder / f"{own}.png", dpi=dpi)
-                made[own] = f"{tag.strip()}: {drawn[1]}"
+                plots.save_figure(drawn[0], folder / f"{name}_{source}.png", dpi=dpi)
+                made[f"{name}_{source}"] = f"{folder_tag(source).strip()}: {drawn[1]}"
     for stale in sorted(folder.glob("*.png")) if folder.is_dir() else []:
         if stale.stem not in made:
             stale.unlink()
