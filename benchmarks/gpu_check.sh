@@ -379,7 +379,7 @@ session() {
         echo "the none regime would not finish in the ${left} s left: timing the candidate step changes, then the check"
         # the candidates most likely to pay first (channels-first measured slower; compile takes minutes)
         timeout -k 5 $((left / 2)) python3 benchmarks/profile_step.py --device "$DEVICE" --width "$BENCH_WIDTH" \
-            --variants bf16-nhwc auto-conv triton-conv conv1-bmm conv1-pad8 fused-sgd \
+            --variants bf16-nhwc foreach-sgd autocast-casts auto-conv triton-conv conv1-bmm conv1-pad8 \
             2>&1 | tee "$OUT/profile_step.log" || echo "profile_step.py: FAILED or timed out"
         left=$((SESSION_S - (SECONDS - start) - 15))
         SKIP_TESTS=1 BUDGET_S=$left check || true

@@ -5,7 +5,11 @@ Times the trainer's step (captured as a CUDA graph on CUDA) for each ``--variant
 steps of ``--profile-variant`` (default: the studies' default) with ``torch.profiler`` and prints the kernels
 that dominate (the same kernels the captured graph replays) and the convolutions' time by layer. The variants:
 
-* ``bf16-nhwc``: the studies' CUDA default (bf16 autocast, channels-last activations);
+* ``bf16-nhwc``: the studies' CUDA default (bf16 autocast, channels-last activations, the forward on bf16 copies
+  of the weights that the update keeps, the update as one Triton kernel per parameter: ``iwshift.triton_sgd``);
+* ``foreach-sgd``: the same with the update as ``torch._foreach`` passes (the default off CUDA);
+* ``autocast-casts``: the update as ``_foreach`` passes and no bf16 copies: autocast casts the float32 weights
+  at every step, and their gradients back (the default before the copies);
 * ``bf16-nchw``: channels-first activations;
 * ``conv1-pad8``: the first convolution (``model.convs[0]`` swapped for a padding wrapper) with each model's 3
   input channels padded with zeros to 8, so that cuDNN may take its tensor-core grouped kernels for it rather
@@ -18,14 +22,13 @@ that dominate (the same kernels the captured graph replays) and the convolutions
 * ``auto-conv``: ``StackedCNN(convolutions="auto")``: each layer through cuDNN or the Triton kernels,
   whichever :meth:`~iwshift.models.StackedCNN.tune` times faster on the stack's shapes (CUDA only; the choice
   and the timings are printed);
-* ``fused-sgd``: the stacked update as one ``torch._fused_sgd_`` pass (the kernel behind
-  ``torch.optim.SGD(fused=True)``) instead of three ``_foreach`` passes; the same update when every run has
-  the same weight decay, as in the `none` stack;
 * ``compile``: ``torch.compile`` of the stacked model inside the captured step (CUDA only; on the CPU it is
   the default).
 
-Every other variant is first checked on the CPU in float64 against the default: the same logits after two SGD
-steps (a variant that computes something else is refused, not timed). Random images: throughput does not depend on
+Every variant that changes what the model computes is first checked on the CPU in float64 against the default:
+the same logits after two SGD steps (a variant that computes something else is refused, not timed); the update
+and the copies are checked by the tests (``tests/test_graph_step.py``) and by ``python -m iwshift.triton_sgd
+--check``. Random images: throughput does not depend on
 pixel values. Run from the repository root: ``python benchmarks/profile_step.py [--device cuda] [--k 21]
 [--width 1] [--variants ...]``. Last line: ``device=D k=K <variant>_ms=...`` (milliseconds per step).
 """
@@ -44,7 +47,7 @@ import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from iwshift.models import StackedCNN  # noqa: E402
-from iwshift.train import StackedRuns, StackedSGD, Trainer, to_device_images  # noqa: E402
+from iwshift.train import StackedRuns, Trainer, to_device_images  # noqa: E402
 
 
 class FirstConvStandIn(torch.nn.Module):
@@ -93,42 +96,31 @@ class BmmConv(FirstConvStandIn):
         return out.permute(0, 3, 1, 2)
 
 
-class FusedStackedSGD(StackedSGD):
-    """The same update in one fused pass; every run must have the same weight decay."""
-
-    @torch.no_grad()
-    def step(self) -> None:
-        if len(set(self.l2)) != 1 or not self.momentum:
-            raise ValueError("fused-sgd needs one weight decay for every run and momentum > 0")
-        # the momentum buffers start at zero, so m * buf + g is the first step's buf = g too
-        torch._fused_sgd_(self.params, [p.grad for p in self.params], self.buffers, weight_decay=self.l2[0],
-                          momentum=self.momentum, lr=self.lr, dampening=0.0, nesterov=False, maximize=False,
-                          is_first_step=False)
-        self.started = True
-
-
 def first_conv(stand_in: type[FirstConvStandIn]):
     def swap(model: StackedCNN, n_models: int) -> None:
         model.convs[0] = stand_in(model.convs[0], n_models)
     return swap
 
 
-VARIANTS = {  # name: (what replaces convolutions, precision, channels_last, fused SGD, compile)
-    "bf16-nhwc": (None, "bf16", True, False, False),
-    "bf16-nchw": (None, "bf16", False, False, False),
-    "conv1-pad8": (first_conv(PaddedConv), "bf16", True, False, False),
-    "conv1-bmm": (first_conv(BmmConv), "bf16", True, False, False),
-    "triton-conv": (None, "bf16", True, False, False),  # StackedCNN(convolutions="triton")
-    "auto-conv": (None, "bf16", True, False, False),  # StackedCNN(convolutions="auto")
-    "fused-sgd": (None, "bf16", True, True, False),
-    "compile": (None, "bf16", True, False, True),
+VARIANTS = {  # name: (what replaces the first convolution, the model's and the trainer's keywords)
+    "bf16-nhwc": (None, {}, {}),
+    "foreach-sgd": (None, {}, {"update": "foreach"}),
+    "autocast-casts": (None, {}, {"update": "foreach", "weight_copies": False}),
+    "bf16-nchw": (None, {}, {"channels_last": False}),
+    "conv1-pad8": (first_conv(PaddedConv), {}, {}),
+    "conv1-bmm": (first_conv(BmmConv), {}, {}),
+    "triton-conv": (None, {"convolutions": "triton"}, {}),
+    "auto-conv": (None, {"convolutions": "auto"}, {}),
+    "compile": (None, {}, {"compile": True}),
 }
+CPU_CHECKED = {"conv1-pad8", "conv1-bmm", "compile"}  # what the model computes changes: checked in float64 first
 CUDA_ONLY = {"triton-conv", "auto-conv"}  # Triton kernels (on the CPU only through Triton's interpreter, in the tests)
 
 
 def build(variant: str, k: int, width: float, device: torch.device, n: int = 2000, graph: bool = True,
           dtype: torch.dtype = torch.float32) -> Trainer:
-    convs, precision, channels_last, fused, compile = VARIANTS[variant]
+    convs, model_options, options = VARIANTS[variant]
+    options = {"precision": "bf16", "channels_last": True, "compile": False, **options}
     rng = np.random.default_rng(0)
     images = to_device_images(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), device)
     labels = torch.as_tensor(np.repeat([0, 1], n // 2), device=device)
@@ -137,17 +129,18 @@ def build(variant: str, k: int, width: float, device: torch.device, n: int = 200
                        example_weights=np.stack([np.where(labels.cpu().numpy() == 1, weights[i % 7], 1.0)
                                                  for i in range(k)]),
                        l2=[0.0] * k, dropout=[0.0] * k)
-    model = StackedCNN(k, width, convolutions={"triton-conv": "triton", "auto-conv": "auto"}.get(variant, "torch"))
+    model = StackedCNN(k, width, **model_options)
     model.reset_parameters(runs.seeds)
     if convs is not None:
         convs(model, k)
     if dtype != torch.float32:  # the CPU check: float64 on the CPU, fp32 arithmetic otherwise
-        precision = "fp32"
+        options["precision"] = "fp32"
+    update = options.pop("update", "auto")
+    options["compile"] = options["compile"] and device.type == "cuda"
     trainer = Trainer(model.to(device, dtype), runs, images, labels, lr=0.01, momentum=0.9, batch_size=16,
-                      precision=precision, channels_last=channels_last, compile=compile and device.type == "cuda",
-                      image_normalization="cifar10", graph=graph)
-    if fused:
-        trainer.optimizer = FusedStackedSGD(list(trainer.model.parameters()), k, 0.01, 0.9, runs.l2)
+                      image_normalization="cifar10", graph=graph, **options)
+    if update != "auto":
+        trainer.optimizer.update = update
     return trainer
 
 
@@ -205,7 +198,7 @@ def main() -> None:
                     print(f"triton-conv checks: kernels within {worst:.1e} of F.conv2d, "
                           f"stacked CNN within {triton_conv.check_model('cuda'):.1e}", flush=True)
                     triton_checked = True
-            elif name != "bf16-nhwc":
+            elif name in CPU_CHECKED:
                 check_on_cpu(name)
             trainer = build(name, args.k, args.width, device)
             results[name] = ms_per_step(trainer, device)

@@ -295,12 +295,18 @@ class StackedCNN(nn.Module):
                 if isinstance(norm, nn.BatchNorm2d):
                     norm.reset_parameters()
 
+    def autocast_parameters(self) -> list[str]:
+        """Names of the parameters that the forward uses in autocast's dtype: the convolutions' and the fully
+        connected layers' (batch norm's stay float32). The trainer keeps bf16 copies of these
+        (:class:`iwshift.train.StackedSGD`)."""
+        return [name for name, _ in self.named_parameters() if not name.startswith("norms.")]
+
     def tune(self, batch_size: int, dtype: torch.dtype, channels_last: bool = True,
              timer: Callable[..., dict[str, float]] | None = None) -> None:
         """``convolutions="auto"`` on CUDA: time each layer's forward and backward through cuDNN and through
         the Triton kernels (``timer``, default :func:`iwshift.triton_conv.time_layer`: captured CUDA graphs
-        on this stack's shapes for batches of ``batch_size`` under autocast to ``dtype``, activations in the
-        training's memory format) and keep the faster per layer. Once (a checkpoint carries the choice:
+        on this stack's shapes for batches of ``batch_size`` under autocast to ``dtype``, weights in ``dtype``
+        as the trainer's copies are, activations in the training's memory format) and keep the faster per layer. Once (a checkpoint carries the choice:
         :meth:`tuning_state`); nothing to do for other choices, or off CUDA unless a ``timer`` is given. The
         trainer calls it before its first step."""
         if self.convolutions != "auto" or self.tuned:
@@ -310,8 +316,10 @@ class StackedCNN(nn.Module):
                 return
             from .triton_conv import time_layer as timer
         for i, (conv, (c_in, _, size)) in enumerate(zip(self.convs, conv_layers(self.width))):
-            # as in training: the normalised images are float32 and need no gradient; later inputs are autocast's
-            times = timer(conv.weight, conv.bias, self.n_models, (batch_size, self.n_models * c_in, size, size),
+            # as in training: the normalised images are float32 and need no gradient; later inputs are autocast's;
+            # the weights in ``dtype`` (the trainer's bf16 weight copies)
+            weight, bias = (t.detach().to(dtype) for t in (conv.weight, conv.bias))
+            times = timer(weight, bias, self.n_models, (batch_size, self.n_models * c_in, size, size),
                           dtype, input_grad=i > 0, input_dtype=dtype if i else torch.float32,
                           channels_last=channels_last)
             self.layer_convolutions[i] = min(times, key=times.get)

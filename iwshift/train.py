@@ -26,6 +26,7 @@ Tricks, each for speed without changing what a run computes:
 
 from __future__ import annotations
 
+import importlib.util
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -41,6 +42,7 @@ import torch
 from . import losses, sgd2d
 from .models import Stacked2D
 
+UPDATES = ("auto", "foreach", "triton")  # how StackedSGD runs its update
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
@@ -135,12 +137,35 @@ class StackedRuns:
 class StackedSGD:
     """SGD with momentum (as ``torch.optim.SGD``: buf = m*buf + g + l2*p; p -= lr*buf) and a weight
     decay per run. Every parameter's leading dimension(s) must split into K equal contiguous blocks.
-    The update is a handful of ``torch._foreach`` calls over all parameters (few kernel launches)."""
+    The update is a handful of ``torch._foreach`` calls over all parameters (few kernel launches).
+
+    ``copies`` (bf16 training): per parameter, ``None`` or a low-precision copy that the forward uses in its
+    place. The copy then receives the gradient, and each update writes the new parameter into it (rounded),
+    so that no cast of the weights runs in the forward and no cast of their gradients back in the backward.
+    The parameters stay float32 (the master weights: the update, checkpoints, evaluation); a step computes
+    exactly what autocast's casts compute (the same rounding of the same values, the gradients in the same
+    dtype before the update reads them in float32).
+
+    ``update``: ``foreach`` (the ``torch._foreach`` passes), ``triton`` (:mod:`iwshift.triton_sgd`: one pass
+    per parameter, reading and writing each tensor once) or ``auto`` (``triton`` on CUDA where the ``triton``
+    package is installed, ``foreach`` otherwise). The Triton update's first use is checked against the
+    ``_foreach`` update on clones of the tensors; one that fails warns, and ``foreach`` takes over."""
 
     def __init__(self, params: Sequence[torch.Tensor], n_models: int, lr: float, momentum: float,
-                 l2: Sequence[float]):
+                 l2: Sequence[float], copies: Sequence[torch.Tensor | None] | None = None, update: str = "auto"):
+        if update not in UPDATES:
+            raise ValueError(f"unknown update {update!r}; choose from {', '.join(UPDATES)}")
         self.params, self.K, self.lr, self.momentum = list(params), n_models, lr, momentum
         self.l2 = [float(v) for v in l2]
+        self.copies = list(copies) if copies is not None else [None] * len(self.params)
+        if len(self.copies) != len(self.params):
+            raise ValueError(f"{len(self.copies)} copies for {len(self.params)} parameters")
+        for p, c in zip(self.params, self.copies):
+            if c is not None and (c.shape != p.shape or c.stride() != p.stride() or not c.requires_grad):
+                raise ValueError("a copy must have its parameter's shape and strides and require a gradient")
+        # the tensors whose .grad holds each parameter's gradient: the copy where the forward uses one
+        self.grad_holders = [p if c is None else c for p, c in zip(self.params, self.copies)]
+        self.copied = [(p, c) for p, c in zip(self.params, self.copies) if c is not None]
         device = self.params[0].device
         per_run = torch.tensor(list(l2), dtype=torch.float32, device=device)
         # per-parameter decay tensors, broadcastable against each parameter's run blocks
@@ -150,26 +175,74 @@ class StackedSGD:
         # no run decays (e.g. the `none` regime's stack): skip the pass, a kernel per parameter that a
         # profile on an H200 put at ~5 % of a full-width CNN step (benchmarks/results/nvidia-h200-profile.txt)
         self.has_decay = any(v != 0.0 for v in self.l2)
+        self.run_decay = per_run if self.has_decay else None
         self.started = False
+        if update == "auto":
+            update = "triton" if device.type == "cuda" and importlib.util.find_spec("triton") else "foreach"
+        self.update = update
+        self._triton_checked: set[bool] = set()  # the specialisations (first step, later ones) checked
 
     @torch.no_grad()
     def step(self) -> None:
-        grads = [p.grad for p in self.params]
-        if self.has_decay:
-            torch._foreach_addcmul_(grads, self.params, self.decay)  # g += l2_k * p
-        if self.momentum:
-            if self.started:
-                torch._foreach_mul_(self.buffers, self.momentum)
-                torch._foreach_add_(self.buffers, grads)
-            else:
-                torch._foreach_copy_(self.buffers, grads)
-            grads = self.buffers
-        torch._foreach_add_(self.params, grads, alpha=-self.lr)
+        grads = [h.grad for h in self.grad_holders]
+        if not (self.update == "triton" and self._triton_step(grads)):
+            self._foreach_step(self.params, grads, self.buffers, self.copies)
         self.started = True
 
+    def _foreach_step(self, params: list[torch.Tensor], grads: list[torch.Tensor], buffers: list[torch.Tensor],
+                      copies: list[torch.Tensor | None]) -> None:
+        if self.has_decay:
+            if self.copied:  # bf16 gradients: g + l2_k * p in float32, as autocast's float32 gradient gives it
+                grads = torch._foreach_addcmul(grads, params, self.decay)
+            else:
+                torch._foreach_addcmul_(grads, params, self.decay)  # g += l2_k * p
+        if self.momentum:
+            if self.started:
+                torch._foreach_mul_(buffers, self.momentum)
+                torch._foreach_add_(buffers, grads)
+            else:
+                torch._foreach_copy_(buffers, grads)
+            grads = buffers
+        torch._foreach_add_(params, grads, alpha=-self.lr)
+        copied = [(p, c) for p, c in zip(params, copies) if c is not None]
+        if copied:
+            torch._foreach_copy_([c for _, c in copied], [p for p, _ in copied])
+
+    def _triton_step(self, grads: list[torch.Tensor]) -> bool:
+        """The step through :mod:`iwshift.triton_sgd`; False (nothing done) where it does not apply, or where
+        its first use (per specialisation: a first step, a later one) fails on clones of the tensors, against
+        the ``_foreach`` update on other clones: then it warns, and the ``_foreach`` update takes over for good.
+        So a Triton that cannot compile for this GPU, or computes something else on it, changes no run."""
+        from . import triton_sgd
+
+        tensors = (self.params, grads, self.buffers, self.copies)
+        if not triton_sgd.applies(*tensors):
+            return False
+        if self.started not in self._triton_checked:
+            fused, reference = ([[None if t is None else t.clone() for t in ts] for ts in tensors] for _ in range(2))
+            try:
+                triton_sgd.update(*fused, self.run_decay, self.K, self.lr, self.momentum, self.started)
+                self._foreach_step(*reference)
+                triton_sgd.compare(fused, reference)
+            except Exception as err:  # noqa: BLE001  (a compiler error, or an AssertionError of the comparison)
+                warnings.warn(f"the Triton SGD update failed ({type(err).__name__}: {str(err).strip()[:200]}); "
+                              "the _foreach update takes over", stacklevel=3)
+                self.update = "foreach"
+                return False
+            self._triton_checked.add(self.started)
+        triton_sgd.update(*tensors, self.run_decay, self.K, self.lr, self.momentum, self.started)
+        return True
+
+    @torch.no_grad()
+    def refresh_copies(self) -> None:
+        """Round the parameters into their copies (the update does it; this is for parameters changed
+        otherwise, e.g. a restored checkpoint)."""
+        if self.copied:
+            torch._foreach_copy_([c for _, c in self.copied], [p for p, _ in self.copied])
+
     def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
+        for holder in self.grad_holders:
+            holder.grad = None
 
 
 @dataclass
@@ -239,7 +312,9 @@ class Trainer:
     algorithms for the grouped convolutions (``torch.backends.cudnn.benchmark``, set only while the trainer
     trains or evaluates, then restored; ``False``: its heuristics, e.g. for reproducible kernels). A model
     with a ``tune(batch_size, dtype, channels_last)`` method (:meth:`~iwshift.models.StackedCNN.tune`) is
-    tuned before the first step.
+    tuned before the first step. ``weight_copies`` (bf16, a model with ``autocast_parameters()``, e.g. the
+    :class:`~iwshift.models.StackedCNN`; not with ``compile``): train on bf16 copies of those parameters that
+    the update keeps (:class:`StackedSGD`) rather than let autocast cast them at every step; the same numbers.
     """
 
     def __init__(self, model: torch.nn.Module, runs: StackedRuns, inputs: torch.Tensor, labels: torch.Tensor,
@@ -247,7 +322,7 @@ class Trainer:
                  precision: str = "fp32", channels_last: bool = False, compile: bool = False,
                  batch_order: str = "generator", engine: str = "auto",
                  image_normalization: ImageNormalization | None = None, graph: bool = True,
-                 cudnn_benchmark: bool = True):
+                 cudnn_benchmark: bool = True, weight_copies: bool = True):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"unknown precision {precision!r}; choose fp32 or bf16")
         if batch_order not in BATCH_ORDERS:
@@ -276,7 +351,15 @@ class Trainer:
         self.index = torch.as_tensor(runs.train_index, device=self.device)
         self.train_weights = self._training_weights()
         self.weights = torch.as_tensor(self.train_weights, device=self.device)
-        self.optimizer = StackedSGD(list(model.parameters()), runs.n_models, lr, momentum, runs.l2)
+        params = dict(model.named_parameters())
+        # bf16: the forward's weights as bf16 copies that the update keeps (no cast of them, nor of their
+        # gradients, per step); what the model's forward casts to autocast's dtype, as it names it
+        copied = set(model.autocast_parameters()) if (
+            weight_copies and precision == "bf16" and not compile and hasattr(model, "autocast_parameters")) else set()
+        copies = [p.detach().to(torch.bfloat16).requires_grad_() if name in copied else None
+                  for name, p in params.items()]
+        self.weight_copies = {name: c for name, c in zip(params, copies) if c is not None}
+        self.optimizer = StackedSGD(list(params.values()), runs.n_models, lr, momentum, runs.l2, copies)
         self.generators = [torch.Generator().manual_seed(int(s)) for s in runs.seeds]
         self.epoch = 0
         # the epoch (1-based) in which each run's loss or parameters first became non-finite; 0: never
@@ -441,6 +524,7 @@ class Trainer:
 
     def _train_epoch(self, on_step: Callable[[], None] | None) -> EpochStats:
         self.model.train()  # every epoch: evaluation switches dropout and batch norm off
+        self.optimizer.refresh_copies()  # the parameters may have changed since (a checkpoint restored...)
         n = self.index.shape[1]
         full, last = divmod(n, self.batch_size)
         if self._buffers is None:  # the first epoch
@@ -533,8 +617,12 @@ class Trainer:
         # autocast's weight-cast cache must be off under graph capture (the casts are recomputed: same values)
         cast = (torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False)
                 if self.precision == "bf16" else nullcontext())
+        kwargs = {"step": buffers.step} if self.step_seeded else {}
         with cast:
-            logits = self.forward(x, step=buffers.step) if self.step_seeded else self.forward(x)
+            if self.weight_copies:  # the bf16 copies in place of the parameters
+                logits = torch.func.functional_call(self.model, self.weight_copies, (x,), kwargs)
+            else:
+                logits = self.forward(x, **kwargs)
         logits = logits.float()
         loss = losses.reduce_weighted(self.example_losses(logits, y), w, self.normalization)  # (K,)
         self.optimizer.zero_grad()
@@ -550,7 +638,8 @@ class Trainer:
 
     def _state_tensors(self) -> list[torch.Tensor]:
         """Everything a step reads or updates in place besides the step buffers."""
-        return [*self.model.parameters(), *self.model.buffers(), *self.optimizer.buffers]
+        return [*self.model.parameters(), *self.model.buffers(), *self.optimizer.buffers,
+                *self.weight_copies.values()]
 
     def _state_addresses(self) -> tuple[int, ...]:
         """Where the captured graph reads and writes: a change (a tensor replaced rather than updated in
@@ -596,13 +685,14 @@ class Trainer:
     def _own_gradients(self) -> Iterator[None]:
         """An eager step beside the captured one (it sets its own gradients): the graph's gradient tensors,
         which live in the graph's memory pool, stay referenced and are put back on the parameters after."""
-        graph_grads = [p.grad for p in self.optimizer.params]
+        holders = self.optimizer.grad_holders
+        graph_grads = [h.grad for h in holders]
         self.optimizer.zero_grad()
         try:
             yield
         finally:
-            for p, grad in zip(self.optimizer.params, graph_grads):
-                p.grad = grad
+            for holder, grad in zip(holders, graph_grads):
+                holder.grad = grad
 
     @torch.no_grad()
     def predict_logits(self, inputs: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:

@@ -35,14 +35,15 @@ def _data(device: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _trainer(graph: bool = True, device: str = "cpu", batch_norm: bool = False, precision: str = "fp32",
              normalization: str = "weight_sum", runs: StackedRuns | None = None, cudnn_benchmark: bool = True,
-             momentum: float = 0.9) -> Trainer:
+             momentum: float = 0.9, weight_copies: bool = True) -> Trainer:
     runs = runs or _runs()
     model = StackedCNN(runs.n_models, 0.0625, batch_norm=batch_norm, dropout=runs.dropout)
     model.reset_parameters(runs.seeds)
     images, labels = _data(device)
     return Trainer(model.to(device), runs, images, labels, lr=0.05, momentum=momentum, batch_size=BATCH,
                    normalization=normalization, precision=precision, channels_last=precision == "bf16",
-                   image_normalization="cifar10", graph=graph, cudnn_benchmark=cudnn_benchmark)
+                   image_normalization="cifar10", graph=graph, cudnn_benchmark=cudnn_benchmark,
+                   weight_copies=weight_copies)
 
 
 def _train(trainer: Trainer, epochs: int = 2) -> tuple[list, list]:
@@ -96,6 +97,56 @@ def test_each_run_trains_as_plain_torch_sgd_on_one_module(batch_norm, normalizat
         plain.eval()
         torch.testing.assert_close(trainer.predict_logits(trainer.inputs[:6])[k], plain(inputs).detach(),
                                    rtol=1e-4, atol=1e-5, msg=f"run {k}")
+
+
+@pytest.mark.parametrize("batch_norm, momentum", [(False, 0.9), (True, 0.9), (False, 0.0)])
+def test_bf16_weight_copies_train_bit_for_bit_as_autocasts_casts(batch_norm, momentum):
+    """bf16 training on weight copies that the update keeps computes exactly what autocast's cast of the float32
+    weights at every step computes (runs with weight decay, dropout, deferral; batch norm's parameters stay
+    float32), and the forward does use the copies: their gradients are the update's."""
+    copies = _trainer(precision="bf16", batch_norm=batch_norm, momentum=momentum)
+    casts = _trainer(precision="bf16", batch_norm=batch_norm, momentum=momentum, weight_copies=False)
+    names = {name for name, _ in copies.model.named_parameters()}
+    assert set(copies.weight_copies) == {n for n in names if not n.startswith("norms.")} and not casts.weight_copies
+    _assert_same_training(copies, casts)
+    parameters = dict(copies.model.named_parameters())
+    for name, copy in copies.weight_copies.items():
+        assert copy.dtype == torch.bfloat16 and copy.grad is not None and parameters[name].grad is None, name
+        assert torch.equal(copy, parameters[name].detach().to(torch.bfloat16)), name  # rounded after each update
+
+
+def test_a_bf16_trainer_restored_from_its_state_trains_on_as_without_the_break():
+    """The weight copies follow restored parameters (a checkpoint), not the ones the trainer was built with."""
+    straight, resumed = _trainer(precision="bf16"), _trainer(precision="bf16")
+    straight.train_epoch()
+    resumed.load_state_dict(straight.state_dict())
+    straight.train_epoch()
+    resumed.train_epoch()
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("failure, message", [
+    ("raises", "RuntimeError: PassManager::run failed"),
+    ("computes something else", "AssertionError: the Triton update differs from the foreach update by"),
+])
+def test_a_triton_update_that_fails_warns_and_the_foreach_update_takes_over(monkeypatch, failure, message):
+    """A Triton update that cannot run here (it fails to compile for this GPU) or computes something else is
+    caught at its first use, which runs on clones beside the ``_foreach`` update: what it wrote is lost, the
+    warning says why, and the ``_foreach`` update trains on."""
+    triton_sgd = pytest.importorskip("iwshift.triton_sgd")
+
+    def broken(params, *args):
+        params[0].add_(1.0)  # written before the failure, or the wrong update
+        if failure == "raises":
+            raise RuntimeError("PassManager::run failed")
+
+    monkeypatch.setattr(triton_sgd, "update", broken)
+    failing, foreach = _trainer(precision="bf16"), _trainer(precision="bf16")
+    failing.optimizer.update = "triton"
+    with pytest.warns(UserWarning, match=f"the Triton SGD update failed \\({message}"):
+        _assert_same_training(failing, foreach)
+    assert failing.optimizer.update == "foreach"
 
 
 def test_the_step_never_reads_tensor_values_on_the_host(monkeypatch):
@@ -179,6 +230,21 @@ def test_captured_graph_in_bf16_trains_as_the_eager_step_on_cuda():
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_triton_update_trains_as_the_foreach_update_on_cuda(precision):
+    """On CUDA the update runs as one Triton kernel per parameter (fp32: on the parameters; bf16: on the
+    weight copies too); it trains as the ``_foreach`` passes do."""
+    runs = _runs()
+    with _deterministic_cudnn():
+        triton, foreach = (_trainer(True, "cuda", precision=precision, runs=runs, cudnn_benchmark=False)
+                           for _ in range(2))
+        foreach.optimizer.update = "foreach"
+        assert triton.optimizer.update == "triton"
+        _assert_same_training(triton, foreach, atol=1e-5 if precision == "fp32" else 1e-4, rtol=1e-4)
+    assert triton.optimizer.update == "triton"  # it did not fall back
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_captured_steps_do_not_sync_and_a_replaced_state_is_captured_again():
     trainer = _trainer(True, "cuda", batch_norm=True)
     trainer.train_epoch()
@@ -225,10 +291,11 @@ def _fake_capture(trainer):
     return capture
 
 
-def test_capture_orchestration_trains_as_the_eager_step_with_a_fake_graph_on_cpu(monkeypatch):
-    """The capture's warm-up steps leave no trace, the replays and the eager last batch follow each other
-    as the eager steps do (the CUDA graph itself is faked: this runs on CPU)."""
-    captured, eager = _trainer(True, batch_norm=True), _trainer(False, batch_norm=True)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_capture_orchestration_trains_as_the_eager_step_with_a_fake_graph_on_cpu(monkeypatch, precision):
+    """The capture's warm-up steps leave no trace (bf16: on the weight copies either), the replays and the
+    eager last batch follow each other as the eager steps do (the CUDA graph itself is faked: this runs on CPU)."""
+    captured, eager = (_trainer(g, batch_norm=True, precision=precision) for g in (True, False))
     captured.capture = True
     _FakeGraph.replay_step = staticmethod(lambda: captured._step(BATCH))
     monkeypatch.setattr(torch.cuda, "Stream", lambda *a, **k: _FakeStream())

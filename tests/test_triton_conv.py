@@ -92,6 +92,7 @@ def test_auto_convolutions_take_the_faster_per_layer_and_run_it(monkeypatch):
 
     def timer(weight, bias, groups, input_shape, dtype, input_grad, input_dtype, channels_last):
         assert channels_last  # (tune's default: the bf16 trainer's format)
+        assert weight.dtype == bias.dtype == dtype  # as the trainer's weight copies
         asked.append((tuple(weight.shape), groups, input_shape, dtype, input_grad, input_dtype))
         return {"torch": 1.0, "triton": 0.5 if len(asked) % 2 else 2.0}  # Triton the faster on odd layers
 
