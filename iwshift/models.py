@@ -306,9 +306,9 @@ class StackedCNN(nn.Module):
         """``convolutions="auto"`` on CUDA: time each layer's forward and backward through cuDNN and through
         the Triton kernels (``timer``, default :func:`iwshift.triton_conv.time_layer`: captured CUDA graphs
         on this stack's shapes for batches of ``batch_size`` under autocast to ``dtype``, weights in ``dtype``
-        as the trainer's copies are, activations in the training's memory format) and keep the faster per layer. Once (a checkpoint carries the choice:
-        :meth:`tuning_state`); nothing to do for other choices, or off CUDA unless a ``timer`` is given. The
-        trainer calls it before its first step."""
+        as the trainer's copies are, activations in the training's memory format) and keep the faster per
+        layer. Once (a checkpoint carries the choice: :meth:`tuning_state`); nothing to do for other choices,
+        or off CUDA unless a ``timer`` is given. The trainer calls it before its first step."""
         if self.convolutions != "auto" or self.tuned:
             return
         if timer is None:

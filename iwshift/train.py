@@ -191,6 +191,7 @@ class StackedSGD:
 
     def _foreach_step(self, params: list[torch.Tensor], grads: list[torch.Tensor], buffers: list[torch.Tensor],
                       copies: list[torch.Tensor | None]) -> None:
+        """The update in ``_foreach`` passes, on the tensors given (the optimiser's own, or clones of them)."""
         if self.has_decay:
             if self.copied:  # bf16 gradients: g + l2_k * p in float32, as autocast's float32 gradient gives it
                 grads = torch._foreach_addcmul(grads, params, self.decay)
@@ -204,9 +205,7 @@ class StackedSGD:
                 torch._foreach_copy_(buffers, grads)
             grads = buffers
         torch._foreach_add_(params, grads, alpha=-self.lr)
-        copied = [(p, c) for p, c in zip(params, copies) if c is not None]
-        if copied:
-            torch._foreach_copy_([c for _, c in copied], [p for p, _ in copied])
+        _round_into(params, copies)
 
     def _triton_step(self, grads: list[torch.Tensor]) -> bool:
         """The step through :mod:`iwshift.triton_sgd`; False (nothing done) where it does not apply, or where
@@ -237,12 +236,18 @@ class StackedSGD:
     def refresh_copies(self) -> None:
         """Round the parameters into their copies (the update does it; this is for parameters changed
         otherwise, e.g. a restored checkpoint)."""
-        if self.copied:
-            torch._foreach_copy_([c for _, c in self.copied], [p for p, _ in self.copied])
+        _round_into(self.params, self.copies)
 
     def zero_grad(self) -> None:
         for holder in self.grad_holders:
             holder.grad = None
+
+
+def _round_into(params: list[torch.Tensor], copies: list[torch.Tensor | None]) -> None:
+    """Each parameter's value into its low-precision copy, if it has one (one ``_foreach`` copy)."""
+    pairs = [(p, c) for p, c in zip(params, copies) if c is not None]
+    if pairs:
+        torch._foreach_copy_([c for _, c in pairs], [p for p, _ in pairs])
 
 
 @dataclass
@@ -354,8 +359,8 @@ class Trainer:
         params = dict(model.named_parameters())
         # bf16: the forward's weights as bf16 copies that the update keeps (no cast of them, nor of their
         # gradients, per step); what the model's forward casts to autocast's dtype, as it names it
-        copied = set(model.autocast_parameters()) if (
-            weight_copies and precision == "bf16" and not compile and hasattr(model, "autocast_parameters")) else set()
+        copied = set(model.autocast_parameters()) if (weight_copies and precision == "bf16" and not compile
+                                                     and hasattr(model, "autocast_parameters")) else set()
         copies = [p.detach().to(torch.bfloat16).requires_grad_() if name in copied else None
                   for name, p in params.items()]
         self.weight_copies = {name: c for name, c in zip(params, copies) if c is not None}
