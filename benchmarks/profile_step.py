@@ -25,11 +25,12 @@ that dominate (the same kernels the captured graph replays) and the convolutions
 * ``compile``: ``torch.compile`` of the stacked model inside the captured step (CUDA only; on the CPU it is
   the default).
 
-Every variant that changes what the model computes is first checked on the CPU in float64 against the default:
-the same logits after two SGD steps (a variant that computes something else is refused, not timed); the update
-and the copies are checked by the tests (``tests/test_graph_step.py``) and by ``python -m iwshift.triton_sgd
---check``. Random images: throughput does not depend on
-pixel values. Run from the repository root: ``python benchmarks/profile_step.py [--device cuda] [--k 21]
+The variants that compute the model otherwise (``bf16-nchw``, ``conv1-pad8``, ``conv1-bmm``) are first checked
+on the CPU in float64 against the default: the same logits after two SGD steps (a variant that computes
+something else is refused, not timed). The update and the weight copies are checked by the tests
+(``tests/test_graph_step.py``) and by ``python -m iwshift.triton_sgd --check``; the Triton convolutions by
+``iwshift.triton_conv``'s check, on the GPU, before they are timed. Random images: throughput does not depend
+on pixel values. Run from the repository root: ``python benchmarks/profile_step.py [--device cuda] [--k 21]
 [--width 1] [--variants ...]``. Last line: ``device=D k=K <variant>_ms=...`` (milliseconds per step).
 """
 
@@ -113,7 +114,7 @@ VARIANTS = {  # name: (what replaces the first convolution, the model's and the 
     "auto-conv": (None, {"convolutions": "auto"}, {}),
     "compile": (None, {}, {"compile": True}),
 }
-CPU_CHECKED = {"conv1-pad8", "conv1-bmm", "compile"}  # what the model computes changes: checked in float64 first
+CPU_CHECKED = {"bf16-nchw", "conv1-pad8", "conv1-bmm"}  # the model computed otherwise: checked in float64 first
 CUDA_ONLY = {"triton-conv", "auto-conv"}  # Triton kernels (on the CPU only through Triton's interpreter, in the tests)
 
 
