@@ -7,6 +7,8 @@ them import them from here.
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 from typing import Any
 
 # ------------------------------------------------------------------------------------ shared
@@ -16,6 +18,22 @@ CNN_REGIMES = ("none", "l2", "dropout", "batchnorm")  # of the CNN studies (iwsh
 ENGINES = ("auto", "torch", "fused")                 # of the trainer (iwshift.train)
 CONVOLUTIONS = ("torch", "triton", "auto")           # the CNN's grouped convolutions (iwshift.models)
 LAUNCHERS = ("local", "submitit", "submitit-local")  # where the runs train (iwshift.launch)
+# The Triton kernels (iwshift.triton_conv, iwshift.triton_sgd) need Triton 3.0 (PyTorch 2.4's) or newer, and
+# PyTorch 2.4's autocast API; with an older one, an `auto` choice takes the PyTorch path.
+TRITON_MINIMUM, TORCH_FOR_TRITON = (3, 0), (2, 4)
+
+
+def triton_available() -> bool:
+    """Whether the Triton kernels can run here: Triton and PyTorch recent enough (read from the installed
+    packages' metadata, without importing them)."""
+    def version(package: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(part) for part in importlib.metadata.version(package).split("+")[0].split(".")[:2])
+        except (importlib.metadata.PackageNotFoundError, ValueError):
+            return ()
+    triton = version("triton") or version("pytorch-triton")  # (the latter with PyTorch's nightly builds)
+    return importlib.util.find_spec("triton") is not None and triton >= TRITON_MINIMUM and (
+        version("torch") >= TORCH_FOR_TRITON)
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )

@@ -9,6 +9,7 @@ exactly where the same ``nn.Module`` would.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .choices import CONVOLUTIONS, MODELS_2D  # noqa: E402
+from .choices import CONVOLUTIONS, MODELS_2D, triton_available
 
 
 def _outputs(n_classes: int) -> int:
@@ -313,6 +314,10 @@ class StackedCNN(nn.Module):
             return
         if timer is None:
             if self.convs[0].weight.device.type != "cuda":
+                return
+            if not triton_available():
+                warnings.warn("convolutions auto: Triton 3.0 or newer (with PyTorch 2.4 or newer) is not installed "
+                              "here; cuDNN for every layer", stacklevel=2)
                 return
             from .triton_conv import time_layer as timer
         for i, (conv, (c_in, _, size)) in enumerate(zip(self.convs, conv_layers(self.width))):

@@ -26,7 +26,6 @@ Tricks, each for speed without changing what a run computes:
 
 from __future__ import annotations
 
-import importlib.util
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -40,6 +39,7 @@ import pandas as pd
 import torch
 
 from . import losses, sgd2d
+from .choices import ENGINES, triton_available
 from .models import Stacked2D
 
 UPDATES = ("auto", "foreach", "triton")  # how StackedSGD runs its update
@@ -147,9 +147,10 @@ class StackedSGD:
     dtype before the update reads them in float32).
 
     ``update``: ``foreach`` (the ``torch._foreach`` passes), ``triton`` (:mod:`iwshift.triton_sgd`: one pass
-    per parameter, reading and writing each tensor once) or ``auto`` (``triton`` on CUDA where the ``triton``
-    package is installed, ``foreach`` otherwise). The Triton update's first use is checked against the
-    ``_foreach`` update on clones of the tensors; one that fails warns, and ``foreach`` takes over."""
+    per parameter, reading and writing each tensor once) or ``auto`` (``triton`` on CUDA where Triton 3.0 or
+    newer is installed, :func:`iwshift.choices.triton_available`; ``foreach`` otherwise). The Triton update's
+    first use is checked against the ``_foreach`` update on clones of the tensors; one that fails warns, and
+    ``foreach`` takes over."""
 
     def __init__(self, params: Sequence[torch.Tensor], n_models: int, lr: float, momentum: float,
                  l2: Sequence[float], copies: Sequence[torch.Tensor | None] | None = None, update: str = "auto"):
@@ -178,7 +179,7 @@ class StackedSGD:
         self.run_decay = per_run if self.has_decay else None
         self.started = False
         if update == "auto":
-            update = "triton" if device.type == "cuda" and importlib.util.find_spec("triton") else "foreach"
+            update = "triton" if device.type == "cuda" and triton_available() else "foreach"
         self.update = update
         self._triton_checked: set[bool] = set()  # the specialisations (first step, later ones) checked
 
@@ -258,9 +259,6 @@ class EpochStats:
     loss: np.ndarray
     accuracy: np.ndarray
     nonfinite: np.ndarray | None = None  # a non-finite training loss this epoch, or parameters at its end
-
-
-from .choices import ENGINES  # noqa: E402
 
 
 def _check_inputs(model: torch.nn.Module, runs: StackedRuns, inputs: torch.Tensor, labels: torch.Tensor,

@@ -21,8 +21,7 @@ and keeps the faster, and ``benchmarks/profile_step.py`` times whole steps. Impo
 ``triton`` package (it comes with PyTorch's CUDA wheels on Linux).
 """
 
-from __future__ import annotations
-
+# (no `from __future__ import annotations`: Triton 3.0's interpreter reads `tl.constexpr` annotations as objects)
 import argparse
 import subprocess
 import sys
@@ -419,6 +418,21 @@ def step_launches(n_models: int = 21, width: float = 1.0, batch: int = 16) -> li
 _TRITON_TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 
+def offline_compile_missing() -> str | None:
+    """Why this Triton cannot compile for sm_90 without a GPU as :func:`compile_for_hopper` does (its
+    ``ASTSource(constexprs=...)`` and ``get_ptxas(arch)`` came after Triton 3.2), or None if it can."""
+    import inspect
+
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+        from triton.compiler import ASTSource
+    except ImportError as err:
+        return f"Triton {triton.__version__} lacks its offline compile API ({err})"
+    if "constexprs" not in inspect.signature(ASTSource).parameters or not inspect.signature(get_ptxas).parameters:
+        return f"Triton {triton.__version__}'s offline compile API is older than this check's"
+    return None
+
+
 def compile_for_hopper(n_models: int = 21, width: float = 1.0) -> list[str]:
     """Compile the kernels of :func:`step_launches` for sm_90 without a GPU, specialised as a launch
     specialises them (integer arguments equal to 1 become constants, multiples of 16 and the pointers are
@@ -471,6 +485,9 @@ def main() -> None:
                              "registers (no GPU needed)")
     args = parser.parse_args()
     if args.compile_only:
+        missing = offline_compile_missing()
+        if missing:
+            sys.exit(f"python -m iwshift.triton_conv: error: --compile-only needs a newer Triton: {missing}")
         lines = compile_for_hopper()
         print("\n".join(lines))
         print(f"compiled {len(lines)} kernels for sm_90: {sum(', wgmma,' in line for line in lines)} with wgmma, "

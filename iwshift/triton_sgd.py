@@ -12,8 +12,7 @@ only through Triton's interpreter, ``TRITON_INTERPRET=1``, for the tests): ``pyt
 --check`` compares it with the ``_foreach`` update. Importing this module needs the ``triton`` package.
 """
 
-from __future__ import annotations
-
+# (no `from __future__ import annotations`: Triton 3.0's interpreter reads `tl.constexpr` annotations as objects)
 import argparse
 import sys
 from collections.abc import Sequence

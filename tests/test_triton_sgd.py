@@ -1,8 +1,8 @@
 """The Triton SGD update (``iwshift.triton_sgd``, :class:`iwshift.train.StackedSGD` on CUDA) computes what the
 ``_foreach`` update computes: momentum, each run's weight decay, the bf16 weight copies, a channels-last weight.
-On the CPU through Triton's interpreter; on the GPU, ``gpu_check.sh`` runs the same check there."""
+On the CPU through Triton's interpreter (on the GPU: ``tests/test_graph_step.py`` trains with it against the
+``_foreach`` update, and each trainer checks its first use against it)."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from iwshift.choices import triton_available
 from iwshift.train import StackedSGD
 
 ROOT = Path(__file__).resolve().parents[1]
+NEEDS_TRITON = pytest.mark.skipif(not triton_available(), reason="needs Triton >= 3.0 with PyTorch >= 2.4")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+@NEEDS_TRITON
 def test_triton_update_equals_the_foreach_update():
     env = {**os.environ, "TRITON_INTERPRET": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -38,7 +40,7 @@ def test_the_update_is_foreach_off_cuda_and_bad_choices_are_one_line_errors():
         StackedSGD(params, 2, 0.1, 0.9, [0.0, 0.0], copies=[transposed])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+@NEEDS_TRITON
 @pytest.mark.parametrize("grad, copy", [("bf16", True), ("fp32", False)])
 def test_the_update_kernel_compiles_for_hopper_with_vector_loads(grad, copy):
     """The interpreter is lenient where the compiler is not: the kernel compiles for sm_90 without a GPU, as a
@@ -46,6 +48,10 @@ def test_the_update_kernel_compiles_for_hopper_with_vector_loads(grad, copy):
     nothing else)."""
     import re
 
+    from iwshift.triton_conv import offline_compile_missing
+
+    if offline_compile_missing():
+        pytest.skip(offline_compile_missing())
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -61,3 +67,25 @@ def test_the_update_kernel_compiles_for_hopper_with_vector_loads(grad, copy):
                               target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
     accesses = set(re.findall(r"\b(?:ld|st)\.global[\w.:]*", compiled.asm["ptx"]))
     assert {"ld.global.v4.b32", "st.global.v4.b32"} <= accesses, accesses
+
+
+@pytest.mark.parametrize("versions, available", [
+    ({"triton": "3.0.0", "torch": "2.4.1+cu121"}, True),
+    ({"pytorch-triton": "3.5.0+git1b0418a9", "torch": "2.10.0.dev20251201+cu128"}, True),  # a nightly build
+    ({"triton": "2.2.0", "torch": "2.2.2"}, False),  # Triton 2.2's interpreter cannot run the kernels
+    ({"triton": "3.6.0", "torch": "2.3.1"}, False),  # no torch.get_autocast_dtype(device) before 2.4
+    ({"torch": "2.14.1"}, False),                    # no Triton at all
+])
+def test_the_triton_kernels_count_as_available_from_triton_3_0_with_torch_2_4(monkeypatch, versions, available):
+    import importlib.metadata
+
+    from iwshift import choices
+
+    def version(package):
+        if package not in versions:
+            raise importlib.metadata.PackageNotFoundError(package)
+        return versions[package]
+
+    monkeypatch.setattr(choices.importlib.metadata, "version", version)
+    monkeypatch.setattr(choices.importlib.util, "find_spec", lambda name: object() if len(versions) > 1 else None)
+    assert choices.triton_available() is available
