@@ -31,7 +31,8 @@ runs stepping together on batches of 16 do 16 K per step. It is the rate at whic
 image) training work gets done, so ``case / plain`` is the speed-up on a sweep of many runs over the plain
 loop that trains them one after another (the issue's "per model-image"). Each case's line also shows the
 rate of a single run (img/s per run = img/s per model / K), and the wall time per optimiser step (one step
-of all K runs; the host overhead the CUDA graph removes is a fixed cost per step, whatever K).
+of all K runs; the host overhead the CUDA graph removes is a fixed cost per step, whatever K), and how the
+trainer updated its weights (the Triton or ``_foreach`` update, bf16 weight copies or autocast's casts).
 
 Run from the repository root: ``python benchmarks/bench_cifar.py`` (defaults: width 1.0, 200 steps and
 ``--ks 1 7 28 42 84`` on CUDA; width 0.25, 30 steps and ``--ks 1 8 28`` on CPU). The last line is
@@ -139,6 +140,7 @@ class Timing:
     seconds: float
     images_per_run: int  # images each model saw in the timed steps
     n_models: int
+    how: str = ""        # the trainer's update and weights (after training: a fallback shows)
 
     @property
     def per_run(self) -> float:
@@ -260,7 +262,8 @@ def time_trainer(pair: PairImages, n_models: int, width: float, device: torch.de
         pass
     if model.tuned:
         print(f"  convolutions auto, K = {n_models}: {model.tuning_summary()}", flush=True)
-    return Timing(clock.seconds, clock.images, n_models)
+    how = f"{trainer.optimizer.update} update{', bf16 weight copies' if trainer.weight_copies else ''}"
+    return Timing(clock.seconds, clock.images, n_models, how)
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -348,7 +351,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 timing = time_trainer(pair, k, width, device, precision, args.compile, args.batch_norm,
                                       args.warmup, steps, graph, args.convolutions)
                 results[k, precision, graph] = timing
-                print(f"K = {k:<3d} (Trainer, {precision}, graph {graph}): {timing.per_model:9.1f} img/s per model = "
+                print(f"K = {k:<3d} (Trainer, {precision}, graph {graph}, {timing.how}): "
+                      f"{timing.per_model:9.1f} img/s per model = "
                       f"{timing.per_model / plain.per_model:6.2f} x plain  ({timing.per_run:.1f} img/s per run; "
                       f"{1e3 * timing.seconds / steps:.3f} ms per step; {timing.seconds:.2f} s for {steps} steps)",
                       flush=True)
