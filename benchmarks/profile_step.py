@@ -1,7 +1,9 @@
 """Where a training step of the paper's `none` stack (K = 21 full-width CNNs, batch 16) spends its GPU time,
 and what candidate changes to it would gain.
 
-Times the trainer's step (captured as a CUDA graph on CUDA) for each ``--variants`` entry, then profiles eager
+Times the trainer's step (captured as a CUDA graph on CUDA) for each ``--variants`` entry: every variant is built
+and warmed up first, then timed in turns, ``--rounds`` times an epoch each, and its best round reported (the
+first variant timed alone would pay the machine's warm-up: 40 % slower on the CPU here). Then it profiles eager
 steps of ``--profile-variant`` (default: the studies' default) with ``torch.profiler`` and prints the kernels
 that dominate (the same kernels the captured graph replays) and the convolutions' time by layer. The variants:
 
@@ -162,8 +164,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def ms_per_step(trainer: Trainer, device: torch.device, epochs: int = 2) -> float:
-    trainer.train_epoch()  # capture, autotuning, compilation
+def ms_per_step(trainer: Trainer, device: torch.device, epochs: int = 1) -> float:
+    """Milliseconds per step over ``epochs`` epochs of a warmed-up trainer."""
     sync(device)
     start = time.perf_counter()
     for _ in range(epochs):
@@ -180,15 +182,17 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=1.0, help="CNN width multiplier")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                         help="what to time (default: all; compile takes a minute to compile)")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of timing every variant (best one reported)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs of 125 steps per variant and round")
     parser.add_argument("--profile-steps", type=int, default=30, help="eager steps under the profiler (0: none)")
     parser.add_argument("--profile-variant", choices=list(VARIANTS), default="bf16-nhwc",
                         help="the variant whose eager steps are profiled (default: the studies' default)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    results, triton_checked = {}, False
-    for name in args.variants:
+    trainers, triton_checked = {}, False
+    for name in args.variants:  # every variant built and warmed up first, then timed in turns (below)
         if name in CUDA_ONLY and device.type != "cuda":
-            print(f"{name:12s} K = {args.k}: skipped (CUDA only)", flush=True)
+            print(f"{name:14s} K = {args.k}: skipped (CUDA only)", flush=True)
             continue
         try:  # a variant that fails its check or on this device is reported, not fatal
             if name in ("triton-conv", "auto-conv"):
@@ -202,17 +206,29 @@ def main() -> None:
             elif name in CPU_CHECKED:
                 check_on_cpu(name)
             trainer = build(name, args.k, args.width, device)
-            results[name] = ms_per_step(trainer, device)
+            trainer.train_epoch()  # capture, autotuning, compilation: not timed
+            trainers[name] = trainer
             if getattr(trainer.model, "tuned", None):
-                print(f"{name:12s} K = {args.k}: {trainer.model.tuning_summary()}", flush=True)
+                print(f"{name:14s} K = {args.k}: {trainer.model.tuning_summary()}", flush=True)
         except Exception as err:  # noqa: BLE001
             reason = str(err).splitlines()[0][:200] if str(err) else ""
-            print(f"{name:12s} K = {args.k}: FAILED: {type(err).__name__}: {reason}", flush=True)
-            continue
-        print(f"{name:12s} K = {args.k}: {results[name]:.3f} ms per step "
-              f"({16 * args.k / results[name] * 1e3:,.0f} model-images/s)", flush=True)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+            print(f"{name:14s} K = {args.k}: FAILED: {type(err).__name__}: {reason}", flush=True)
+    # in turns, so that a machine's drift (clocks, other jobs, the first runs' warm-up) spreads over all variants
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    for round_ in range(1, args.rounds + 1):
+        for name, trainer in trainers.items():
+            times[name].append(ms_per_step(trainer, device, args.epochs))
+            print(f"{name:14s} K = {args.k}: {times[name][-1]:.3f} ms per step (round {round_} of {args.rounds}, "
+                  f"{trainer.optimizer.update} update{', bf16 weight copies' if trainer.weight_copies else ''})",
+                  flush=True)
+    results = {name: min(t) for name, t in times.items()}
+    print(f"best of {args.rounds} rounds of {args.epochs} epoch(s) each (median in brackets):")
+    for name, t in times.items():
+        print(f"{name:14s} K = {args.k}: {min(t):.3f} ms per step ({float(np.median(t)):.3f}), "
+              f"{16 * args.k / min(t) * 1e3:,.0f} model-images/s", flush=True)
+    del trainers
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     if args.profile_steps:
         trainer = build(args.profile_variant, args.k, args.width, device, n=16 * args.profile_steps, graph=False)
         trainer.train_epoch()
