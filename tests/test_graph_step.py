@@ -293,7 +293,7 @@ def _fake_capture(trainer):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_capture_orchestration_trains_as_the_eager_step_with_a_fake_graph_on_cpu(monkeypatch, precision):
-    """The capture's warm-up steps leave no trace (bf16: on the weight copies either), the replays and the
+    """The capture's warm-up steps leave no trace (in bf16, none on the weight copies either), the replays and the
     eager last batch follow each other as the eager steps do (the CUDA graph itself is faked: this runs on CPU)."""
     captured, eager = (_trainer(g, batch_norm=True, precision=precision) for g in (True, False))
     captured.capture = True
