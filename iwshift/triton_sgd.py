@@ -41,7 +41,9 @@ def _sgd_update(param, buf, grad, copy, decay, n, per_run, lr, momentum,
     p = p - lr * g
     tl.store(param + offsets, p, mask=inside)
     if COPY:
-        tl.store(copy + offsets, p.to(copy.dtype.element_ty), mask=inside)
+        # rounded to nearest, ties to even, as autocast's cast (Triton's CPU interpreter truncates to bfloat16:
+        # there the trainer's first-use check falls back to the _foreach update)
+        tl.store(copy + offsets, p.to(copy.dtype.element_ty, fp_downcast_rounding="rtne"), mask=inside)
 
 
 def _dense(t: torch.Tensor) -> bool:
@@ -119,11 +121,53 @@ def check(device: str) -> float:
                 for holder in sgd.grad_holders:
                     holder.grad = torch.randn(holder.shape, generator=gen).to(device, holder.dtype).contiguous(
                         memory_format=torch.channels_last if holder.dim() == 4 else torch.contiguous_format)
+                if update == "triton" and not applies(sgd.params, [h.grad for h in sgd.grad_holders], sgd.buffers,
+                                                      sgd.copies):
+                    raise AssertionError("the Triton update does not apply to the check's tensors")
                 sgd.step()
             if sgd.update != update:
                 raise AssertionError(f"the {update} update fell back to {sgd.update}")
             results.append((sgd.params, None, sgd.buffers, copies))
         worst = max(worst, compare(*results))
+    return worst
+
+
+def check_trainer(device: str) -> float:
+    """Largest relative difference of two stacked CNNs' parameters after two epochs (batch norm, weight decay
+    per run, a last partial batch), one trainer with the Triton update, one with the ``_foreach`` update; the
+    Triton one must not fall back (its first-use check passes). bf16 with the weight copies on CUDA; float32
+    on the CPU, where Triton's interpreter does not round to bfloat16 as the GPU does."""
+    import warnings
+
+    import numpy as np
+
+    from .models import StackedCNN
+    from .train import StackedRuns, Trainer, to_device_images
+
+    n, K = 40, 3
+    rng = np.random.default_rng(0)
+    images = to_device_images(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), device)
+    labels = torch.as_tensor(np.arange(n) % 2, device=device)
+    runs = StackedRuns(seeds=[0, 1, 2], train_index=np.tile(np.arange(n), (K, 1)),
+                       example_weights=rng.uniform(0.5, 4.0, (K, n)), l2=[0.0, 1e-3, 1e-2], dropout=[0.0] * K)
+    precision = "fp32" if device == "cpu" else "bf16"
+    trainers = []
+    for update in ("triton", "foreach"):
+        model = StackedCNN(K, 0.0625, batch_norm=True, seeds=runs.seeds)
+        trainer = Trainer(model.to(device), runs, images, labels, lr=0.05, batch_size=16, precision=precision,
+                          channels_last=precision == "bf16", image_normalization="cifar10", cudnn_benchmark=False)
+        trainer.optimizer.update = update
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a fallback is a failure here
+            for _ in range(2):
+                trainer.train_epoch()
+        trainers.append(trainer)
+    if not trainers[0].optimizer._triton_checked:
+        raise AssertionError("the Triton update never ran (it did not apply to the trainer's tensors)")
+    worst = max(((p - q).abs().max() / q.abs().max()).item()
+                for p, q in zip(trainers[0].model.parameters(), trainers[1].model.parameters()))
+    if not worst < (1e-5 if precision == "fp32" else 1e-2):
+        raise AssertionError(f"the trainer with the Triton update differs from the _foreach one by {worst:.1e}")
     return worst
 
 
@@ -134,7 +178,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if args.check:
-        print(f"triton_sgd check on {args.device}: ok (largest relative difference {check(args.device):.1e})")
+        worst, trained = check(args.device), check_trainer(args.device)
+        print(f"triton_sgd check on {args.device}: ok (largest relative difference {worst:.1e}; two trainers after "
+              f"two epochs {trained:.1e})")
         return
     parser.print_help()
     sys.exit(2)

@@ -45,7 +45,7 @@ def test_the_update_is_foreach_off_cuda_and_bad_choices_are_one_line_errors():
 def test_the_update_kernel_compiles_for_hopper_with_vector_loads(grad, copy):
     """The interpreter is lenient where the compiler is not: the kernel compiles for sm_90 without a GPU, as a
     launch on the stack's (16-aligned) tensors specialises it, with 16-byte loads and stores (it moves bytes,
-    nothing else)."""
+    nothing else), and rounds the bf16 copies to nearest."""
     import re
 
     from iwshift.triton_conv import offline_compile_missing
@@ -67,6 +67,8 @@ def test_the_update_kernel_compiles_for_hopper_with_vector_loads(grad, copy):
                               target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
     accesses = set(re.findall(r"\b(?:ld|st)\.global[\w.:]*", compiled.asm["ptx"]))
     assert {"ld.global.v4.b32", "st.global.v4.b32"} <= accesses, accesses
+    if copy:  # the copies rounded to nearest even, as autocast's cast (Triton's CPU interpreter truncates instead)
+        assert set(re.findall(r"cvt\.\w+\.bf16x2\.f32", compiled.asm["ptx"])) == {"cvt.rn.bf16x2.f32"}
 
 
 @pytest.mark.parametrize("versions, available", [
