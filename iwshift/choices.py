@@ -34,6 +34,8 @@ def triton_available() -> bool:
     triton = version("triton") or version("pytorch-triton")  # (the latter with PyTorch's nightly builds)
     return importlib.util.find_spec("triton") is not None and triton >= TRITON_MINIMUM and (
         version("torch") >= TORCH_FOR_TRITON)
+
+
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )

@@ -166,7 +166,7 @@ class StackedSGD:
                 raise ValueError("a copy must have its parameter's shape and strides and require a gradient")
         # the tensors whose .grad holds each parameter's gradient: the copy where the forward uses one
         self.grad_holders = [p if c is None else c for p, c in zip(self.params, self.copies)]
-        self.copied = [(p, c) for p, c in zip(self.params, self.copies) if c is not None]
+        self.has_copies = any(c is not None for c in self.copies)
         device = self.params[0].device
         per_run = torch.tensor(list(l2), dtype=torch.float32, device=device)
         # per-parameter decay tensors, broadcastable against each parameter's run blocks
@@ -194,7 +194,7 @@ class StackedSGD:
                       copies: list[torch.Tensor | None]) -> None:
         """The update in ``_foreach`` passes, on the tensors given (the optimiser's own, or clones of them)."""
         if self.has_decay:
-            if self.copied:  # bf16 gradients: g + l2_k * p in float32, as autocast's float32 gradient gives it
+            if self.has_copies:  # bf16 gradients: g + l2_k * p in float32, as autocast's float32 gradient gives it
                 grads = torch._foreach_addcmul(grads, params, self.decay)
             else:
                 torch._foreach_addcmul_(grads, params, self.decay)  # g += l2_k * p
