@@ -24,7 +24,7 @@
 #
 #   bash benchmarks/gpu_check.sh none-first (one 10-minute job: a lease's first command when the goal is the run)
 #     runs the captured step's tests (tests/test_graph_step.py; a failure stops it: no results from a step
-#     that computes something else), checks the Triton convolutions against F.conv2d on the GPU, then trains
+#     that computes something else) while it checks the Triton convolutions against F.conv2d on the GPU, then trains
 #     the none regime below with convolutions auto (each layer through cuDNN or Triton, whichever it times
 #     faster before training; the log has both timings) or, if the check failed, cuDNN alone, in what is
 #     left of NONE_LIMIT_S (about a minute goes to the checks).
@@ -318,7 +318,7 @@ pick_convolutions() {  # $1 steps per benchmark: K = 21 with cuDNN, and with con
 }
 
 none_first() {  # a lease's first command: its checks in about a minute, then the none regime
-    local start=$SECONDS
+    local start=$SECONDS checking=
     environment
     prepare_data
     python3 -c "import sys; from iwshift.cifar_data import load_cifar10; load_cifar10(sys.argv[1], download=False)" \
@@ -327,6 +327,12 @@ none_first() {  # a lease's first command: its checks in about a minute, then th
     if [[ -f $WORK/convolutions ]]; then
         echo "a started none regime is in $WORK (its convolutions: $(cat "$WORK/convolutions")): resuming it"
     else
+        # the Triton kernels' check (mostly compilation on the host's cores) beside the tests, not after them;
+        # auto then times each layer through cuDNN and Triton itself before training (seconds, not a benchmark)
+        echo "=== meanwhile: the Triton convolutions against F.conv2d on this GPU (timeout 180 s: some 60 kernel" \
+             "compilations; log: $OUT/triton_conv_check.log)"
+        timeout -k 5 180 python3 -m iwshift.triton_conv --check --device "$DEVICE" > "$OUT/triton_conv_check.log" 2>&1 &
+        checking=$!
         # results of a step that computes something else are worse than none: its tests first
         echo "=== the captured step trains as the eager step and as plain torch SGD (GPU tests, timeout 90 s)"
         if ! python3 -c "import pytest" 2>/dev/null; then  # (the device image has it; a bare machine may not)
@@ -334,19 +340,21 @@ none_first() {  # a lease's first command: its checks in about a minute, then th
         elif ! timeout -k 5 90 python3 -m pytest -q -p no:cacheprovider tests/test_graph_step.py -k captured 2>&1 \
                 | tail -n 12; then  # (-k captured: the CUDA tests of the captured step, not the CPU references)
             echo "the captured step failed its tests (or timed out) on this GPU: the none regime is not trained"
-            wait "$decoding" || true
+            kill "$checking" 2>/dev/null || true
+            wait "$decoding" "$checking" || true
             return 1
         fi
-        # auto times each layer through cuDNN and Triton itself before training (seconds, not a benchmark)
-        echo "=== the Triton convolutions against F.conv2d on this GPU (timeout 180 s: some 60 kernel compilations)"
-        if timeout -k 5 180 python3 -m iwshift.triton_conv --check --device "$DEVICE" 2>&1 | tail -n 3; then
+        if wait "$checking"; then
+            tail -n 3 "$OUT/triton_conv_check.log"
             CONVOLUTIONS=auto
         else
+            tail -n 3 "$OUT/triton_conv_check.log"
             echo "the Triton convolutions failed their check: cuDNN alone"
             CONVOLUTIONS=torch
         fi
     fi
     wait "$decoding" || true
+    echo "checks done after $((SECONDS - start)) s"
     train_none $((NONE_LIMIT_S - (SECONDS - start))) || true
 }
 
