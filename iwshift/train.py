@@ -21,7 +21,9 @@ Tricks, each for speed without changing what a run computes:
     with the step counter on the device and no host sync, so that on CUDA it is captured once as a CUDA
     graph and replayed for every full batch (the host only launches the graph); on CPU, and with
     ``graph=False``, the same step runs eagerly. The tests compare it with plain ``torch.optim.SGD``
-    training of one ``nn.Module`` per run.
+    training of one ``nn.Module`` per run;
+  * several stacks can train side by side (:func:`train_side_by_side`): their captured steps replayed on
+    CUDA streams of their own, so that one stack's chain of small kernels overlaps the others'.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -288,6 +290,14 @@ BATCH_ORDERS = ("generator", "counter")
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture (cuDNN autotuning, lazy handles)
 
 
+class _EpochPlan(NamedTuple):
+    """An epoch as :meth:`Trainer._begin_epoch` set it up."""
+
+    full: int        # full batches
+    last: int        # size of the last, partial batch (0: none)
+    captured: bool   # the full batches are replays of the captured step
+
+
 @dataclass
 class _StepBuffers:
     """Device tensors the step reads and writes in place (fixed addresses for a CUDA graph)."""
@@ -376,6 +386,7 @@ class Trainer:
         self._buffers: _StepBuffers | None = None
         self._graph: torch.cuda.CUDAGraph | None = None
         self._graph_key: tuple[int, ...] = ()
+        self._stream: torch.cuda.Stream | None = None  # train_side_by_side's stream for the replays
 
     def _choose_engine(self, engine: str, compile: bool) -> str:
         reasons = [why for why, holds in (
@@ -526,6 +537,20 @@ class Trainer:
             return self._train_epoch(on_step)
 
     def _train_epoch(self, on_step: Callable[[], None] | None) -> EpochStats:
+        plan = self._begin_epoch()
+        for _ in range(plan.full):
+            if plan.captured:
+                self._graph.replay()
+            else:
+                self._step(self.batch_size)
+            if on_step is not None:
+                on_step()
+        return self._finish_epoch(plan, on_step)
+
+    def _begin_epoch(self) -> _EpochPlan:
+        """The epoch's set-up on the host: tuning and capture the first time, then the batch orders (one
+        transfer) into the step's buffers. Its full batches are then the captured step's replays, or the
+        same step run eagerly (``captured`` False), and :meth:`_finish_epoch` runs what is left."""
         self.model.train()  # every epoch: evaluation switches dropout and batch norm off
         self.optimizer.refresh_copies()  # the parameters may have changed since (a checkpoint restored...)
         n = self.index.shape[1]
@@ -537,7 +562,6 @@ class Trainer:
             self._buffers = self._step_buffers()
         if full > 0 and self.capture and self._graph_key != self._state_addresses():
             self._capture_graph()  # (where capture fails, self.capture turns False: the step runs eagerly)
-        captured = full > 0 and self.capture
         buffers = self._buffers
         orders = self.batch_orders()
         deferred = (self.epoch + 1 < self.defer)[:, None]  # deferred re-weighting: uniform weights until then
@@ -546,21 +570,20 @@ class Trainer:
         buffers.cursor.zero_()
         buffers.step.fill_(self.epoch * (full + (last > 0)))
         buffers.sums.zero_()
-        for _ in range(full):
-            if captured:
-                self._graph.replay()
-            else:
-                self._step(self.batch_size)
-            if on_step is not None:
-                on_step()
-        if last:
-            with self._own_gradients() if captured else nullcontext():
-                self._step(last)
+        return _EpochPlan(full, last, full > 0 and self.capture)
+
+    def _finish_epoch(self, plan: _EpochPlan, on_step: Callable[[], None] | None = None) -> EpochStats:
+        """After the epoch's full batches: the last partial batch (eager), then the statistics (the one
+        host sync of the epoch)."""
+        if plan.last:
+            with self._own_gradients() if plan.captured else nullcontext():
+                self._step(plan.last)
             if on_step is not None:
                 on_step()
         self.epoch += 1
+        buffers = self._buffers
         buffers.sums[3] += ~self._finite_parameters()
-        stats = (buffers.sums / n).cpu().numpy()  # the one host sync of the epoch
+        stats = (buffers.sums / self.index.shape[1]).cpu().numpy()
         return self._note_divergence(EpochStats(loss_weighted=stats[0], loss=stats[1], accuracy=stats[2],
                                                 nonfinite=stats[3] > 0))
 
@@ -738,6 +761,52 @@ class Trainer:
         else:  # sum_i w_i = sum_c n_c w_c
             scale = class_weights * len(labels) / (class_weights * counts).sum(1, keepdim=True)
         return (plain_t * scale).detach().cpu().numpy(), plain_t.detach().cpu().numpy()
+
+
+def train_side_by_side(trainers: Sequence[Trainer], on_step: Callable[[], None] | None = None) -> list[EpochStats]:
+    """One epoch of each trainer, their captured steps replayed side by side, each trainer's on a CUDA stream
+    of its own, so that on the GPU the stacks' steps overlap: a stack's step is a chain of small kernels
+    (cuDNN runs some grouped convolutions group by group) that leaves much of the GPU idle. Each trainer
+    computes what its own :meth:`Trainer.train_epoch` computes (the same captured step, replayed as often).
+    Off CUDA, and for a trainer whose step is not captured, the steps run eagerly, one trainer after the other
+    at each round. ``on_step`` is called after each round of full batches (every trainer's next step), and
+    once after the last partial batches, if any. The statistics of each trainer's epoch, in order."""
+    if any(t.engine == "fused" for t in trainers):
+        raise ValueError("train_side_by_side needs the torch engine (the fused engine runs whole epochs)")
+    if len({t.device for t in trainers}) > 1:
+        raise ValueError("train_side_by_side: the trainers are on different devices")
+    plans = []
+    for trainer in trainers:
+        with trainer._cudnn_setting():
+            plans.append(trainer._begin_epoch())
+    side = [t for t, plan in zip(trainers, plans) if plan.captured]
+    if side:
+        main = torch.cuda.current_stream(side[0].device)
+        for trainer in side:
+            if trainer._stream is None:
+                trainer._stream = torch.cuda.Stream(trainer.device)
+            trainer._stream.wait_stream(main)  # the epoch's batch orders were written on the main stream
+    for step in range(max((plan.full for plan in plans), default=0)):
+        for trainer, plan in zip(trainers, plans):
+            if step >= plan.full:
+                continue
+            if plan.captured:
+                with torch.cuda.stream(trainer._stream):
+                    trainer._graph.replay()
+            else:
+                with trainer._cudnn_setting():
+                    trainer._step(trainer.batch_size)
+        if on_step is not None:
+            on_step()
+    for trainer in side:
+        main.wait_stream(trainer._stream)
+    stats = []
+    for trainer, plan in zip(trainers, plans):
+        with trainer._cudnn_setting():
+            stats.append(trainer._finish_epoch(plan))
+    if on_step is not None and any(plan.last for plan in plans):
+        on_step()
+    return stats
 
 
 # ------------------------------------------------------------------------------ the per-epoch loop

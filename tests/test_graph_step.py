@@ -10,7 +10,7 @@ import torch
 from reference_sgd import reference_cnn
 
 from iwshift.models import Stacked2D, StackedCNN
-from iwshift.train import LossSpec, StackedRuns, Trainer, to_device_images
+from iwshift.train import LossSpec, StackedRuns, Trainer, to_device_images, train_side_by_side
 
 N_IMAGES, N_TRAIN, BATCH = 60, 37, 8  # 4 full batches and a last one of 5 per epoch
 CUDA = torch.cuda.is_available()
@@ -193,6 +193,45 @@ def test_cudnn_autotuning_is_the_trainers_setting_while_it_runs_and_restored_aft
     assert len(seen) > 3 and set(seen) == {benchmark}
 
 
+def _two_stacks(device: str = "cpu", graph: bool = True, **options) -> list[Trainer]:
+    """The three runs of :func:`_runs`, and two other runs (other seeds, sets and weights) with batch norm."""
+    rng = np.random.default_rng(2)
+    index = np.stack([rng.choice(N_IMAGES, N_TRAIN, replace=False) for _ in range(2)])
+    other = StackedRuns(seeds=[11, 13], train_index=index, example_weights=rng.uniform(0.1, 8.0, index.shape),
+                        l2=[1e-3, 0.0], dropout=[0.0, 0.0])
+    return [_trainer(graph, device, runs=_runs(), **options),
+            _trainer(graph, device, batch_norm=True, runs=other, **options)]
+
+
+def _assert_side_by_side_trains_as_alone(side: list[Trainer], alone: list[Trainer], atol: float = 0.0,
+                                         rtol: float = 0.0) -> None:
+    rounds = []
+    for _ in range(2):
+        stats_side = train_side_by_side(side, on_step=lambda: rounds.append(1))
+        for trainer, stats in zip(alone, stats_side):
+            expected = trainer.train_epoch()
+            np.testing.assert_allclose(stats.loss_weighted, expected.loss_weighted, rtol=rtol, atol=atol)
+            np.testing.assert_allclose(stats.accuracy, expected.accuracy, rtol=rtol, atol=atol)
+    assert len(rounds) == 2 * (N_TRAIN // BATCH + 1)  # each round of full batches, then the partial ones
+    for a, b in zip(side, alone):
+        for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+            torch.testing.assert_close(p.cpu(), q.cpu(), rtol=rtol, atol=atol, msg=name)
+        for p, q in zip(a.optimizer.buffers, b.optimizer.buffers):
+            torch.testing.assert_close(p.cpu(), q.cpu(), rtol=rtol, atol=atol)
+        assert a.epoch == b.epoch == 2
+
+
+def test_stacks_trained_side_by_side_train_as_each_alone():
+    """Two stacks of other sizes, runs and layers (one with batch norm), one epoch each side by side at a
+    time: each trains exactly as its own train_epoch trains it (on the CPU their steps take turns)."""
+    _assert_side_by_side_trains_as_alone(_two_stacks(graph=False), _two_stacks(graph=False))
+    fused = Trainer(Stacked2D("lr", [0]), StackedRuns(seeds=[0], train_index=np.arange(8)[None],
+                                                          example_weights=np.ones((1, 8)), l2=[0.0], dropout=[0.0]),
+                    torch.randn(8, 2), torch.arange(8) % 2, momentum=0.0, batch_order="counter")
+    with pytest.raises(ValueError, match="needs the torch engine"):
+        train_side_by_side([fused])
+
+
 # ------------------------------------------------------------------------------------ CUDA only
 
 
@@ -245,6 +284,15 @@ def test_the_triton_update_trains_as_the_foreach_update_on_cuda(precision):
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_stacks_captured_side_by_side_train_as_each_alone_on_cuda():
+    """Their graphs replayed on streams of their own, at once: each stack trains as its graph alone does."""
+    with _deterministic_cudnn():
+        side, alone = _two_stacks("cuda", cudnn_benchmark=False), _two_stacks("cuda", cudnn_benchmark=False)
+        _assert_side_by_side_trains_as_alone(side, alone, atol=1e-6, rtol=1e-5)
+    assert all(t._graph is not None and t._stream is not None for t in side)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_captured_steps_do_not_sync_and_a_replaced_state_is_captured_again():
     trainer = _trainer(True, "cuda", batch_norm=True)
     trainer.train_epoch()
@@ -273,9 +321,10 @@ class _FakeGraph:
     tensors (as capture launches no kernel); replay runs the captured step again."""
 
     replay_step = None
+    step = None  # (this graph's own step, where a test captures several)
 
     def replay(self):
-        type(self).replay_step()
+        (self.step or type(self).replay_step)()
 
 
 def _fake_capture(trainer):
@@ -326,3 +375,58 @@ def test_a_capture_that_fails_warns_and_trains_eagerly_with_the_same_numbers(mon
     with pytest.warns(UserWarning, match="capturing the training step as a CUDA graph failed \\(RuntimeError"):
         _assert_same_training(captured, eager)
     assert captured.capture is False and captured._graph is None
+
+
+class _RecordingStream:
+    """A fake CUDA stream that writes what happens on it into ``log``."""
+
+    def __init__(self, log, name="side"):
+        self.log, self.name = log, name
+
+    def wait_stream(self, other):
+        self.log.append(("wait", self, other))
+
+
+def test_side_by_side_replays_each_captured_step_on_its_own_stream_with_a_fake_graph_on_cpu(monkeypatch):
+    """Captured (the CUDA graph and streams faked, on the CPU): each stack's replays run on its own stream,
+    which waits for the epoch's set-up on the main stream first, and the main stream waits for them before the
+    partial batches and the statistics; each stack still trains as alone."""
+    side, alone = _two_stacks(), _two_stacks(graph=False)
+    log, current = [], [None]
+    main = _RecordingStream(log, "main")
+    capturing = iter(side)
+
+    @contextlib.contextmanager
+    def on_stream(stream):
+        saved, current[0] = current[0], stream
+        yield
+        current[0] = saved
+
+    @contextlib.contextmanager
+    def capture(graph, stream=None):
+        trainer = next(capturing)
+        graph.step = lambda: (log.append(("replay", current[0])), trainer._step(BATCH))
+        with _fake_capture(trainer)(graph, stream):
+            yield
+
+    monkeypatch.setattr(torch.cuda, "Stream", lambda *a, **k: _RecordingStream(log))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *a, **k: main)
+    monkeypatch.setattr(torch.cuda, "stream", on_stream)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", _FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", capture)
+    for trainer in side:
+        trainer.capture = True
+    _assert_side_by_side_trains_as_alone(side, alone)
+    streams = [trainer._stream for trainer in side]
+    assert isinstance(streams[0], _RecordingStream) and streams[0] is not streams[1]
+    replays = [event[1] for event in log if event[0] == "replay"]
+    assert replays == streams * (2 * (N_TRAIN // BATCH))  # in turns, each on its own stream
+    for stream in streams:
+        for epoch in range(2):
+            waits = [i for i, e in enumerate(log) if e == ("wait", stream, main)]
+            joins = [i for i, e in enumerate(log) if e == ("wait", main, stream)]
+            on_it = [i for i, e in enumerate(log) if e == ("replay", stream)]
+            per_epoch = N_TRAIN // BATCH
+            first, last = on_it[epoch * per_epoch], on_it[(epoch + 1) * per_epoch - 1]
+            assert waits[epoch] < first and joins[epoch] > last
+            assert epoch == 1 or joins[epoch] < waits[epoch + 1]
