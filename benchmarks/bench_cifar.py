@@ -18,7 +18,10 @@ found; the line ``data: ...`` says which):
   CUDA; bf16 implies channels_last as in ``cifar_binary.train_stack``), optionally ``--compile``.
   ``--precisions fp32 bf16`` measures each listed precision as well. ``--graph`` is the trainer's option
   (``on``: the step captured as a CUDA graph on CUDA; ``off``: the same step run eagerly; on the CPU the step
-  always runs eagerly); ``--graphs on off`` measures each listed mode as well.
+  always runs eagerly); ``--graphs on off`` measures each listed mode as well. ``--side-by-side S``: each
+  case's K runs as S stacks (of K / S runs, at most K stacks) trained at once by
+  ``iwshift.train.train_side_by_side`` (on CUDA each stack's captured step replayed on a stream of its own:
+  does the GPU overlap the stacks' chains of small kernels?); a step is then one step of every stack.
 
 Each case runs ``--warmup`` untimed steps, then ``--steps`` timed steps (on CUDA the device is synchronised
 before each clock read). The trainer is driven through ``Trainer.train_epoch`` itself (the timed span ends
@@ -63,7 +66,8 @@ from iwshift.cifar_binary import BinaryConfig  # noqa: E402
 from iwshift.cifar_data import CIFAR10_CLASSES, DataUnavailableError, load_cifar10  # noqa: E402
 from iwshift.models import StackedCNN, cnn_widths  # noqa: E402
 from iwshift.sweep import REGIMES  # noqa: E402
-from iwshift.train import CIFAR_MEAN, CIFAR_STD, StackedRuns, Trainer, to_device_images  # noqa: E402
+from iwshift.train import (CIFAR_MEAN, CIFAR_STD, StackedRuns, Trainer, to_device_images,  # noqa: E402
+                           train_side_by_side)
 
 try:  # where the study resolves ``--precision auto`` (iwshift.sweep; iwshift.cifar_binary before it)
     from iwshift.sweep import resolve_precision  # noqa: E402
@@ -240,29 +244,42 @@ def study_runs(n_models: int, n_train_per_class: int) -> StackedRuns:
 
 def time_trainer(pair: PairImages, n_models: int, width: float, device: torch.device, precision: str,
                  compile: bool, batch_norm: bool, warmup: int, steps: int, graph: str = "on",
-                 convolutions: str = "torch") -> Timing:
-    """``Trainer.train_epoch`` on K stacked runs (see the module docstring)."""
+                 convolutions: str = "torch", side_by_side: int = 1) -> Timing:
+    """``Trainer.train_epoch`` on K stacked runs (see the module docstring); with ``side_by_side`` S > 1, the
+    K runs as S stacks of K / S trained by ``train_side_by_side`` (a step: one step of every stack)."""
     if len(pair.labels) != 2 * int((pair.labels == 0).sum()):
         raise ValueError("the trainer cases expect as many images of each class")
     images = to_device_images(pair.images, device)
     labels = torch.as_tensor(pair.labels, device=device)
     runs = study_runs(n_models, len(pair.labels) // 2)
-    model = StackedCNN(n_models, width, batch_norm=batch_norm, dropout=runs.dropout, convolutions=convolutions)
-    model.reset_parameters(runs.seeds)
-    model.to(device)
-    trainer = Trainer(model, runs, images, labels, lr=LR, momentum=MOMENTUM, batch_size=BATCH_SIZE,
-                      normalization="weight_sum", precision=precision, channels_last=precision == "bf16",
-                      compile=compile, image_normalization="cifar10", graph=graph == "on")
+    trainers = []
+    for part in np.array_split(np.arange(n_models), side_by_side):
+        stack = StackedRuns(seeds=[runs.seeds[i] for i in part], train_index=runs.train_index[part],
+                            example_weights=runs.example_weights[part], l2=[runs.l2[i] for i in part],
+                            dropout=[runs.dropout[i] for i in part])
+        model = StackedCNN(len(part), width, batch_norm=batch_norm, dropout=stack.dropout, convolutions=convolutions)
+        model.reset_parameters(stack.seeds)
+        model.to(device)
+        trainers.append(Trainer(model, stack, images, labels, lr=LR, momentum=MOMENTUM, batch_size=BATCH_SIZE,
+                                normalization="weight_sum", precision=precision, channels_last=precision == "bf16",
+                                compile=compile, image_normalization="cifar10", graph=graph == "on"))
     clock = StepClock(device, len(pair.labels), warmup, steps)
     try:
         while True:
             clock.new_epoch()
-            trainer.train_epoch(on_step=clock)
+            if side_by_side > 1:
+                train_side_by_side(trainers, on_step=clock)
+            else:
+                trainers[0].train_epoch(on_step=clock)
     except _Done:
         pass
-    if model.tuned:
-        print(f"  convolutions auto, K = {n_models}: {model.tuning_summary()}", flush=True)
-    how = f"{trainer.optimizer.update} update{', bf16 weight copies' if trainer.weight_copies else ''}"
+    for trainer in trainers:
+        if trainer.model.tuned:
+            print(f"  convolutions auto, K = {trainer.runs.n_models}: {trainer.model.tuning_summary()}", flush=True)
+    optimizer = trainers[0].optimizer
+    how = f"{optimizer.update} update{', bf16 weight copies' if trainers[0].weight_copies else ''}"
+    if side_by_side > 1:
+        how += f", {side_by_side} stacks of {n_models // side_by_side}{'+' if n_models % side_by_side else ''} side by side"
     return Timing(clock.seconds, clock.images, n_models, how)
 
 
@@ -303,6 +320,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--convolutions", choices=CONVOLUTIONS, default="torch",
                         help="the stacked CNN's convolutions: torch (cuDNN / oneDNN), triton (CUDA only) or auto "
                              "(per layer, the faster of the two, timed before training; CUDA only)")
+    parser.add_argument("--side-by-side", type=int, default=1, metavar="S",
+                        help="each K case as S stacks of K / S runs trained side by side (iwshift.train."
+                             "train_side_by_side: on CUDA each stack's captured step on a stream of its own)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if (args.warmup < 0 or (args.steps is not None and args.steps < 1) or args.per_class < 1
@@ -310,6 +330,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--warmup must be >= 0; --steps, --per-class and --threads >= 1")
     if args.ks is not None and (any(k < 1 for k in args.ks) or len(set(args.ks)) != len(args.ks)):
         parser.error("--ks needs distinct values >= 1")
+    if args.side_by_side < 1:
+        parser.error("--side-by-side needs a value >= 1")
     if args.convolutions != "torch" and resolve_device(args.device).type != "cuda":
         parser.error(f"--convolutions {args.convolutions} runs on CUDA only")
     return args
@@ -338,7 +360,8 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"{' (also ' + ', '.join(precisions[1:]) + ')' if len(precisions) > 1 else ''}"
           f"{'; torch.compile' if args.compile else ''}{'; batch norm' if args.batch_norm else ''}"
           f"{'; convolutions ' + args.convolutions if args.convolutions != 'torch' else ''}; "
-          f"graph {args.graph}{' (also ' + ', '.join(graphs[1:]) + ')' if len(graphs) > 1 else ''}")
+          f"graph {args.graph}{' (also ' + ', '.join(graphs[1:]) + ')' if len(graphs) > 1 else ''}"
+          f"{f'; each K as {args.side_by_side} stacks side by side' if args.side_by_side > 1 else ''}")
 
     plain = time_plain(pair, width, device, args.warmup, steps)
     print(f"plain   (PIL + ToTensor + Normalize, DataLoader, 1 model, fp32): {plain.per_model:9.1f} img/s per model "
@@ -349,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for graph in graphs:
             for k in ks:
                 timing = time_trainer(pair, k, width, device, precision, args.compile, args.batch_norm,
-                                      args.warmup, steps, graph, args.convolutions)
+                                      args.warmup, steps, graph, args.convolutions, min(args.side_by_side, k))
                 results[k, precision, graph] = timing
                 print(f"K = {k:<3d} (Trainer, {precision}, graph {graph}, {timing.how}): "
                       f"{timing.per_model:9.1f} img/s per model = "

@@ -19,15 +19,16 @@
 #     the GPU-only tests; bench_cifar.py at K = 21 (the `none` stack, captured), with cuDNN's convolutions and
 #     with auto (cuDNN or Triton per layer), to project the `none` regime with the faster;
 #     then that regime as paper-none below, in what is left of SESSION_S (default 590 s) if the projection
-#     fits, else benchmarks/profile_step.py (the candidate step changes, half of what is left) and the
-#     check above; logs and a tarball of the regime's results in $OUT.
+#     fits, else benchmarks/profile_step.py (the candidate step changes, half of what is left), the none
+#     stack side by side (as in none-first) and the check above; logs and a tarball of the regime's results in $OUT.
 #
 #   bash benchmarks/gpu_check.sh none-first (one 10-minute job: a lease's first command when the goal is the run)
 #     runs the captured step's tests (tests/test_graph_step.py; a failure stops it: no results from a step
 #     that computes something else) while it checks the Triton convolutions against F.conv2d on the GPU, then trains
 #     the none regime below with convolutions auto (each layer through cuDNN or Triton, whichever it times
 #     faster before training; the log has both timings) or, if the check failed, cuDNN alone, in what is
-#     left of NONE_LIMIT_S (about a minute goes to the checks).
+#     left of NONE_LIMIT_S (about a minute goes to the checks); with a minute or more left after it, times the
+#     none stack's step as 1, 3 and 7 stacks trained side by side (benchmarks/results/<device>-side-by-side.txt).
 #
 #   bash benchmarks/gpu_check.sh paper-none (one 10-minute job)
 #     the paper preset's `none` regime, 3 seeds, 500 epochs, full data and width, with
@@ -317,6 +318,27 @@ pick_convolutions() {  # $1 steps per benchmark: K = 21 with cuDNN, and with con
          "the none regime projects to $PROJECTED_S s"
 }
 
+side_by_side() {  # $1 seconds: the none stack's step (K = 21, captured, CONVOLUTIONS) as 1, 3 and 7 stacks
+    # trained side by side (iwshift.train.train_side_by_side: each stack's graph replayed on its own stream),
+    # to see whether the GPU overlaps the stacks' chains of small kernels; appended to <device>-side-by-side.txt
+    local limit=$1 t0=$SECONDS left slug split
+    slug=$(device_slug)
+    echo "=== K = 21 as 1, 3 and 7 stacks side by side (${CONVOLUTIONS:-torch} convolutions; $limit s)"
+    for split in 1 3 7; do
+        left=$((limit - (SECONDS - t0)))
+        (( left > 20 )) || { echo "no time left for $split stacks"; break; }
+        timeout -k 5 "$left" python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" \
+            --data-dir "$DATA" --ks 21 --precision bf16 --convolutions "${CONVOLUTIONS:-torch}" \
+            --side-by-side "$split" --steps "$BENCH_STEPS" 2>&1 | tee -a "$OUT/side_by_side.log" | grep -E '^(K =|device=)' \
+            || echo "the benchmark with $split stacks failed or timed out"
+    done
+    {
+        echo "# benchmarks/gpu_check.sh $MODE $(date -u '+%Y-%m-%dT%H:%M:%SZ'), $(provenance), $slug"
+        grep -E '^(K =|device=)' "$OUT/side_by_side.log" 2>/dev/null || echo "(no result)"
+    } >> "$RESULTS/$slug-side-by-side.txt"
+    cp "$RESULTS/$slug-side-by-side.txt" "$OUT/"
+}
+
 none_first() {  # a lease's first command: its checks in about a minute, then the none regime
     local start=$SECONDS checking=
     environment
@@ -356,6 +378,10 @@ none_first() {  # a lease's first command: its checks in about a minute, then th
     wait "$decoding" || true
     echo "checks done after $((SECONDS - start)) s"
     train_none $((NONE_LIMIT_S - (SECONDS - start))) || true
+    local left=$((NONE_LIMIT_S - (SECONDS - start)))
+    if (( left > 60 )); then  # what the regime left of the job: the next speed question
+        side_by_side "$left"
+    fi
 }
 
 paper_none() {
@@ -389,6 +415,8 @@ session() {
         timeout -k 5 $((left / 2)) python3 benchmarks/profile_step.py --device "$DEVICE" --width "$BENCH_WIDTH" \
             --variants bf16-nhwc foreach-sgd autocast-casts auto-conv triton-conv conv1-bmm conv1-pad8 \
             2>&1 | tee "$OUT/profile_step.log" || echo "profile_step.py: FAILED or timed out"
+        left=$((SESSION_S - (SECONDS - start) - 15))
+        side_by_side $((left / 3)) || true
         left=$((SESSION_S - (SECONDS - start) - 15))
         SKIP_TESTS=1 BUDGET_S=$left check || true
     fi
