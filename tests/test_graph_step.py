@@ -284,8 +284,9 @@ def test_the_triton_update_trains_as_the_foreach_update_on_cuda(precision):
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
-def test_stacks_captured_side_by_side_train_as_each_alone_on_cuda():
-    """Their graphs replayed on streams of their own, at once: each stack trains as its graph alone does."""
+def test_stacks_side_by_side_on_cuda_train_as_each_alone():
+    """Their captured steps replayed on streams of their own, at once: each stack trains as alone. (Not in
+    gpu_check.sh none-first's `-k captured`: this optional path must not stop the regime's run.)"""
     with _deterministic_cudnn():
         side, alone = _two_stacks("cuda", cudnn_benchmark=False), _two_stacks("cuda", cudnn_benchmark=False)
         _assert_side_by_side_trains_as_alone(side, alone, atol=1e-6, rtol=1e-5)
@@ -387,7 +388,7 @@ class _RecordingStream:
         self.log.append(("wait", self, other))
 
 
-def test_side_by_side_replays_each_captured_step_on_its_own_stream_with_a_fake_graph_on_cpu(monkeypatch):
+def test_side_by_side_replays_each_stacks_graph_on_its_own_stream_with_a_fake_graph_on_cpu(monkeypatch):
     """Captured (the CUDA graph and streams faked, on the CPU): each stack's replays run on its own stream,
     which waits for the epoch's set-up on the main stream first, and the main stream waits for them before the
     partial batches and the statistics; each stack still trains as alone."""
