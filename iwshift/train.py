@@ -23,7 +23,7 @@ Tricks, each for speed without changing what a run computes:
     ``graph=False``, the same step runs eagerly. The tests compare it with plain ``torch.optim.SGD``
     training of one ``nn.Module`` per run;
   * several stacks can train side by side (:func:`train_side_by_side`): their captured steps replayed on
-    CUDA streams of their own, so that one stack's chain of small kernels overlaps the others'.
+    CUDA streams of their own, which the GPU may run at once.
 """
 
 from __future__ import annotations
@@ -583,7 +583,7 @@ class Trainer:
         self.epoch += 1
         buffers = self._buffers
         buffers.sums[3] += ~self._finite_parameters()
-        stats = (buffers.sums / self.index.shape[1]).cpu().numpy()
+        stats = (buffers.sums / self.index.shape[1]).cpu().numpy()  # the one host sync of the epoch
         return self._note_divergence(EpochStats(loss_weighted=stats[0], loss=stats[1], accuracy=stats[2],
                                                 nonfinite=stats[3] > 0))
 
@@ -765,8 +765,9 @@ class Trainer:
 
 def train_side_by_side(trainers: Sequence[Trainer], on_step: Callable[[], None] | None = None) -> list[EpochStats]:
     """One epoch of each trainer, their captured steps replayed side by side, each trainer's on a CUDA stream
-    of its own, so that on the GPU the stacks' steps overlap: a stack's step is a chain of small kernels
-    (cuDNN runs some grouped convolutions group by group) that leaves much of the GPU idle. Each trainer
+    of its own, which the GPU may run at once: a small stack's step is a chain of small kernels (cuDNN runs
+    some grouped convolutions group by group) that leaves much of the GPU idle (whether the overlap pays is
+    for ``benchmarks/bench_cifar.py --side-by-side`` to say; no GPU has timed it yet). Each trainer
     computes what its own :meth:`Trainer.train_epoch` computes (the same captured step, replayed as often).
     Off CUDA, and for a trainer whose step is not captured, the steps run eagerly, one trainer after the other
     at each round. ``on_step`` is called after each round of full batches (every trainer's next step), and
