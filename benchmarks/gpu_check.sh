@@ -318,17 +318,18 @@ pick_convolutions() {  # $1 steps per benchmark: K = 21 with cuDNN, and with con
          "the none regime projects to $PROJECTED_S s"
 }
 
-side_by_side() {  # $1 seconds: the none stack's step (K = 21, captured, CONVOLUTIONS) as 1, 3 and 7 stacks
-    # trained side by side (iwshift.train.train_side_by_side: each stack's graph replayed on its own stream),
-    # to see whether the GPU overlaps the stacks' chains of small kernels; appended to <device>-side-by-side.txt
+side_by_side() {  # $1 seconds: the none stack's step (K = 21, captured, cuDNN) as 1, 3 and 7 stacks trained
+    # side by side (iwshift.train.train_side_by_side: each stack's graph replayed on its own stream), to see
+    # whether the GPU overlaps the stacks' chains of small kernels (cuDNN's, run group by group: auto would
+    # time every layer of every stack first); appended to <device>-side-by-side.txt
     local limit=$1 t0=$SECONDS left slug split
     slug=$(device_slug)
-    echo "=== K = 21 as 1, 3 and 7 stacks side by side (${CONVOLUTIONS:-torch} convolutions; $limit s)"
+    echo "=== K = 21 as 1, 3 and 7 stacks side by side (cuDNN convolutions; $limit s)"
     for split in 1 3 7; do
         left=$((limit - (SECONDS - t0)))
         (( left > 20 )) || { echo "no time left for $split stacks"; break; }
         timeout -k 5 "$left" python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" \
-            --data-dir "$DATA" --ks 21 --precision bf16 --convolutions "${CONVOLUTIONS:-torch}" \
+            --data-dir "$DATA" --ks 21 --precision bf16 \
             --side-by-side "$split" --steps "$BENCH_STEPS" 2>&1 | tee -a "$OUT/side_by_side.log" | grep -E '^(K =|device=)' \
             || echo "the benchmark with $split stacks failed or timed out"
     done
