@@ -54,6 +54,7 @@ CONVOLUTIONS = "torch"           # torch (cuDNN/oneDNN) | triton (Triton kernels
 OTHER_EVAL = 8000                # other-class test images for their predicted fraction
 NOISE_EVAL = 1000                # uniform-noise images
 MAX_STACK = 84                   # runs trained together at most (a GPU wants many)
+SIDE_BY_SIDE = 1                 # each stack as this many smaller stacks trained at once (CUDA: a stream each)
 REMEDIES = ["plain"]             # plain weighted CE, and/or: poly logit_adjusted drw exponent early_stop
 POLY_ALPHA = 1.0                 # polynomially-tailed loss: tail exponent alpha > 0
 POLY_BETA = 0.0                  # ... switch point beta (logistic below, polynomial tail above)
@@ -83,7 +84,7 @@ FIELDS = {  # constant -> BinaryConfig field
     "EPOCHS": "epochs", "LR": "lr", "MOMENTUM": "momentum", "BATCH_SIZE": "batch_size", "L2": "l2",
     "DROPOUT": "dropout", "NORMALIZATION": "normalization", "PRECISION": "precision", "COMPILE": "compile",
     "CONVOLUTIONS": "convolutions",
-    "OTHER_EVAL": "other_eval", "NOISE_EVAL": "noise_eval", "MAX_STACK": "max_stack",
+    "OTHER_EVAL": "other_eval", "NOISE_EVAL": "noise_eval", "MAX_STACK": "max_stack", "SIDE_BY_SIDE": "side_by_side",
     "REMEDIES": "remedies", "POLY_ALPHA": "poly_alpha", "POLY_BETA": "poly_beta", "TAU": "tau",
     "DRW_EPOCH": "drw_epoch", "WEIGHT_POWER": "weight_power", "VAL_FRACTION": "val_fraction",
 }

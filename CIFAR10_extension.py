@@ -56,6 +56,7 @@ PRECISION = "auto"               # auto: bf16 on CUDA, measured choice on CPU | 
 COMPILE = False                  # torch.compile the stacked model
 CONVOLUTIONS = "torch"           # torch (cuDNN/oneDNN) | triton (Triton kernels; CUDA) | auto (faster per layer; CUDA)
 MAX_STACK = 84                   # runs trained together at most (a GPU wants many)
+SIDE_BY_SIDE = 1                 # each stack as this many smaller stacks trained at once (CUDA: a stream each)
 FIGURES_ON = True                # draw the figures
 PROGRESS = True                  # progress bar (on a terminal)
 MERGE_ONLY = False               # train nothing: weights tables, merged tables and figures of complete studies
@@ -77,7 +78,8 @@ FIELDS = {"SEEDS": "seeds", "DATA_SEED": "data_seed", "REGIMES": "regimes", "SOU
           "KERNEL_DIMS": "kernel_dims", "CLIP": "clip", "SELF_NORMALIZE": "self_normalize", "WIDTH": "width",
           "EPOCHS": "epochs", "LR": "lr", "MOMENTUM": "momentum", "BATCH_SIZE": "batch_size", "L2": "l2",
           "DROPOUT": "dropout", "NORMALIZATION": "normalization", "PRECISION": "precision",
-          "COMPILE": "compile", "CONVOLUTIONS": "convolutions", "MAX_STACK": "max_stack"}
+          "COMPILE": "compile", "CONVOLUTIONS": "convolutions", "MAX_STACK": "max_stack",
+          "SIDE_BY_SIDE": "side_by_side"}
 
 
 CHOICES = {"PRESET": ("auto", *choices.EXTENSION_PRESETS), "STUDIES": choices.EXTENSION_STUDIES,

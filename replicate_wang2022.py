@@ -46,6 +46,7 @@ COMPILE = False                  # torch.compile the stacked model
 CONVOLUTIONS = "torch"           # torch (cuDNN/oneDNN) | triton (Triton kernels; CUDA) | auto (faster per layer; CUDA)
 EVAL_EVERY = 1                   # their checkpoint callback looks at every epoch
 MAX_STACK = 84                   # runs trained together at most
+SIDE_BY_SIDE = 1                 # each stack as this many smaller stacks trained at once (CUDA: a stream each)
 CPU_IMG_PER_S = 0.0              # > 0: also project the CPU wall time at this rate (model-images per second;
                                  # 324 measured here for the cpu preset, bf16, 2 cores under load ~9)
 PROGRESS = True                  # progress bar on a terminal, else a line about every 30 s
@@ -63,7 +64,7 @@ FIELDS = {
     "WEIGHT_EXPONENT": "weight_exponent", "BATCH_SIZE": "batch_size", "POLY_ALPHA": "poly_alpha",
     "NORMALIZATION": "normalization", "PRECISION": "precision", "COMPILE": "compile",
     "CONVOLUTIONS": "convolutions", "EVAL_EVERY": "eval_every",
-    "MAX_STACK": "max_stack",
+    "MAX_STACK": "max_stack", "SIDE_BY_SIDE": "side_by_side",
 }
 CHOICES = {"PRESET": ("auto", *choices.WANG_PRESETS), "LOSSES": choices.WANG_LOSSES,
            "WEIGHTINGS": choices.WANG_WEIGHTINGS, "NORMALIZATION": choices.NORMALIZATIONS,

@@ -32,7 +32,9 @@
 #
 #   bash benchmarks/gpu_check.sh paper-none (one 10-minute job)
 #     the paper preset's `none` regime, 3 seeds, 500 epochs, full data and width, with
-#     CIFAR10_binary_classifier.py (timeout NONE_LIMIT_S, default 570 s), CONVOLUTIONS (torch | triton | auto).
+#     CIFAR10_binary_classifier.py (timeout NONE_LIMIT_S, default 570 s), CONVOLUTIONS (torch | triton | auto),
+#     SIDE_BY_SIDE (default 1: the 21 runs as one stack; 3: as three stacks of 7 trained at once, if the
+#     side-by-side timings favour it).
 #     Resumable: a run stopped by the timeout keeps its checkpoint (and its convolutions) in $WORK, and the
 #     next paper-none on the same warm machine resumes it (FRESH=1: start again). Once finished, its results
 #     (merged.csv, per-run folders, figures) come back as $OUT/paper_none.tar.gz ($OUT returns a few files
@@ -267,14 +269,16 @@ train_none() {  # the none regime, 500 epochs, under timeout $1 s, resumable; re
     # shellcheck disable=SC2086  # EXTRA_ARGS: several flags
     timeout -k 20 "$limit" python3 CIFAR10_binary_classifier.py --preset paper --device "$DEVICE" \
         --data-dir "$DATA" --settings weighting --regimes none --seeds 0 1 2 --epochs "$EPOCHS" \
-        --convolutions "$convolutions" $EXTRA_ARGS --checkpoint-every 100 --out "$WORK/paper_none" \
+        --convolutions "$convolutions" --side-by-side "${SIDE_BY_SIDE:-1}" $EXTRA_ARGS --checkpoint-every 100 \
+        --out "$WORK/paper_none" \
         --figures "$WORK/paper_none/figures" 2>&1 | tee -a "$OUT/paper_none.log" || rc=$?
     local wall=$((SECONDS - t0)) finished=0
     [[ $rc == 0 && -f $WORK/paper_none/merged.csv ]] && finished=1
     {
         echo "# benchmarks/gpu_check.sh $MODE $(date -u '+%Y-%m-%dT%H:%M:%SZ'), $(provenance), $slug"
         grep -v '^\s*$' "$OUT/paper_none.log" 2>/dev/null | tail -n 6
-        echo "device=$slug regime=none runs=21 epochs=$EPOCHS convolutions=$convolutions exit_status=$rc" \
+        echo "device=$slug regime=none runs=21 epochs=$EPOCHS convolutions=$convolutions" \
+             "side_by_side=${SIDE_BY_SIDE:-1} exit_status=$rc" \
              "wall_s=$wall finished=$finished"
     } >> "$RESULTS/$slug-paper-none.txt"
     cp "$RESULTS/$slug-paper-none.txt" "$OUT/"

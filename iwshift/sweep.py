@@ -30,7 +30,8 @@ from .config import ConfigError
 from .losses import class_weight_matrix
 from .models import StackedCNN
 from .results import BadResultFile
-from .train import Checkpoint, LossSpec, StackedRuns, Trainer, checkpoint_now, fit_table, read_checkpoint
+from .train import (Checkpoint, LossSpec, SideBySide, StackedRuns, Trainer, checkpoint_now, fit_table,
+                    read_checkpoint)
 
 from .choices import CNN_REGIMES as REGIMES  # noqa: E402
 from .choices import CONVOLUTIONS  # noqa: E402
@@ -67,6 +68,7 @@ class CnnConfig:
     probe_per_class: int = 64        # training images per class for the gradient norms
     eval_every: int = 0              # 0: dense early then sparser (see eval_epochs); k: 1, 2, 3, 5, 7, k, 2k, ...
     max_stack: int = 84              # runs trained together in one stack at most (a GPU wants many)
+    side_by_side: int = 1            # each stack trained as this many smaller stacks at once (CUDA: a stream each)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -87,6 +89,7 @@ class CnnConfig:
         self.probe_per_class = v.at_least("probe_per_class", self.probe_per_class, 1)
         self.eval_every = v.at_least("eval_every", self.eval_every, 0)
         self.max_stack = v.at_least("max_stack", self.max_stack, 1)
+        self.side_by_side = v.at_least("side_by_side", self.side_by_side, 1)
 
     def eval_epochs(self) -> list[int]:
         """Dense early, sparser later: every epoch up to 10, every 5th to 50, every 10th to 200, and
@@ -158,7 +161,7 @@ def train_stack(
     labels: torch.Tensor,
     n_classes: int,
     cfg: CnnConfig,
-    evaluate: Callable[[Trainer, torch.Tensor], dict[str, np.ndarray]],
+    evaluate: Callable[[Trainer | SideBySide, torch.Tensor], dict[str, np.ndarray]],
     id_columns: Sequence[str],
     progress: Callable[[int], None] | None = None,
     losses: Sequence[LossSpec] | None = None,
@@ -168,7 +171,9 @@ def train_stack(
     """Train the runs of ``group`` together (run k on ``sets[k]`` = (image indices, weights)) and return
     each run's tidy metrics table (:func:`iwshift.train.fit_table`): ``id_columns`` of the group, the epoch,
     the epoch's running train loss (weighted and not) and accuracy, and whatever
-    ``evaluate(trainer, class_weights)`` measures. ``progress(epoch)`` is called after every epoch."""
+    ``evaluate(trainer, class_weights)`` measures. ``progress(epoch)`` is called after every epoch. With
+    ``cfg.side_by_side`` S > 1 the group trains as S smaller stacks side by side (:class:`iwshift.train.SideBySide`:
+    ``evaluate`` sees one trainer of all the group's runs, in order)."""
     K = len(group)
     regimes = group["regime"].tolist()
     sets = [s if isinstance(s, TrainingSet) else TrainingSet(*s) for s in sets]
@@ -180,14 +185,21 @@ def train_stack(
     batch_norm = {r == "batchnorm" for r in regimes}
     if len(batch_norm) != 1:
         raise ValueError("a stack mixes batch-norm and plain runs")
-    model = StackedCNN(K, cfg.width, batch_norm=batch_norm.pop(), n_classes=n_classes, dropout=runs.dropout,
-                       convolutions=cfg.convolutions)
-    model.reset_parameters(runs.seeds)
-    model.to(images.device)
     precision = resolve_precision(cfg.precision, images.device)
-    trainer = Trainer(model, runs, images, labels, lr=cfg.lr, momentum=cfg.momentum, batch_size=cfg.batch_size,
-                      normalization=cfg.normalization, precision=precision, channels_last=precision == "bf16",
-                      compile=cfg.compile, image_normalization="cifar10")
+    parts = np.array_split(np.arange(K), min(cfg.side_by_side, K))
+    trainers, models = [], []
+    for part in parts:  # (one part, the whole group, unless cfg.side_by_side > 1)
+        part_runs = runs.select(part)
+        model = StackedCNN(len(part), cfg.width, batch_norm=next(iter(batch_norm)), n_classes=n_classes,
+                           dropout=part_runs.dropout, convolutions=cfg.convolutions)
+        model.reset_parameters(part_runs.seeds)
+        model.to(images.device)
+        models.append(model)
+        trainers.append(Trainer(model, part_runs, images, labels, lr=cfg.lr, momentum=cfg.momentum,
+                                batch_size=cfg.batch_size, normalization=cfg.normalization, precision=precision,
+                                channels_last=precision == "bf16", compile=cfg.compile,
+                                image_normalization="cifar10"))
+    trainer = trainers[0] if len(trainers) == 1 else SideBySide(trainers)
     # the evaluation's class weights from the sets' own (float64) weights; 0 for a class a run never sees
     train_labels = labels.cpu().numpy()[runs.train_index]
     class_weights = torch.tensor(class_weight_matrix(train_labels, np.stack([s.weights for s in sets]), n_classes,
@@ -196,8 +208,10 @@ def train_stack(
 
     def on_epoch(epoch: int) -> None:
         nonlocal announced
-        if model.tuned and not announced:  # convolutions="auto": what it chose (tuned before the first step)
-            print(f"convolutions auto, stack of {K}: {model.tuning_summary()}", file=sys.stderr, flush=True)
+        if models[0].tuned and not announced:  # convolutions="auto": what it chose (tuned before the first step)
+            for part, model in zip(parts, models):
+                print(f"convolutions auto, stack of {len(part)}: {model.tuning_summary()}", file=sys.stderr,
+                      flush=True)
             announced = True
         if progress is not None:
             progress(epoch)
@@ -205,9 +219,10 @@ def train_stack(
     table = fit_table(trainer, group[list(id_columns)], cfg.epochs, cfg.eval_epochs(),
                       lambda t: evaluate(t, class_weights), checkpoint, on_epoch)
     tables = {name: with_status(part.reset_index(drop=True)) for name, part in table.groupby("run", sort=False)}
-    if model.tuned:  # each run's config.json records which kernels ran its convolutions
-        for part in tables.values():
-            part.attrs["record"] = {"convolutions_per_layer": list(model.layer_convolutions)}
+    for part, model in zip(parts, models):
+        if model.tuned:  # each run's config.json records which kernels ran its convolutions
+            for name in group["run"].iloc[part]:
+                tables[name].attrs["record"] = {"convolutions_per_layer": list(model.layer_convolutions)}
     return tables
 
 
@@ -294,7 +309,7 @@ def divergence_summary(table: pd.DataFrame, prog: str) -> str | None:
 # run is computed, not what (precision: the one used is compared): a run trained in another grid, stack
 # or job is the same run.
 GRID_FIELDS = ("regimes", "seeds", "weights", "ratios", "remedies", "weight_sources", "setting", "classes", "study")
-HOW_FIELDS = ("max_stack", "compile", "precision", "convolutions")
+HOW_FIELDS = ("max_stack", "side_by_side", "compile", "precision", "convolutions")
 FLAG_OF = {"data": "data_dir", "precision_used": "precision"}  # record fields named by their flag
 CHECKPOINT_EVERY = 10            # epochs between a stack's checkpoints (and on SIGTERM / SIGUSR1)
 CHECKPOINTS = ".checkpoints"     # <out>/.checkpoints/<stack>.pt, removed once the stack's results are written
@@ -408,7 +423,11 @@ def stack_checkpoint(out: Path, group: pd.DataFrame, record: dict[str, Any], eve
     names = list(group["run"])
     key = hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
     identity = {row["run"]: run_identity(row, record) for row in group.to_dict("records")}
-    return Checkpoint(out / CHECKPOINTS / f"stack-{key}.pt", every, {"runs": names, "identity": identity})
+    meta = {"runs": names, "identity": identity}
+    side_by_side = record.get("config", {}).get("side_by_side", 1)
+    if side_by_side > 1:  # its state is the smaller stacks' (the key only then: older checkpoints still resume)
+        meta["side_by_side"] = side_by_side
+    return Checkpoint(out / CHECKPOINTS / f"stack-{key}.pt", every, meta)
 
 
 def remove_finished_checkpoints(out: Path) -> None:

@@ -32,7 +32,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -134,6 +134,13 @@ class StackedRuns:
     @property
     def n_models(self) -> int:
         return len(self.seeds)
+
+    def select(self, runs: Sequence[int]) -> StackedRuns:
+        """The runs at these positions, in this order, as a stack of their own."""
+        return StackedRuns(seeds=[self.seeds[k] for k in runs], train_index=self.train_index[list(runs)],
+                           example_weights=self.example_weights[list(runs)], l2=[self.l2[k] for k in runs],
+                           dropout=[self.dropout[k] for k in runs], loss=[self.loss[k] for k in runs],
+                           defer_until=[self.defer_until[k] for k in runs])
 
 
 class StackedSGD:
@@ -810,6 +817,57 @@ def train_side_by_side(trainers: Sequence[Trainer], on_step: Callable[[], None] 
     return stats
 
 
+class SideBySide:
+    """Several stacks trained side by side (:func:`train_side_by_side`), seen as one trainer of all their
+    runs, stack 0's first: what :func:`fit_table` and the studies' evaluations use of a :class:`Trainer`
+    (``train_epoch``, ``epoch``, ``diverged``, ``predict_logits``, ``class_gradient_norms``, ``state_dict``)
+    with the stacks' runs concatenated. Each run computes what it computes in a stack of its own."""
+
+    def __init__(self, trainers: Sequence[Trainer]):
+        if not trainers:
+            raise ValueError("SideBySide needs at least one trainer")
+        if len({t.epoch for t in trainers}) > 1:
+            raise ValueError("the trainers of a SideBySide must be at the same epoch")
+        self.trainers = list(trainers)
+        self.device = self.trainers[0].device
+        self._bounds = np.cumsum([0] + [t.runs.n_models for t in self.trainers])
+
+    @property
+    def epoch(self) -> int:
+        return self.trainers[0].epoch
+
+    @property
+    def diverged_epoch(self) -> np.ndarray:
+        return np.concatenate([t.diverged_epoch for t in self.trainers])
+
+    @property
+    def diverged(self) -> np.ndarray:
+        return self.diverged_epoch > 0
+
+    def train_epoch(self, on_step: Callable[[], None] | None = None) -> EpochStats:
+        parts = train_side_by_side(self.trainers, on_step)
+        return EpochStats(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(EpochStats)))
+
+    def predict_logits(self, inputs: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        return torch.cat([t.predict_logits(inputs, batch_size) for t in self.trainers])
+
+    def class_gradient_norms(self, inputs: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor,
+                             n_classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
+        parts = [t.class_gradient_norms(inputs, labels, class_weights[a:b], n_classes)
+                 for t, a, b in zip(self.trainers, self._bounds, self._bounds[1:])]
+        return np.concatenate([w for w, _ in parts]), np.concatenate([p for _, p in parts])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "side_by_side": [t.state_dict() for t in self.trainers],
+                "runs": [t.runs.n_models for t in self.trainers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("runs") != [t.runs.n_models for t in self.trainers]:
+            raise ValueError("a checkpoint of other stacks side by side")
+        for trainer, saved in zip(self.trainers, state["side_by_side"], strict=True):
+            trainer.load_state_dict(saved)
+
+
 # ------------------------------------------------------------------------------ the per-epoch loop
 
 
@@ -843,9 +901,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any] | None:
     return state if isinstance(state, dict) and {"meta", "trainer", "table", "seconds"} <= set(state) else None
 
 
-def fit_table(trainer: Trainer, id_frame: pd.DataFrame, epochs: int, eval_epochs: Iterable[int],
-              evaluate: Callable[[Trainer], dict[str, np.ndarray]], checkpoint: Checkpoint | None = None,
-              on_epoch: Callable[[int], None] | None = None) -> pd.DataFrame:
+def fit_table(trainer: Trainer | SideBySide, id_frame: pd.DataFrame, epochs: int, eval_epochs: Iterable[int],
+              evaluate: Callable[[Trainer | SideBySide], dict[str, np.ndarray]],
+              checkpoint: Checkpoint | None = None, on_epoch: Callable[[int], None] | None = None) -> pd.DataFrame:
     """Train the trainer's K runs to ``epochs`` and return a tidy table: at each epoch of ``eval_epochs``
     one row per run with ``id_frame``'s row (K rows), the epoch, the epoch's running training loss
     (weighted and not) and accuracy, what ``evaluate(trainer)`` measures (arrays of K) and ``seconds``

@@ -1,6 +1,7 @@
 """The CIFAR-10 binary study on tiny made-up images: shifts, trainer, sweep, resume, CLI."""
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 
 from cifar_fakes import class_of, fake_cifar, write_image_folder
 from iwshift import cifar_binary as study
-from iwshift import metrics
+from iwshift import metrics, sweep
 from iwshift.cifar_data import CIFAR10_CLASSES
 from iwshift.models import StackedCNN
 from iwshift.train import StackedRuns, Trainer, to_device_images
@@ -172,6 +173,25 @@ def test_sweep_resumes_and_reproduces_the_merged_table(data, tmp_path):
     assert kept.stat().st_mtime_ns == stamp  # complete runs are skipped
     assert (victim / "config.json").exists()
     pd.testing.assert_frame_equal(_drop_timing(first), _drop_timing(second), rtol=1e-4, atol=1e-5)
+
+
+def test_stacks_trained_side_by_side_give_the_same_table_and_say_so(data, tmp_path):
+    """side_by_side=2: the stack of six runs trains as two stacks of three at once (on the CPU in turns):
+    the same table as one stack (fp32), each run's record saying how it was trained; a sweep's results
+    count as complete whatever the choice (it says how runs are computed, not what)."""
+    one = study.run_sweep(data, tiny(), tmp_path / "one", progress=False)
+    two = study.run_sweep(data, tiny(side_by_side=2), tmp_path / "two", progress=False)
+    assert two["run"].nunique() == 6
+    pd.testing.assert_frame_equal(_drop_timing(one), _drop_timing(two), rtol=1e-4, atol=1e-5)
+    record = json.loads((tmp_path / "two" / two["run"].iloc[0] / "config.json").read_text())
+    assert record["config"]["side_by_side"] == 2
+    stamp = (tmp_path / "one" / one["run"].iloc[0] / "metrics.csv").stat().st_mtime_ns
+    study.run_sweep(data, tiny(side_by_side=3), tmp_path / "one", progress=False)
+    assert (tmp_path / "one" / one["run"].iloc[0] / "metrics.csv").stat().st_mtime_ns == stamp
+    # a checkpoint of two smaller stacks is resumed only by two (its state is theirs); one stack's as before
+    group = study.build_runs(tiny())
+    metas = [sweep.stack_checkpoint(tmp_path, group, {"config": {"side_by_side": n}}, 10).meta for n in (1, 2)]
+    assert "side_by_side" not in metas[0] and metas[1]["side_by_side"] == 2
 
 
 def test_same_seed_same_metrics(data, tmp_path):

@@ -5,12 +5,14 @@ computes eagerly (``graph=False``)."""
 import contextlib
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from reference_sgd import reference_cnn
 
 from iwshift.models import Stacked2D, StackedCNN
-from iwshift.train import LossSpec, StackedRuns, Trainer, to_device_images, train_side_by_side
+from iwshift.train import (Checkpoint, LossSpec, SideBySide, StackedRuns, Trainer, fit_table, to_device_images,
+                           train_side_by_side)
 
 N_IMAGES, N_TRAIN, BATCH = 60, 37, 8  # 4 full batches and a last one of 5 per epoch
 CUDA = torch.cuda.is_available()
@@ -230,6 +232,48 @@ def test_stacks_trained_side_by_side_train_as_each_alone():
                     torch.randn(8, 2), torch.arange(8) % 2, momentum=0.0, batch_order="counter")
     with pytest.raises(ValueError, match="needs the torch engine"):
         train_side_by_side([fused])
+
+
+def test_stacks_side_by_side_answer_as_one_trainer_of_their_runs_in_order():
+    """SideBySide: logits, per-class gradient norms (each run with its own class weights), divergence and
+    epoch statistics are the stacks' own, concatenated in order; a state of other stacks is refused."""
+    side, alone = SideBySide(_two_stacks(graph=False)), _two_stacks(graph=False)
+    stats = side.train_epoch()
+    expected = [t.train_epoch() for t in alone]
+    np.testing.assert_array_equal(stats.loss_weighted, np.concatenate([e.loss_weighted for e in expected]))
+    probe, labels = alone[0].inputs[:6], alone[0].labels[:6]
+    torch.testing.assert_close(side.predict_logits(probe), torch.cat([t.predict_logits(probe) for t in alone]),
+                               rtol=0, atol=0)
+    class_w = torch.tensor([[1.0, 2.0], [1.0, 4.0], [1.0, 8.0], [3.0, 1.0], [5.0, 1.0]])
+    got = side.class_gradient_norms(probe, labels, class_w)
+    want = [alone[0].class_gradient_norms(probe, labels, class_w[:3]),
+            alone[1].class_gradient_norms(probe, labels, class_w[3:])]
+    for i in range(2):
+        np.testing.assert_array_equal(got[i], np.concatenate([w[i] for w in want]))
+    side.trainers[1].diverged_epoch[1] = 1
+    assert side.diverged.tolist() == [False, False, False, False, True] and side.epoch == 1
+    with pytest.raises(ValueError, match="other stacks side by side"):
+        SideBySide(_two_stacks(graph=False)[::-1]).load_state_dict(side.state_dict())
+
+
+def test_stacks_side_by_side_checkpoint_and_resume_as_fit_table_trains_them_straight(tmp_path):
+    ids = pd.DataFrame({"run": [f"run{k}" for k in range(5)]})
+
+    def evaluate(trainer):
+        return {"logit": trainer.predict_logits(trainer.trainers[0].inputs[:1])[:, 0, 1].cpu().numpy()}
+
+    straight = fit_table(SideBySide(_two_stacks(graph=False)), ids, 3, [1, 2, 3], evaluate)
+    checkpoint = Checkpoint(tmp_path / "stacks.pt", every=1, meta={"stacks": 2})
+
+    def stop_after_two(epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_table(SideBySide(_two_stacks(graph=False)), ids, 3, [1, 2, 3], evaluate, checkpoint, stop_after_two)
+    resumed = fit_table(SideBySide(_two_stacks(graph=False)), ids, 3, [1, 2, 3], evaluate, checkpoint)
+    pd.testing.assert_frame_equal(straight.drop(columns="seconds"), resumed.drop(columns="seconds"))
+    assert len(straight) == 15 and straight["logit"].nunique() > 5
 
 
 # ------------------------------------------------------------------------------------ CUDA only
