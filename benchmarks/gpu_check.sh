@@ -26,9 +26,10 @@
 #     runs the captured step's tests (tests/test_graph_step.py; a failure stops it: no results from a step
 #     that computes something else) while it checks the Triton convolutions against F.conv2d on the GPU, then trains
 #     the none regime below with convolutions auto (each layer through cuDNN or Triton, whichever it times
-#     faster before training; the log has both timings) or, if the check failed, cuDNN alone, in what is
-#     left of NONE_LIMIT_S (about a minute goes to the checks); with a minute or more left after it, times the
-#     none stack's step as 1, 3 and 7 stacks trained side by side (benchmarks/results/<device>-side-by-side.txt).
+#     faster before training; the log has both timings) or, if the check failed, cuDNN alone, as one stack
+#     or as three side by side, whichever a half-minute benchmark times faster (SIDE_BY_SIDE set: that), in
+#     what is left of NONE_LIMIT_S (about a minute goes to the checks); with a minute or more left after it,
+#     times the none stack's step as 1, 3 and 7 stacks side by side (benchmarks/results/<device>-side-by-side.txt).
 #
 #   bash benchmarks/gpu_check.sh paper-none (one 10-minute job)
 #     the paper preset's `none` regime, 3 seeds, 500 epochs, full data and width, with
@@ -257,19 +258,22 @@ PY
 }
 
 train_none() {  # the none regime, 500 epochs, under timeout $1 s, resumable; results in $WORK/paper_none
-    local limit=$1 rc=0 t0=$SECONDS slug convolutions
+    local limit=$1 rc=0 t0=$SECONDS slug convolutions side
     slug=$(device_slug)
-    [[ -n ${FRESH:-} ]] && rm -rf "$WORK/paper_none" "$WORK/convolutions"
-    # the convolutions a started run chose (a resumed run keeps them), else CONVOLUTIONS (default torch)
+    [[ -n ${FRESH:-} ]] && rm -rf "$WORK/paper_none" "$WORK/convolutions" "$WORK/side_by_side"
+    # the convolutions and stacks a started run chose (a resumed run keeps them), else CONVOLUTIONS (default
+    # torch) and SIDE_BY_SIDE (default 1)
     convolutions=$(cat "$WORK/convolutions" 2>/dev/null || echo "${CONVOLUTIONS:-torch}")
+    side=$(cat "$WORK/side_by_side" 2>/dev/null || echo "${SIDE_BY_SIDE:-1}")
     echo "$convolutions" > "$WORK/convolutions"
-    echo "=== the paper preset's none regime, 3 seeds, 500 epochs, $convolutions convolutions (timeout $limit s;" \
+    echo "$side" > "$WORK/side_by_side"
+    echo "=== the paper preset's none regime, 3 seeds, 500 epochs, $convolutions convolutions, $side stack(s) (timeout $limit s;" \
          "a run stopped by it is checkpointed in $WORK and resumed by the next paper-none on this machine)"
     # checkpoints every 100 epochs and on the timeout's SIGTERM: 21 full-width networks and momentum, ~0.25 GB
     # shellcheck disable=SC2086  # EXTRA_ARGS: several flags
     timeout -k 20 "$limit" python3 CIFAR10_binary_classifier.py --preset paper --device "$DEVICE" \
         --data-dir "$DATA" --settings weighting --regimes none --seeds 0 1 2 --epochs "$EPOCHS" \
-        --convolutions "$convolutions" --side-by-side "${SIDE_BY_SIDE:-1}" $EXTRA_ARGS --checkpoint-every 100 \
+        --convolutions "$convolutions" --side-by-side "$side" $EXTRA_ARGS --checkpoint-every 100 \
         --out "$WORK/paper_none" \
         --figures "$WORK/paper_none/figures" 2>&1 | tee -a "$OUT/paper_none.log" || rc=$?
     local wall=$((SECONDS - t0)) finished=0
@@ -278,12 +282,12 @@ train_none() {  # the none regime, 500 epochs, under timeout $1 s, resumable; re
         echo "# benchmarks/gpu_check.sh $MODE $(date -u '+%Y-%m-%dT%H:%M:%SZ'), $(provenance), $slug"
         grep -v '^\s*$' "$OUT/paper_none.log" 2>/dev/null | tail -n 6
         echo "device=$slug regime=none runs=21 epochs=$EPOCHS convolutions=$convolutions" \
-             "side_by_side=${SIDE_BY_SIDE:-1} exit_status=$rc" \
+             "side_by_side=$side exit_status=$rc" \
              "wall_s=$wall finished=$finished"
     } >> "$RESULTS/$slug-paper-none.txt"
     cp "$RESULTS/$slug-paper-none.txt" "$OUT/"
     if (( finished )); then
-        rm -rf "$WORK/paper_none/.checkpoints" "$WORK/convolutions"
+        rm -rf "$WORK/paper_none/.checkpoints" "$WORK/convolutions" "$WORK/side_by_side"
         # $OUT brings back a few files only: the results as one tarball (merged.csv, per-run folders, figures)
         # (no figures: the report draws its own, and paper-results/ holds run folders and merged.csv only)
         tar -czf "$OUT/paper_none.tar.gz" -C "$WORK" --exclude=paper_none/figures paper_none
@@ -344,6 +348,24 @@ side_by_side() {  # $1 seconds: the none stack's step (K = 21, captured, cuDNN) 
     cp "$RESULTS/$slug-side-by-side.txt" "$OUT/"
 }
 
+pick_side_by_side() {  # cuDNN alone (no Triton): K = 21 as one stack and as three side by side, 100 steps
+    # each (about half a minute); sets SIDE_BY_SIDE to 3 where that is 5 % faster or more, else 1
+    local one three
+    echo "=== cuDNN alone: K = 21 as 1 and as 3 stacks side by side (100 steps each), to train the faster"
+    for split in 1 3; do
+        timeout -k 5 60 python3 benchmarks/bench_cifar.py --device "$DEVICE" --width "$BENCH_WIDTH" --data-dir "$DATA" \
+            --ks 21 --precision bf16 --side-by-side "$split" --steps 100 2>&1 | tee "$OUT/pick_side_by_side_$split.log" \
+            | grep -E '^K =' || echo "the benchmark with $split stack(s) failed or timed out"
+    done
+    one=$(sed -nE 's/^device=.* k21_step_ms=([0-9.]+).*/\1/p' "$OUT/pick_side_by_side_1.log")
+    three=$(sed -nE 's/^device=.* k21_step_ms=([0-9.]+).*/\1/p' "$OUT/pick_side_by_side_3.log")
+    SIDE_BY_SIDE=1
+    if [[ -n $one && -n $three ]] && python3 -c "import sys; sys.exit(not $three < 0.95 * $one)"; then
+        SIDE_BY_SIDE=3
+    fi
+    echo "K = 21: ${one:-?} ms per step as one stack, ${three:-?} as three side by side: $SIDE_BY_SIDE stack(s)"
+}
+
 none_first() {  # a lease's first command: its checks in about a minute, then the none regime
     local start=$SECONDS checking=
     environment
@@ -381,6 +403,9 @@ none_first() {  # a lease's first command: its checks in about a minute, then th
         fi
     fi
     wait "$decoding" || true
+    if [[ ${CONVOLUTIONS:-} == torch && ! -f $WORK/side_by_side && -z ${SIDE_BY_SIDE:-} ]]; then
+        pick_side_by_side  # cuDNN runs some layers group by group: do smaller stacks at once overlap them?
+    fi
     echo "checks done after $((SECONDS - start)) s"
     train_none $((NONE_LIMIT_S - (SECONDS - start))) || true
     local left=$((NONE_LIMIT_S - (SECONDS - start)))
