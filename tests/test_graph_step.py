@@ -265,11 +265,14 @@ def test_stacks_side_by_side_checkpoint_and_resume_as_fit_table_trains_them_stra
     straight = fit_table(SideBySide(_two_stacks(graph=False)), ids, 3, [1, 2, 3], evaluate)
     checkpoint = Checkpoint(tmp_path / "stacks.pt", every=1, meta={"stacks": 2})
 
+    class Stopped(Exception):
+        """As a job stopped after its second epoch."""
+
     def stop_after_two(epoch):
         if epoch == 2:
-            raise KeyboardInterrupt
+            raise Stopped
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Stopped):
         fit_table(SideBySide(_two_stacks(graph=False)), ids, 3, [1, 2, 3], evaluate, checkpoint, stop_after_two)
     resumed = fit_table(SideBySide(_two_stacks(graph=False)), ids, 3, [1, 2, 3], evaluate, checkpoint)
     pd.testing.assert_frame_equal(straight.drop(columns="seconds"), resumed.drop(columns="seconds"))
