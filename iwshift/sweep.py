@@ -187,14 +187,13 @@ def train_stack(
         raise ValueError("a stack mixes batch-norm and plain runs")
     precision = resolve_precision(cfg.precision, images.device)
     parts = np.array_split(np.arange(K), min(cfg.side_by_side, K))
-    trainers, models = [], []
+    trainers = []
     for part in parts:  # (one part, the whole group, unless cfg.side_by_side > 1)
         part_runs = runs.select(part)
         model = StackedCNN(len(part), cfg.width, batch_norm=next(iter(batch_norm)), n_classes=n_classes,
                            dropout=part_runs.dropout, convolutions=cfg.convolutions)
         model.reset_parameters(part_runs.seeds)
         model.to(images.device)
-        models.append(model)
         trainers.append(Trainer(model, part_runs, images, labels, lr=cfg.lr, momentum=cfg.momentum,
                                 batch_size=cfg.batch_size, normalization=cfg.normalization, precision=precision,
                                 channels_last=precision == "bf16", compile=cfg.compile,
@@ -208,9 +207,9 @@ def train_stack(
 
     def on_epoch(epoch: int) -> None:
         nonlocal announced
-        if models[0].tuned and not announced:  # convolutions="auto": what it chose (tuned before the first step)
-            for part, model in zip(parts, models):
-                print(f"convolutions auto, stack of {len(part)}: {model.tuning_summary()}", file=sys.stderr,
+        if trainers[0].model.tuned and not announced:  # convolutions="auto": its choice (tuned before step 1)
+            for part, t in zip(parts, trainers):
+                print(f"convolutions auto, stack of {len(part)}: {t.model.tuning_summary()}", file=sys.stderr,
                       flush=True)
             announced = True
         if progress is not None:
@@ -219,10 +218,10 @@ def train_stack(
     table = fit_table(trainer, group[list(id_columns)], cfg.epochs, cfg.eval_epochs(),
                       lambda t: evaluate(t, class_weights), checkpoint, on_epoch)
     tables = {name: with_status(part.reset_index(drop=True)) for name, part in table.groupby("run", sort=False)}
-    for part, model in zip(parts, models):
-        if model.tuned:  # each run's config.json records which kernels ran its convolutions
+    for part, t in zip(parts, trainers):
+        if t.model.tuned:  # each run's config.json records which kernels ran its convolutions
             for name in group["run"].iloc[part]:
-                tables[name].attrs["record"] = {"convolutions_per_layer": list(model.layer_convolutions)}
+                tables[name].attrs["record"] = {"convolutions_per_layer": list(t.model.layer_convolutions)}
     return tables
 
 

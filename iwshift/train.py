@@ -829,7 +829,6 @@ class SideBySide:
         if len({t.epoch for t in trainers}) > 1:
             raise ValueError("the trainers of a SideBySide must be at the same epoch")
         self.trainers = list(trainers)
-        self.device = self.trainers[0].device
         self._bounds = np.cumsum([0] + [t.runs.n_models for t in self.trainers])
 
     @property
