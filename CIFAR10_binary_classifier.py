@@ -20,11 +20,11 @@ script ends with a summary line on stderr and exit status 3.
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 # light imports only up to the parsed command line: --help and argument errors answer at once;
 # the study (torch, pandas) is imported in the functions that run it
-from iwshift import choices
-from iwshift import config as cli
+from iwshift import cli, config
 
 PRESET = "auto"                  # config preset: paper (the paper's protocol), cpu (fits 2 CPU cores), auto (paper on CUDA, else cpu)
 SETTINGS = ["weighting"]         # weighting (weight w on the positive class) and/or imbalance (positive:negative ratio)
@@ -78,75 +78,84 @@ JOBS = 4                         # submitit: the runs without results are split 
 LOG_DIR = "logs/submitit"        # submitit: one folder per job with its logs
 
 _PROG = "CIFAR10_binary_classifier.py"
-FIELDS = {  # constant -> BinaryConfig field
-    "CLASSES": "classes", "SEEDS": "seeds", "DATA_SEED": "data_seed", "WEIGHTS": "weights",
-    "RATIOS": "ratios", "REGIMES": "regimes", "PER_CLASS": "per_class", "WIDTH": "width",
-    "EPOCHS": "epochs", "LR": "lr", "MOMENTUM": "momentum", "BATCH_SIZE": "batch_size", "L2": "l2",
-    "DROPOUT": "dropout", "NORMALIZATION": "normalization", "PRECISION": "precision", "COMPILE": "compile",
-    "CONVOLUTIONS": "convolutions",
-    "OTHER_EVAL": "other_eval", "NOISE_EVAL": "noise_eval", "MAX_STACK": "max_stack", "SIDE_BY_SIDE": "side_by_side",
-    "REMEDIES": "remedies", "POLY_ALPHA": "poly_alpha", "POLY_BETA": "poly_beta", "TAU": "tau",
-    "DRW_EPOCH": "drw_epoch", "WEIGHT_POWER": "weight_power", "VAL_FRACTION": "val_fraction",
-}
-
-
-CHOICES = {"PRESET": ("auto", *choices.BINARY_PRESETS), "SETTINGS": choices.BINARY_SETTINGS,
-           "CLASSES": choices.CIFAR10_CLASSES, "REGIMES": choices.CNN_REGIMES, "NORMALIZATION": choices.NORMALIZATIONS,
-           "PRECISION": choices.PRECISIONS, "CONVOLUTIONS": choices.CONVOLUTIONS, "REMEDIES": choices.BINARY_REMEDIES,
-           "LAUNCHER": choices.LAUNCHERS}
+# the choices of the constants that are not knobs of the study's configuration (config.BinaryConfig)
+CHOICES = {"PRESET": ("auto", *config.BINARY_PRESETS), "SETTINGS": config.BINARY_SETTINGS,
+           "LAUNCHER": config.LAUNCHERS}
 
 
 def main(argv=None) -> int:
-    constants = {k: v for k, v in globals().items() if k.isupper() and k not in ("FIELDS", "CHOICES")}
+    constants = {k: v for k, v in globals().items() if k.isupper() and k != "CHOICES"}
     values = cli.override_from_argv(constants, __doc__, argv, help_text=cli.constant_comments(__file__),
-                                    choices=CHOICES, presets=choices.BINARY_PRESETS, fields=FIELDS, prog=_PROG)
+                                    choices=CHOICES, config=config.BinaryConfig, presets=config.BINARY_PRESETS,
+                                    prog=_PROG)
     from iwshift import cifar_binary as study
     from iwshift import launch, sweep
+    from iwshift.cnn import check_device
 
     with cli.exit_on_config_error(_PROG):
         launcher = launch.LaunchConfig.from_constants(values)
         device = launch.job_device(values["DEVICE"], launcher)
-        preset, fields = sweep.preset_fields(values, constants, FIELDS, study.PRESETS, device, argv)
-        settings = cli.all_of("settings", values["SETTINGS"], study.SETTINGS)
-        configs = [study.BinaryConfig(setting=s, **fields) for s in settings]
+        preset = values["PRESET"] if values["PRESET"] != "auto" else "paper" if device.startswith("cuda") else "cpu"
+        fields = cli.config_fields(values, config.BinaryConfig, config.BINARY_PRESETS, preset, argv)
+        configs = [config.BinaryConfig(**{**fields, "setting": s})
+                   for s in cli.all_of("settings", values["SETTINGS"], config.BINARY_SETTINGS)]
+        for cfg in configs:
+            check_device(cfg, device)
         checkpoint_every = cli.at_least("checkpoint_every", values["CHECKPOINT_EVERY"], 1)
-        out = cli.writable_folder("out", values["OUT"])
-        figures_dir = cli.writable_folder("figures", values["FIGURES"]) if values["FIGURES_ON"] else None
-        executor = launch.make_executor(launcher) if launcher.uses_submitit and not values["MERGE_ONLY"] else None
+        cli.creatable_folder("out", values["OUT"])  # (made once every check has passed)
+        if values["FIGURES_ON"]:
+            cli.creatable_folder("figures", values["FIGURES"])
     start = time.perf_counter()
+    out = Path(values["OUT"])
     if values["MERGE_ONLY"]:
         table = merge(configs, out)
         if table.empty:
             print(f"{_PROG}: error: no complete runs of this grid in {out}/ (give the sweep's own flags with "
                   f"--merge-only)", file=sys.stderr)
             return 1
+        with cli.exit_on_config_error(_PROG):
+            figures_dir = cli.writable_folder("figures", values["FIGURES"]) if values["FIGURES_ON"] else None
         return finish(table, out, figures_dir, start)
     from iwshift.cifar_data import load_for_script
-
-    from pathlib import Path
 
     data_dir = str(Path(values["DATA_DIR"]).resolve())  # as the jobs see it: one data source in config.json
     data = load_for_script(_PROG, data_dir, values["DOWNLOAD"], values["PROGRESS"] and sys.stderr.isatty())
     if data is None:
         return 2
+    studies = [study.BinaryStudy(cfg, data, data_dir) for cfg in configs]
     with cli.exit_on_config_error(_PROG):  # every check before anything is trained or written
-        todo = {}
-        for cfg in configs:
-            study.check_data(data, cfg)
-            todo[cfg.setting] = sweep.todo_runs(study.build_runs(cfg), out, sweep.config_record(cfg, data.source, device),
-                                                values["OVERWRITE"], desc=_PROG if executor is not None else None)
+        runners = []
+        for s in studies:
+            s.check(out)
+            runners.append(sweep.Runner(s, out, device, progress=values["PROGRESS"], overwrite=values["OVERWRITE"],
+                                        checkpoint_every=checkpoint_every))
+        todo = [r.todo() for r in runners]
+        executor = launch.make_executor(launcher) if launcher.uses_submitit else None
+        out = cli.writable_folder("out", out)  # folders last: a refused command leaves none behind
+        figures_dir = cli.writable_folder("figures", values["FIGURES"]) if values["FIGURES_ON"] else None
     print(f"data: {data.source}; preset {preset}; device {device}")
+    for s in studies:
+        print(f"{s.config.setting}: {len(s.runs())} runs; config {asdict(s.config)}")
     if executor is not None:
-        return through_submitit(executor, launcher, configs, data_dir, out, device, figures_dir, start, todo,
-                                values["OVERWRITE"])
-    tables = []
-    for cfg in configs:
-        print(f"{cfg.setting}: {len(study.build_runs(cfg))} runs; config {asdict(cfg)}")
-        tables.append(study.run_sweep(data, cfg, out, device, progress=values["PROGRESS"],
-                                      overwrite=values["OVERWRITE"], checkpoint_every=checkpoint_every))
+        phases = [jobs for s, t in zip(studies, todo) if len(t)
+                  for jobs in sweep.jobs(s, t, out, device, launcher.jobs, values["OVERWRITE"])]
+        failures = launch.submit_and_report(executor, launcher, phases, prog=_PROG)
+        if failures is None:  # Ctrl-C: the jobs go on
+            return 130
+        table = merge(configs, out)
+        if failures:
+            missing = sum(len(s.runs()) for s in studies) - (table["run"].nunique() if len(table) else 0)
+            if len(table):
+                from iwshift import results
+
+                results.write_table(out / "merged.csv", table)
+            print(f"{_PROG}: {len(failures)} jobs failed; {missing} runs have no results (merged.csv holds the "
+                  f"others, no figures); rerun the same command to submit only them", file=sys.stderr)
+            return 1
+        return finish(table, out, figures_dir, start)
     import pandas as pd
 
-    return finish(pd.concat(tables, ignore_index=True), out, figures_dir, start)
+    return finish(pd.concat([r.run() for r in runners], ignore_index=True), out, figures_dir, start)
 
 
 def merge(configs, out):
@@ -154,55 +163,15 @@ def merge(configs, out):
     import pandas as pd
 
     from iwshift import cifar_binary as study
-    from iwshift import sweep
+    from iwshift import results
 
-    return pd.concat([sweep.merge(out, study.build_runs(cfg)["run"]) for cfg in configs], ignore_index=True)
-
-
-def pending(cfg, todo) -> list:
-    """The grid's runs to train (``todo``: sweep.todo_runs), in stack order (so that a shard holds whole stacks)."""
-    from iwshift import cifar_binary as study
-
-    return [name for group in study.stacks(todo, cfg) for name in group["run"]] if len(todo) else []
-
-
-def through_submitit(executor, launcher, configs, data_dir, out, device, figures_dir, start, todo, overwrite) -> int:
-    """Shard the runs without results into jobs, wait, report the failures, merge."""
-    from pathlib import Path
-
-    from iwshift import cifar_binary as study
-    from iwshift import launch
-
-    for cfg in configs:
-        print(f"{cfg.setting}: {len(study.build_runs(cfg))} runs; config {asdict(cfg)}")
-    names = [name for cfg in configs for name in pending(cfg, todo[cfg.setting])]
-    failures = []
-    if not names:
-        print("every run has complete results: nothing to submit")
-    else:
-        job = launch.Resumable(study.sweep_job, overwrite=overwrite)
-        failures = launch.submit_and_report(executor, launcher, job, launch.shard(names, launcher.jobs),
-                                            configs, str(Path(data_dir).resolve()), str(out.resolve()), device,
-                                            prog=_PROG)
-        if failures is None:  # Ctrl-C: the jobs go on
-            return 130
-    table = merge(configs, out)
-    if failures:
-        missing = sum(len(study.build_runs(cfg)) for cfg in configs) - (table["run"].nunique() if len(table) else 0)
-        if len(table):
-            from iwshift import results
-
-            results.write_table(out / "merged.csv", table)
-        print(f"{_PROG}: {len(failures)} jobs failed; {missing} runs have no results (merged.csv holds the others, "
-              f"no figures); rerun the same command to submit only them", file=sys.stderr)
-        return 1
-    return finish(table, out, figures_dir, start)
+    return pd.concat([results.merge(out, study.build_runs(cfg)["run"]) for cfg in configs], ignore_index=True)
 
 
 def finish(table, out, figures_dir, start) -> int:
     """Write the merged table and draw the figures; say which runs diverged (exit status 3 if any)."""
     from iwshift import cifar_binary as study
-    from iwshift import results, sweep
+    from iwshift import health, results
 
     results.write_table(out / "merged.csv", table)
     print(f"{table['run'].nunique()} runs complete in {out}/ ({time.perf_counter() - start:.0f} s); "
@@ -213,10 +182,10 @@ def finish(table, out, figures_dir, start) -> int:
         for name, fig in study.figures(table):
             plots.save_figure(fig, figures_dir / f"{name}.png")
         print(f"figures in {figures_dir}/")
-    summary = sweep.divergence_summary(table, _PROG)
+    summary = health.divergence_summary(table, _PROG)
     if summary:
         print(summary, file=sys.stderr)
-        return sweep.DIVERGED_EXIT_STATUS
+        return health.DIVERGED_EXIT_STATUS
     return 0
 
 

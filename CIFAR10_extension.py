@@ -17,12 +17,11 @@ Run health columns and diverged runs (summary line, exit status 3) as in CIFAR10
 
 import sys
 import time
+from pathlib import Path
 
 # light imports only up to the parsed command line: --help and argument errors answer at once;
 # the studies (torch, pandas) are imported in the functions that run them
-from iwshift import choices
-from iwshift import config as cli
-from iwshift import launch
+from iwshift import cli, config
 
 PRESET = "auto"                  # config preset: paper (the paper's protocol), cpu (fits 2 CPU cores), auto (paper on CUDA, else cpu)
 STUDIES = ["covariate", "label"]  # covariate shift (animal/vehicle sub-populations) and/or multiclass label shift
@@ -40,7 +39,8 @@ SOURCE_COUNTS = [500, 5000, 500, 5000]   # cats, dogs, automobiles, trucks in th
 IMBALANCE = 10.0                 # label shift: largest / smallest class count of the source
 PER_CLASS = 5000                 # label shift: images of the largest source class
 HOLDOUT = 0.2                    # label shift: held-out source fraction for BBSE and calibration
-FEATURE_DIMS = 16                # covariate estimators: PCA dimensions of 8x8x3 pooled pixels
+ESTIMATOR_FEATURES = "penultimate"  # covariate estimators' features: penultimate (the seed's unweighted network) | pixels
+FEATURE_DIMS = 16                # covariate estimators: principal components of their features
 KERNEL_DIMS = 5                  # ... used by the kernel estimator (KLIEP)
 CLIP = float("inf")              # clip estimated weights at this value
 SELF_NORMALIZE = True            # rescale estimated weights to mean 1 over the training set
@@ -73,112 +73,108 @@ JOBS = 4                         # submitit: jobs per phase (each a few cells: s
 LOG_DIR = "logs/submitit"        # submitit: one folder per job with its logs
 
 _PROG = "CIFAR10_extension.py"
-FIELDS = {"SEEDS": "seeds", "DATA_SEED": "data_seed", "REGIMES": "regimes", "SOURCE_COUNTS": "source_counts",
-          "IMBALANCE": "imbalance", "PER_CLASS": "per_class", "HOLDOUT": "holdout", "FEATURE_DIMS": "feature_dims",
-          "KERNEL_DIMS": "kernel_dims", "CLIP": "clip", "SELF_NORMALIZE": "self_normalize", "WIDTH": "width",
-          "EPOCHS": "epochs", "LR": "lr", "MOMENTUM": "momentum", "BATCH_SIZE": "batch_size", "L2": "l2",
-          "DROPOUT": "dropout", "NORMALIZATION": "normalization", "PRECISION": "precision",
-          "COMPILE": "compile", "CONVOLUTIONS": "convolutions", "MAX_STACK": "max_stack",
-          "SIDE_BY_SIDE": "side_by_side"}
-
-
-CHOICES = {"PRESET": ("auto", *choices.EXTENSION_PRESETS), "STUDIES": choices.EXTENSION_STUDIES,
-           "REGIMES": choices.CNN_REGIMES, "COVARIATE_WEIGHTS": choices.COVARIATE_SOURCES,
-           "LABEL_WEIGHTS": choices.LABEL_SOURCES, "NORMALIZATION": choices.NORMALIZATIONS,
-           "PRECISION": choices.PRECISIONS, "CONVOLUTIONS": choices.CONVOLUTIONS, "LAUNCHER": choices.LAUNCHERS}
+# the choices of the constants that are not knobs of the study's configuration (config.ExtensionConfig)
+CHOICES = {"PRESET": ("auto", *config.EXTENSION_PRESETS), "STUDIES": config.EXTENSION_STUDIES,
+           "COVARIATE_WEIGHTS": config.COVARIATE_SOURCES, "LABEL_WEIGHTS": config.LABEL_SOURCES,
+           "LAUNCHER": config.LAUNCHERS}
 
 
 def main(argv=None) -> int:
-    constants = {k: v for k, v in globals().items() if k.isupper() and k not in ("FIELDS", "CHOICES")}
+    constants = {k: v for k, v in globals().items() if k.isupper() and k != "CHOICES"}
     values = cli.override_from_argv(constants, __doc__, argv, help_text=cli.constant_comments(__file__),
-                                    choices=CHOICES, presets=choices.EXTENSION_PRESETS, fields=FIELDS, prog=_PROG,
-                                    repeats_allowed=["SOURCE_COUNTS"])
+                                    choices=CHOICES, config=config.ExtensionConfig,
+                                    presets=config.EXTENSION_PRESETS, prog=_PROG, repeats_allowed=["SOURCE_COUNTS"])
     from iwshift import cifar_extension as ext
-    from iwshift import sweep
+    from iwshift import launch, sweep
+    from iwshift.cnn import check_device
 
     with cli.exit_on_config_error(_PROG):
         launcher = launch.LaunchConfig.from_constants(values)
         device = launch.job_device(values["DEVICE"], launcher)
-        preset, fields = sweep.preset_fields(values, constants, FIELDS, ext.PRESETS, device, argv)
-        studies = cli.all_of("studies", values["STUDIES"], ext.STUDIES)
-        configs = [ext.ExtensionConfig(study=s, weight_sources=values["COVARIATE_WEIGHTS" if s == "covariate"
-                                                                      else "LABEL_WEIGHTS"], **fields)
-                   for s in studies]
+        preset = values["PRESET"] if values["PRESET"] != "auto" else "paper" if device.startswith("cuda") else "cpu"
+        fields = cli.config_fields(values, config.ExtensionConfig, config.EXTENSION_PRESETS, preset, argv)
+        configs = [config.ExtensionConfig(**{**fields, "study": s, "weight_sources": values[
+            "COVARIATE_WEIGHTS" if s == "covariate" else "LABEL_WEIGHTS"]})
+                   for s in cli.all_of("studies", values["STUDIES"], config.EXTENSION_STUDIES)]
+        for cfg in configs:
+            check_device(cfg, device)
         checkpoint_every = cli.at_least("checkpoint_every", values["CHECKPOINT_EVERY"], 1)
-        out = cli.writable_folder("out", values["OUT"])
-        figures_dir = cli.writable_folder("figures", values["FIGURES"]) if values["FIGURES_ON"] else None
-        executor = None
-        if not values["MERGE_ONLY"]:
-            for cfg in configs:
-                ext.check_black_box(cfg, out)
-        if launcher.uses_submitit and not values["MERGE_ONLY"]:
-            executor = launch.make_executor(launcher)
+        cli.creatable_folder("out", values["OUT"])  # (made once every check has passed)
+        if values["FIGURES_ON"]:
+            cli.creatable_folder("figures", values["FIGURES"])
         # the weights tables and merged tables are made here, on this machine's device
-        here = sweep.resolve_device("auto") if launcher.launcher == "submitit" else device
-    from iwshift.cifar_data import load_for_script
+        from iwshift.cnn import resolve_device
 
+        here = resolve_device("auto") if launcher.launcher == "submitit" else device
+    out = Path(values["OUT"])
     if values["MERGE_ONLY"]:
         incomplete = [cfg for cfg in configs if not complete(cfg, out)]
         if incomplete:
             return report_incomplete(incomplete, out)
-    from pathlib import Path
+    from iwshift.cifar_data import load_for_script
 
     data_dir = str(Path(values["DATA_DIR"]).resolve())  # as the jobs see it: one data source in config.json
     data = load_for_script(_PROG, data_dir, values["DOWNLOAD"], values["PROGRESS"] and sys.stderr.isatty())
     if data is None:
         return 2
-    todo = {}
-    if not values["MERGE_ONLY"]:
-        with cli.exit_on_config_error(_PROG):  # every check before anything is trained or written
-            for cfg in configs:
-                ext.check_data(data, cfg)
-                todo[cfg.study] = set(sweep.todo_runs(ext.build_runs(cfg), out, sweep.config_record(
-                    cfg, data.source, device if executor is not None else here),
-                                                      values["OVERWRITE"], desc=_PROG if executor is not None else None)["run"])
+    studies = [ext.ExtensionStudy(cfg, data, data_dir) for cfg in configs]
+    with cli.exit_on_config_error(_PROG):  # every check before anything is trained or written
+        runners = [sweep.Runner(s, out, here, progress=values["PROGRESS"], overwrite=values["OVERWRITE"],
+                                checkpoint_every=checkpoint_every) for s in studies]
+        todo = []
+        if not values["MERGE_ONLY"]:
+            for s, r in zip(studies, runners):
+                s.check(out)
+                todo.append(r.todo())
+        executor = launch.make_executor(launcher) if launcher.uses_submitit and not values["MERGE_ONLY"] else None
+        out = cli.writable_folder("out", out)  # folders last: a refused command leaves none behind
+        figures_dir = cli.writable_folder("figures", values["FIGURES"]) if values["FIGURES_ON"] else None
     print(f"data: {data.source}; preset {preset}; device {device}")
     if executor is not None:
-        code = through_submitit(executor, launcher, configs, data_dir, out, device, todo, values["OVERWRITE"])
-        if code:
-            return code
+        phases = [jobs for s, t in zip(studies, todo) if len(t)
+                  for jobs in sweep.jobs(s, t, out, device, launcher.jobs, values["OVERWRITE"])]
+        failures = launch.submit_and_report(executor, launcher, phases, prog=_PROG)
+        if failures is None:  # Ctrl-C: the jobs go on
+            return 130
         incomplete = [cfg for cfg in configs if not complete(cfg, out)]
-        if incomplete:  # never train here what the jobs were to train
+        if failures or incomplete:  # never train here what the jobs were to train
             return report_incomplete(incomplete, out)
-    from iwshift import plots, results
+    from iwshift import health, plots, results
 
     summaries = []
-    for cfg in configs:
+    for s, runner in zip(studies, runners):
         start = time.perf_counter()
         with cli.exit_on_config_error(_PROG):
-            table, weights = ext.run_study(data, cfg, out, here, progress=values["PROGRESS"],
-                                           overwrite=values["OVERWRITE"], checkpoint_every=checkpoint_every)
-        results.write_table(out / f"merged_{cfg.study}.csv", table)
-        print(f"{cfg.study} shift: {table['run'].nunique()} runs in {out}/ ({time.perf_counter() - start:.0f} s)")
+            table = runner.run()
+            weights = s.finish(out, table)
+        results.write_table(out / f"merged_{s.config.study}.csv", table)
+        print(f"{s.config.study} shift: {table['run'].nunique()} runs in {out}/ ({time.perf_counter() - start:.0f} s)")
         print(weights.to_string(index=False))
         if figures_dir is not None:
-            scatter = results.read_arrays(out / f"weights_{cfg.study}.npz")
-            for name, fig in ext.figures(table, scatter, cfg.study):
+            scatter = results.read_arrays(out / f"weights_{s.config.study}.npz")
+            for name, fig in ext.figures(table, scatter, s.config.study):
                 plots.save_figure(fig, figures_dir / f"{name}.png")
-        summaries.append(sweep.divergence_summary(table, f"{_PROG}: {cfg.study} shift"))
+        summaries.append(health.divergence_summary(table, f"{_PROG}: {s.config.study} shift"))
     for summary in filter(None, summaries):
         print(summary, file=sys.stderr)
-    return sweep.DIVERGED_EXIT_STATUS if any(summaries) else 0
+    return health.DIVERGED_EXIT_STATUS if any(summaries) else 0
 
 
 def complete(cfg, out) -> bool:
     from iwshift import cifar_extension as ext
-    from iwshift import sweep
+    from iwshift import results
 
-    return all(sweep.is_complete(out, r) for r in ext.build_runs(cfg)["run"])
+    return all(results.is_complete(out, r) for r in ext.build_runs(cfg)["run"])
 
 
 def report_incomplete(configs, out) -> int:
     """Merge what there is (no weights tables, no figures) and say how to finish."""
     from iwshift import cifar_extension as ext
-    from iwshift import results, sweep
+    from iwshift import results
 
     for cfg in configs:
         runs = ext.build_runs(cfg)["run"]
-        table = sweep.merge(out, runs)
+        table = results.merge(out, runs)
         if len(table):
             results.write_table(out / f"merged_{cfg.study}.csv", table)
         done = table["run"].nunique() if len(table) else 0
@@ -186,26 +182,6 @@ def report_incomplete(configs, out) -> int:
               f"(merged_{cfg.study}.csv holds the others; no weights table, no figures); run the sweep again "
               f"to train only them", file=sys.stderr)
     return 1
-
-
-def through_submitit(executor, launcher, configs, data_dir, out, device, todo, overwrite) -> int:
-    """Phase 1 then phase 2 as jobs (the runs of ``todo``: sweep.todo_runs per study); 0 when every job succeeded."""
-    from pathlib import Path
-
-    job = launch.Resumable(launch.extension_job, overwrite=overwrite)
-    for phase in (1, 2):
-        cells = [cell for cfg in configs for cell in launch.extension_cells(cfg, phase, out, todo[cfg.study])]
-        if not cells:
-            continue
-        failures = launch.submit_and_report(executor, launcher, job,
-                                            launch.shard(cells, launcher.jobs), configs, phase,
-                                            str(Path(data_dir).resolve()), str(out.resolve()), device,
-                                            prog=_PROG, label=f"phase {phase}: ")
-        if failures is None:  # Ctrl-C: the jobs go on
-            return 130
-        if failures:
-            return report_incomplete([cfg for cfg in configs if not complete(cfg, out)], out)
-    return 0
 
 
 if __name__ == "__main__":

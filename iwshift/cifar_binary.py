@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -23,60 +23,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import config as v
-from . import losses, metrics, sweep
-from .cifar_data import CIFAR10_CLASSES, Cifar10, require_training_images
-from .config import ConfigError
-from .train import LossSpec, Trainer, to_device_images
+from . import checks as v
+from . import health, metrics
+from .cifar_data import Cifar10, require_training_images
+from .cnn import CnnStudy, TrainingSet, cnn_trainer, split_validation, validation_metrics, validation_size
+from .config import BINARY_PRESETS as PRESETS
+from .config import CIFAR10_CLASSES, BinaryConfig
+from .losses import REMEDIES
+from .sweep import StackPlan
+from .train import Trainer, to_device_images
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
 
-from .choices import BINARY_PRESETS as PRESETS  # noqa: E402
-from .choices import BINARY_REMEDIES as REMEDIES  # noqa: E402
-from .choices import BINARY_SETTINGS as SETTINGS  # noqa: E402
-
 VARIANTS = ("unweighted", "weighted", "weighted+l2")
-
-
-@dataclass
-class BinaryConfig(sweep.CnnConfig):
-    """One study's configuration; see :data:`PRESETS` for the ``paper`` and ``cpu`` values."""
-
-    setting: str = "weighting"
-    classes: Sequence[str] = ("cat", "dog")
-    weights: Sequence[float] = (1 / 128, 1 / 32, 1 / 8, 1.0, 8.0, 32.0, 128.0)
-    ratios: Sequence[float] = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0, 8.0, 16.0)
-    per_class: int = 5000            # training images per class (the balanced pool)
-    other_eval: int = 8000           # test images of the other 8 classes used for their predicted fraction
-    noise_eval: int = 1000           # uniform-noise images
-    remedies: Sequence[str] = ("plain",)  # see REMEDIES; each is swept against plain weighted CE
-    poly_alpha: float = 1.0          # polynomially-tailed loss: tail exponent
-    poly_beta: float = 0.0           # ... and switch point (margin)
-    tau: float = 1.0                 # logit adjustment strength
-    drw_epoch: int = 0               # deferred re-weighting: weights from this epoch on (0: half the epochs)
-    weight_power: float = 0.5        # weight exponent k: w**k rescaled to the mean of the plain weights
-    val_fraction: float = 0.1        # early stopping: held-out, importance-weighted validation split
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.setting = v.one_of("setting", self.setting, SETTINGS)
-        classes = list(self.classes)
-        if len(classes) != 2:
-            raise ConfigError("classes", f"needs exactly two class names (got {len(classes)})")
-        self.classes = v.all_of("classes", classes, CIFAR10_CLASSES)
-        self.weights = v.distinct("weights", [v.positive_finite("weights", w) for w in self.weights])
-        self.ratios = v.distinct("ratios", [v.positive_finite("ratios", r) for r in self.ratios])
-        if not self.weights or not self.ratios:
-            raise ConfigError("weights" if not self.weights else "ratios", "needs at least one value")
-        self.per_class = v.at_least("per_class", self.per_class, 2)
-        self.remedies = v.all_of("remedies", self.remedies, REMEDIES)
-        losses.check_remedy_parameters(self.poly_alpha, self.poly_beta, self.tau, self.drw_epoch,
-                                       self.weight_power)
-        if not 0 < self.val_fraction <= 0.5:
-            raise ConfigError("val_fraction", f"must be in (0, 0.5] (got {self.val_fraction:g})")
-        self.other_eval = v.at_least("other_eval", self.other_eval, 0)
-        self.noise_eval = v.at_least("noise_eval", self.noise_eval, 0)
 
 
 def fmt(x: float) -> str:
@@ -165,7 +125,7 @@ def prepare_pair(data: Cifar10, cfg: BinaryConfig, device: torch.device | str) -
                     noise=span(4), probe=torch.as_tensor(np.sort(probe), device=device), source_labels=source)
 
 
-def training_set(run: pd.Series, pair: PairData, cfg: BinaryConfig) -> sweep.TrainingSet:
+def training_set(run: dict[str, Any], pair: PairData, cfg: BinaryConfig) -> TrainingSet:
     """Indices (into ``pair.images``) and importance weights of a run's training examples, after its
     remedy's changes to them (weight exponent; early stopping's held-out validation split)."""
     if run["setting"] == "weighting":
@@ -184,47 +144,26 @@ def training_set(run: pd.Series, pair: PairData, cfg: BinaryConfig) -> sweep.Tra
             weights = np.ones(n)
         else:
             weights = np.where(index >= cfg.per_class, correcting[1], correcting[0])
-    remedy = run.get("remedy", "plain")
-    if remedy == "exponent":
-        weights = losses.weight_exponent(weights, cfg.weight_power, keep_mean=True)  # plain weights' step
-    if remedy == "early_stop":
-        return sweep.split_validation(index, weights, pair.labels.cpu().numpy()[index], cfg.val_fraction,
-                                      seed=[cfg.data_seed, key, 1])
-    return sweep.TrainingSet(index, np.asarray(weights, np.float64))
+    remedy = REMEDIES[run.get("remedy", "plain")]
+    weights = remedy.transform(weights, cfg)  # e.g. the weight exponent, at the plain weights' step
+    if remedy.holdout:  # early stopping's held-out validation split
+        return split_validation(index, weights, cfg.val_fraction, seed=[cfg.data_seed, key, 1])
+    return TrainingSet(index, np.asarray(weights, np.float64))
 
 
-def loss_spec(remedy: str, cfg: BinaryConfig) -> LossSpec:
-    if remedy == "poly":
-        return LossSpec("poly", alpha=cfg.poly_alpha, beta=cfg.poly_beta)
-    if remedy == "logit_adjusted":
-        return LossSpec("logit_adjusted", tau=cfg.tau)
-    return LossSpec()
-
-
-def train_size(run: pd.Series, cfg: BinaryConfig) -> int:
+def train_size(run: dict[str, Any], cfg: BinaryConfig) -> int:
     n = sum(class_counts(run["ratio"], cfg.per_class)) if run["setting"] == "imbalance" else 2 * cfg.per_class
-    return n - (sweep.validation_size(n, cfg.val_fraction) if run.get("remedy") == "early_stop" else 0)
-
-
-def stacks(runs: pd.DataFrame, cfg: BinaryConfig) -> Iterator[pd.DataFrame]:
-    """Groups of runs that can train together: same architecture and training-set size (seeds, weights,
-    regularisation and losses may differ within a stack)."""
-    keys = pd.DataFrame({"batch_norm": runs["regime"] == "batchnorm", "seed": runs["seed"],
-                         "n_train": [train_size(run, cfg) for _, run in runs.iterrows()]})
-    for _, group in runs.groupby([keys["batch_norm"], keys["n_train"]], sort=False):
-        for start in range(0, len(group), cfg.max_stack):
-            yield group.iloc[start:start + cfg.max_stack]
+    return n - (validation_size(n, cfg.val_fraction) if REMEDIES[run.get("remedy", "plain")].holdout else 0)
 
 
 # --------------------------------------------------------------------------------- training
 
 
-def _evaluate(trainer: Trainer, pair: PairData, class_weights: torch.Tensor,
-              train_subsets: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+def _evaluate(trainer: Trainer, pair: PairData, train_subsets: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     logits = trainer.predict_logits(pair.images[pair.test])
     pred, y = logits.argmax(-1), pair.labels[pair.test]
-    out.update(sweep.health_columns(trainer, train_subsets, pair.images, pair.labels, pred, 2))
+    out.update(health.health_columns(trainer, train_subsets, pair.images, pair.labels, pred, 2))
     out["test_accuracy"] = metrics.accuracy(pred, y).cpu().numpy()
     out["test_balanced_accuracy"] = metrics.balanced_accuracy(pred, y).cpu().numpy()
     out["test_accuracy_negative"] = metrics.accuracy(pred[:, y == 0], y[y == 0]).cpu().numpy()
@@ -236,31 +175,13 @@ def _evaluate(trainer: Trainer, pair: PairData, class_weights: torch.Tensor,
                 trainer.predict_logits(pair.images[idx]).argmax(-1), 1).cpu().numpy()
         else:
             out[f"fraction_positive_{name}"] = np.full(len(pred), np.nan)
-    weighted, plain = trainer.class_gradient_norms(pair.images[pair.probe], pair.labels[pair.probe], class_weights)
+    weighted, plain = trainer.class_gradient_norms(pair.images[pair.probe], pair.labels[pair.probe])
     for c, name in enumerate(("negative", "positive")):
         out[f"grad_norm_{name}_weighted"], out[f"grad_norm_{name}"] = weighted[:, c], plain[:, c]
     return out
 
 
 ID_COLUMNS = ["run", "setting", "classes", "weight", "ratio", "variant", "regime", "remedy", "seed", "data_seed"]
-
-
-def train_stack(group: pd.DataFrame, pair: PairData, cfg: BinaryConfig, progress: Any = None,
-                checkpoint: Any = None) -> dict[str, pd.DataFrame]:
-    """Train the runs of ``group`` together; return each run's tidy metrics table (``progress(epoch)``
-    after every epoch; ``checkpoint``: see :func:`iwshift.train.fit_table`)."""
-    sets = [training_set(run, pair, cfg) for _, run in group.iterrows()]
-    drw = cfg.drw_epoch or max(1, cfg.epochs // 2)
-    train_subsets = sweep.train_eval_subsets(sets, len(pair.images), seed=cfg.data_seed)
-
-    def evaluate(trainer: Trainer, class_w: torch.Tensor) -> dict[str, np.ndarray]:
-        out = _evaluate(trainer, pair, class_w, train_subsets)
-        out["val_loss_weighted"] = sweep.validation_metrics(trainer, sets, pair.images, pair.labels)["val_loss_weighted"]
-        return out
-
-    return sweep.train_stack(group, sets, pair.images, pair.labels, 2, cfg, evaluate, ID_COLUMNS, progress,
-                             losses=[loss_spec(r, cfg) for r in group["remedy"]],
-                             defer_until=[drw if r == "drw" else 0 for r in group["remedy"]], checkpoint=checkpoint)
 
 
 def final_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -279,65 +200,45 @@ def check_data(data: Cifar10, cfg: BinaryConfig) -> None:
     require_training_images(data, {name: cfg.per_class for name in cfg.classes}, "per_class")
 
 
-def run_sweep(data: Cifar10, cfg: BinaryConfig, out: str | Path, device: str = "cpu",
-              progress: bool = True, only: Sequence[str] | None = None, overwrite: bool = False,
-              checkpoint_every: int = sweep.CHECKPOINT_EVERY) -> pd.DataFrame:
-    """Train every run of the grid (or only the runs named in ``only``) that has no complete results in
-    ``out`` (a run saved with another configuration: an error, or retrained with ``overwrite``); return
-    the merged table of the grid's complete runs. ``progress``: a bar on a terminal, else a line about
-    every 30 s; each stack is checkpointed every ``checkpoint_every`` epochs and resumed from there."""
-    check_data(data, cfg)
-    runs = build_runs(cfg)
-    trained = runs
-    if only is not None:
-        unknown = sorted(set(only) - set(runs["run"]))
-        if unknown:
-            raise ValueError(f"runs not in the {cfg.setting} grid: {', '.join(unknown)}")
-        trained = runs[runs["run"].isin(list(only))]
-    pair: list[PairData] = []  # prepared on first use: a complete sweep needs no data on the device
+class BinaryStudy(CnnStudy):
+    """The study, declared for the runner (:class:`iwshift.sweep.Runner`): the grid of :func:`build_runs`; runs of
+    one architecture and training-set size share a stack (seeds, weights, regularisation and losses may differ
+    within it); each evaluated epoch measures :func:`_evaluate`, the held-out loss of early stopping, and run
+    health."""
 
-    def train_group(group: pd.DataFrame, on_epoch: Any, checkpoint: Any) -> dict[str, pd.DataFrame]:
-        if not pair:
-            pair.append(prepare_pair(data, cfg, torch.device(device)))
-        return train_stack(group, pair[0], cfg, on_epoch, checkpoint)
+    name = "cifar_binary"
+    id_columns = ID_COLUMNS
 
-    table = sweep.run_stacks(trained, out, lambda todo: stacks(todo, cfg), train_group,
-                             sweep.config_record(cfg, data.source, device), cfg.epochs, progress,
-                             desc=f"cifar binary ({cfg.setting})", overwrite=overwrite,
-                             checkpoint_every=checkpoint_every)
-    return table if only is None else sweep.merge(out, runs["run"])
+    def __init__(self, config: BinaryConfig, data: Cifar10 | None = None, data_dir: str | None = None):
+        super().__init__(config, data, data_dir)
 
+    def runs(self) -> pd.DataFrame:
+        return build_runs(self.config)
 
-def sweep_job(cfg: BinaryConfig | Sequence[BinaryConfig], data_dir: str, out: str, device: str,
-              names: Sequence[str], overwrite: bool = False) -> list[str]:
-    """One job of a sweep split into shards (:mod:`iwshift.launch`; a submitit job, so top level and
-    picklable): load the data without downloading (the submitting process fetched and cached it), train
-    the named runs of the grid(s) of ``cfg`` that lack complete results, and return the names of the
-    named runs now complete."""
-    from .cifar_data import load_cifar10
+    def stack_key(self, run: dict[str, Any]) -> Any:
+        return run["regime"] == "batchnorm", train_size(run, self.config)
 
-    configs = [cfg] if isinstance(cfg, BinaryConfig) else list(cfg)
-    grids = [set(build_runs(c)["run"]) for c in configs]
-    unknown = sorted(set(names).difference(*grids))
-    if unknown:
-        raise ValueError(f"runs not in the grid: {', '.join(unknown)}")
-    device = sweep.resolve_device(device)
-    data = load_cifar10(data_dir, download=False)
-    done: list[str] = []
-    for c, grid in zip(configs, grids):
-        mine = [n for n in names if n in grid]
-        if mine:
-            run_sweep(data, c, out, device, only=mine, overwrite=overwrite)  # progress: lines in the job's log
-            done += [n for n in mine if sweep.is_complete(Path(out), n)]
-    return done
+    def check_data(self, data: Cifar10) -> None:
+        check_data(data, self.config)
 
+    def build(self, group: pd.DataFrame, device: str, out: Path) -> StackPlan:
+        cfg = self.config
+        pair = self.prepared(device, lambda data: prepare_pair(data, cfg, torch.device(device)))
+        rows = group.to_dict("records")
+        sets = [training_set(run, pair, cfg) for run in rows]
+        remedies = [REMEDIES[run["remedy"]] for run in rows]
+        trainer = cnn_trainer(group, sets, pair.images, pair.labels, 2, cfg,
+                              losses=[r.loss_spec(cfg) for r in remedies],
+                              defer_until=[r.defer_until(cfg.epochs, cfg) for r in remedies])
+        train_subsets = health.train_eval_subsets([(s.index, s.weights) for s in sets], len(pair.images),
+                                                  seed=cfg.data_seed)
 
-merge = sweep.merge
+        def evaluate(trainer: Trainer) -> dict[str, np.ndarray]:
+            out = _evaluate(trainer, pair, train_subsets)
+            out["val_loss_weighted"] = validation_metrics(trainer, sets, pair.images, pair.labels)["val_loss_weighted"]
+            return out
 
-
-def with_preset(cfg: BinaryConfig, preset: str) -> BinaryConfig:
-    v.one_of("preset", preset, PRESETS)
-    return replace(cfg, **PRESETS[preset])
+        return StackPlan(trainer, evaluate)
 
 
 # ------------------------------------------------------------------------------------ figures
@@ -349,8 +250,6 @@ def figures(table: pd.DataFrame) -> Iterator[tuple[str, "plt.Figure"]]:
 
     from . import plots
 
-    # runs from before the remedies existed have no remedy: they are plain weighted cross-entropy
-    table = table.assign(remedy=table["remedy"].fillna("plain") if "remedy" in table else "plain")
     plain = table[table["remedy"] == "plain"]
     weighting = plain[plain["setting"] == "weighting"]
     if len(weighting):

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from iwshift.results import atomic_write
+from .config import CIFAR10_CLASSES
+from .results import atomic_write
 
-from iwshift.choices import CIFAR10_CLASSES  # noqa: E402  (light: the scripts' --help lists them)
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
 IMAGE_SHAPE: tuple[int, int, int] = (32, 32, 3)
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -87,7 +87,7 @@ class Cifar10:
 def require_training_images(data: Cifar10, counts: dict[str, int], flag: str) -> None:
     """Refuse, as a one-line error on ``--flag``, a study that needs more training images of a class than
     the data has (``counts``: class name -> images wanted), before anything is drawn or trained."""
-    from .config import ConfigError
+    from .checks import ConfigError
 
     for name, count in counts.items():
         have = int(np.sum(data.train.labels == CIFAR10_CLASSES.index(name)))

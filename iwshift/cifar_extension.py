@@ -11,10 +11,14 @@ Covariate shift (``study="covariate"``)
     Weights: ``none``; ``true`` (exact ratio p_t(g) / p_s(g) of the example's sub-population g);
     ``domain`` (a calibrated logistic-regression domain classifier); ``kliep`` (KLIEP; our implementation,
     since skada 0.6's KLIEP does not ascend its objective, see :class:`iwshift.weights.KLIEPWeights`);
-    ``kmm`` (skada's kernel mean matching, opt-in: it needs an n x n kernel). The estimators see the same
-    low-dimensional features: every image average-pooled to 8 x 8 x 3, standardised
-    and projected on the first ``feature_dims`` principal components (fitted on source + unlabelled target);
-    the kernel estimator uses the first ``kernel_dims`` of them.
+    ``kmm`` (kernel mean matching, opt-in: it needs an n x n kernel). The estimators see the same low-dimensional
+    features (``estimator_features``): by default the penultimate layer of the seed's unweighted network
+    (weight source ``none``, regime ``none``), trained on the source -- what the sub-population shift (cats
+    against dogs inside "animal") is visible in; or, as before, every image average-pooled to 8 x 8 x 3
+    (``pixels``). Either is standardised and projected on its first ``feature_dims`` principal components
+    (fitted on source + unlabelled target); the kernel estimators use the first ``kernel_dims`` of them. With
+    the penultimate features the estimated runs train after the unweighted ones (a second phase), each seed
+    from its own network.
 
 Label shift (``study="label"``)
     All 10 classes. The source has a long-tailed prior: class c keeps ``per_class * imbalance**(-c/9)``
@@ -24,13 +28,16 @@ Label shift (``study="label"``)
     estimation with the confusion matrix of the seed's unweighted, unregularised model on the held-out
     source split); ``mlls`` (EM of Saerens et al. on that model's temperature-calibrated probabilities on
     the unlabelled target). Estimated weights are computed after the ``none`` runs finish, from their saved
-    final logits, and are recorded with their error against the true weights.
+    final logits.
+
+Every estimated run's record holds its weights' quality against the true weights (error, rank correlation,
+effective sample size); :meth:`ExtensionStudy.finish` gathers them into ``weights_<study>.csv``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -38,66 +45,23 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import config as v
-from . import metrics, results, sweep
+from . import health, metrics, results
 from . import weights as iw
-from .cifar_data import CIFAR10_CLASSES, Cifar10, require_training_images
-from .config import ConfigError
+from .checks import ConfigError
+from .cifar_data import Cifar10, require_training_images
+from .cnn import CnnStudy, TrainingSet, cnn_trainer
+from .config import CIFAR10_CLASSES, ExtensionConfig
+from .sweep import StackPlan
 from .train import Trainer, to_device_images
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
 
-from .choices import COVARIATE_SOURCES, LABEL_SOURCES  # noqa: E402
-from .choices import EXTENSION_PRESETS as PRESETS  # noqa: E402
-from .choices import EXTENSION_STUDIES as STUDIES  # noqa: E402
-
-COVARIATE_DEFAULT = ("none", "true", "domain", "kliep")  # kmm (skada) needs an n x n kernel: opt in
 SUBPOPULATIONS = ("cat", "dog", "automobile", "truck")  # animal, animal, vehicle, vehicle
 SUBPOPULATION_LABEL = {"cat": 0, "dog": 0, "automobile": 1, "truck": 1}
 ESTIMATED = ("domain", "kliep", "kmm", "bbse", "mlls")
-
-
-@dataclass
-class ExtensionConfig(sweep.CnnConfig):
-    study: str = "covariate"
-    weight_sources: Sequence[str] = ()          # default: every source of the study
-    source_counts: Sequence[int] = (500, 5000, 500, 5000)  # cats, dogs, automobiles, trucks
-    imbalance: float = 10.0                      # label shift: largest / smallest class count
-    per_class: int = 5000                        # label shift: images of the largest class
-    holdout: float = 0.2                         # label shift: held-out source fraction (BBSE, calibration)
-    feature_dims: int = 16                       # covariate estimators: principal components of pooled pixels
-    kernel_dims: int = 5                         # ... of which the kernel estimator uses the first few
-    clip: float = float("inf")                   # estimated weights clipped at this value
-    self_normalize: bool = True                  # estimated weights rescaled to mean 1 on the training set
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.study = v.one_of("study", self.study, STUDIES)
-        allowed = COVARIATE_SOURCES if self.study == "covariate" else LABEL_SOURCES
-        default = COVARIATE_DEFAULT if self.study == "covariate" else LABEL_SOURCES
-        flag = f"{self.study}_weights"  # the scripts' flag: --covariate-weights / --label-weights
-        self.weight_sources = v.all_of(flag, list(self.weight_sources) or list(default), allowed)
-        counts = [v.at_least("source_counts", c, 1) for c in self.source_counts]
-        if len(counts) != 4:
-            raise ConfigError("source_counts", f"needs 4 counts (cat, dog, automobile, truck), got {len(counts)}")
-        self.source_counts = counts
-        if not (np.isfinite(self.imbalance) and self.imbalance >= 1):
-            raise ConfigError("imbalance", f"must be finite and >= 1 (got {self.imbalance:g})")
-        self.per_class = v.at_least("per_class", self.per_class, 10)
-        if not 0 < self.holdout < 1:
-            raise ConfigError("holdout", f"must be in (0, 1) (got {self.holdout:g})")
-        self.feature_dims = v.at_least("feature_dims", self.feature_dims, 1)
-        self.kernel_dims = v.at_least("kernel_dims", self.kernel_dims, 1)
-        if self.kernel_dims > self.feature_dims:
-            raise ConfigError("kernel_dims", f"must be <= --feature-dims ({self.feature_dims})")
-        if not self.clip > 0:
-            raise ConfigError("clip", f"must be > 0 (got {self.clip:g})")
-
-
-def with_preset(cfg: ExtensionConfig, preset: str) -> ExtensionConfig:
-    v.one_of("preset", preset, PRESETS)
-    return replace(cfg, **PRESETS[preset])
+LABEL_ESTIMATED = ("bbse", "mlls")
+BLACK_BOX = "the estimated weights are computed from the unweighted runs: add none to the weight sources and to --regimes"
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -211,17 +175,28 @@ def pooled_pixel_features(images: torch.Tensor, index: np.ndarray, dims: int) ->
     return torch.nn.functional.avg_pool2d(x, 4).flatten(1).cpu().numpy().astype(np.float64)
 
 
-def covariate_features(shift: ShiftData, dims: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(source, unlabelled target, all-source) features: pooled pixels, standardised, PCA(dims) fitted
-    on source + unlabelled target."""
+def covariate_features(shift: ShiftData, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """(source, unlabelled target) pooled pixels, standardised and projected (:func:`projected`)."""
+    return projected(pooled_pixel_features(shift.images, shift.source, dims),
+                     pooled_pixel_features(shift.images, shift.target_unlabelled, dims), dims)
+
+
+def penultimate_features(logits_run: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(source, unlabelled target) penultimate-layer features of a seed's unweighted run, as it saved them."""
+    saved = results.read_arrays(logits_run / "features.npz")
+    return saved["source"].astype(np.float64), saved["target_unlabelled"].astype(np.float64)
+
+
+def projected(src: np.ndarray, tgt: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features standardised and projected on their first ``dims`` principal components (fitted on source +
+    unlabelled target)."""
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
-    src = pooled_pixel_features(shift.images, shift.source, dims)
-    tgt = pooled_pixel_features(shift.images, shift.target_unlabelled, dims)
-    scaler = StandardScaler().fit(np.concatenate([src, tgt]))
-    pca = PCA(dims, random_state=0).fit(scaler.transform(np.concatenate([src, tgt])))
-    return pca.transform(scaler.transform(src)), pca.transform(scaler.transform(tgt)), src
+    both = np.concatenate([src, tgt])
+    scaler = StandardScaler().fit(both)
+    pca = PCA(min(dims, both.shape[1]), random_state=0).fit(scaler.transform(both))
+    return pca.transform(scaler.transform(src)), pca.transform(scaler.transform(tgt))
 
 
 def finish_weights(raw: np.ndarray, cfg: ExtensionConfig) -> np.ndarray:
@@ -232,9 +207,9 @@ def finish_weights(raw: np.ndarray, cfg: ExtensionConfig) -> np.ndarray:
     return iw.self_normalize(out) if cfg.self_normalize else out
 
 
-def estimate_covariate(shift: ShiftData, cfg: ExtensionConfig, source_name: str) -> np.ndarray:
-    """Estimated weights of the source images (aligned with ``shift.source``)."""
-    src, tgt, _ = covariate_features(shift, cfg.feature_dims)
+def estimate_covariate(src: np.ndarray, tgt: np.ndarray, cfg: ExtensionConfig, source_name: str) -> np.ndarray:
+    """Estimated weights of the source images (aligned with ``shift.source``) from features of the source and the
+    unlabelled target (already projected)."""
     if source_name == "domain":
         estimator = iw.DomainClassifierWeights(seed=cfg.data_seed).fit(src, tgt)
     elif source_name in ("kliep", "kmm"):  # kernel estimators: the first few components only
@@ -254,7 +229,7 @@ def weight_report(name: str, estimated: np.ndarray, true: np.ndarray, **extra: A
             "ess_fraction": float(iw.effective_sample_size(estimated) / len(estimated)), **extra}
 
 
-# -------------------------------------------------------------------------------------- training
+# -------------------------------------------------------------------------------------- the study
 
 
 ID_COLUMNS = ["run", "study", "weight_source", "regime", "seed", "data_seed"]
@@ -267,19 +242,23 @@ def build_runs(cfg: ExtensionConfig) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def stacks(runs: pd.DataFrame, cfg: ExtensionConfig) -> Iterator[pd.DataFrame]:
-    for _, group in runs.groupby(runs["regime"] == "batchnorm", sort=False):
-        for start in range(0, len(group), cfg.max_stack):
-            yield group.iloc[start:start + cfg.max_stack]
+def black_box_run(cfg: ExtensionConfig, seed: int) -> str:
+    """The seed's unweighted, unregularised run: what the estimators learn their features or logits from."""
+    return f"{cfg.study}_none_none_s{seed}"
 
 
-def _evaluate(trainer: Trainer, shift: ShiftData, class_weights: torch.Tensor, final: bool,
+def from_network(cfg: ExtensionConfig, source: str) -> bool:
+    """Whether a weight source is estimated from the seed's unweighted network (so it trains after it)."""
+    return source in LABEL_ESTIMATED or (source in ESTIMATED and cfg.estimator_features == "penultimate")
+
+
+def _evaluate(trainer: Trainer, shift: ShiftData, final: bool,
               keep: dict[str, np.ndarray], train_subsets: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     idx = torch.as_tensor(shift.target_eval, device=shift.images.device)
     logits = trainer.predict_logits(shift.images[idx])
     pred, y = logits.argmax(-1), shift.labels[idx]
-    out.update(sweep.health_columns(trainer, train_subsets, shift.images, shift.labels, pred, shift.n_classes))
+    out.update(health.health_columns(trainer, train_subsets, shift.images, shift.labels, pred, shift.n_classes))
     out["target_accuracy"] = metrics.accuracy(pred, y).cpu().numpy()
     out["target_balanced_accuracy"] = metrics.balanced_accuracy(pred, y, shift.n_classes).cpu().numpy()
     groups = shift.group[shift.target_eval]
@@ -293,7 +272,7 @@ def _evaluate(trainer: Trainer, shift: ShiftData, class_weights: torch.Tensor, f
     out["target_worst_group_accuracy"] = np.min(per_group, axis=0)
     weighted, plain = trainer.class_gradient_norms(
         shift.images[torch.as_tensor(shift.probe, device=idx.device)],
-        shift.labels[torch.as_tensor(shift.probe, device=idx.device)], class_weights, shift.n_classes)
+        shift.labels[torch.as_tensor(shift.probe, device=idx.device)], shift.n_classes)
     out["grad_norm_mean_weighted"], out["grad_norm_mean"] = weighted.mean(1), plain.mean(1)
     if final:  # the black box of BBSE / MLLS: logits on the held-out source and the unlabelled target
         for name, index in (("holdout", shift.holdout), ("target_unlabelled", shift.target_unlabelled)):
@@ -316,106 +295,158 @@ def estimate_label(shift: ShiftData, logits: dict[str, np.ndarray], source_name:
     return iw.mlls_weights(probs, prior)
 
 
-BLACK_BOX = "bbse/mlls are estimated from the unweighted runs: add none to --label-weights and to --regimes"
+class ExtensionStudy(CnnStudy):
+    """The study, declared for the runner: the grid of :func:`build_runs`; batch-norm runs and the others in
+    stacks of their own; the runs whose weights come from the seed's unweighted network train in a second
+    phase, reading what that run saved (its final logits and penultimate features)."""
+
+    id_columns = ID_COLUMNS
+
+    def __init__(self, config: ExtensionConfig, data: Cifar10 | None = None, data_dir: str | None = None):
+        super().__init__(config, data, data_dir)
+        self.name = f"cifar {config.study} shift"
+
+    def runs(self) -> pd.DataFrame:
+        return build_runs(self.config)
+
+    def stack_key(self, run: dict[str, Any]) -> Any:
+        return run["regime"] == "batchnorm"
+
+    def phase(self, run: dict[str, Any]) -> int:
+        return int(from_network(self.config, run["weight_source"]))
+
+    def check_data(self, data: Cifar10) -> None:
+        check_data(data, self.config)
+
+    def check(self, out: Path) -> None:
+        """The estimated weights need each seed's unweighted ``none`` run, trained here or before."""
+        super().check(out)
+        cfg = self.config
+        if not any(from_network(cfg, s) for s in cfg.weight_sources):
+            return
+        if "none" in cfg.regimes and "none" in cfg.weight_sources:
+            return
+        if any(not (out / black_box_run(cfg, s) / "logits.npz").exists() for s in cfg.seeds):
+            raise ConfigError(f"{cfg.study}_weights", BLACK_BOX)
+
+    def shift(self, device: str) -> ShiftData:
+        return self.prepared(device, lambda data: prepare(data, self.config, torch.device(device)))
+
+    def source_weights(self, name: str, seed: int, device: str, out: Path) -> tuple[np.ndarray, dict[str, Any]]:
+        """A run's weights of the source images (aligned with ``shift.source``) and, for an estimated source,
+        their quality against the true weights."""
+        cfg, shift = self.config, self.shift(device)
+        true = shift.true_weights[shift.source]
+        if name == "none":
+            return np.ones(len(shift.source)), {}
+        if name == "true":
+            return true, {}
+        labels = shift.labels.cpu().numpy()
+        black_box = out / black_box_run(cfg, seed)
+        if name in LABEL_ESTIMATED:
+            if not (black_box / "logits.npz").exists():  # checked before training: the run diverged, or was deleted
+                raise ConfigError("label_weights", _missing_black_box(out, black_box.name))
+            class_w = estimate_label(shift, results.read_arrays(black_box / "logits.npz"), name)
+            true_class = np.ones(shift.n_classes)
+            present = np.unique(labels[shift.source])
+            true_class[present] = [true[labels[shift.source] == c][0] for c in present]
+            errors = iw.class_weight_error(class_w, true_class)
+            weights = finish_weights(class_w[labels[shift.source]], cfg)
+            return weights, weight_report(name, weights, true, seed=seed,
+                                          class_weight_max_error=float(errors["max_abs_error"]),
+                                          class_weights=" ".join(f"{w:.3f}" for w in class_w))
+        if cfg.estimator_features == "pixels":  # the same for every seed: estimated once
+            cache = self.__dict__.setdefault("_pixel_weights", {})
+            if name not in cache:
+                src, tgt = covariate_features(shift, cfg.feature_dims)
+                cache[name] = estimate_covariate(src, tgt, cfg, name)
+            weights = cache[name]
+        else:
+            if not (black_box / "features.npz").exists():
+                raise ConfigError("covariate_weights", _missing_black_box(out, black_box.name))
+            src, tgt = projected(*penultimate_features(black_box), cfg.feature_dims)
+            weights = estimate_covariate(src, tgt, cfg, name)
+        return weights, weight_report(name, weights, true, seed=seed, features=cfg.estimator_features)
+
+    def build(self, group: pd.DataFrame, device: str, out: Path) -> StackPlan:
+        cfg, shift = self.config, self.shift(device)
+        rows = group.to_dict("records")
+        weighted = [self.source_weights(r["weight_source"], r["seed"], device, out) for r in rows]
+        sets = [TrainingSet(shift.source, w) for w, _ in weighted]
+        reports = {r["run"]: report for r, (_, report) in zip(rows, weighted)}
+        trainer = cnn_trainer(group, sets, shift.images, shift.labels, shift.n_classes, cfg)
+        train_subsets = health.train_eval_subsets([(s.index, s.weights) for s in sets], len(shift.images),
+                                                  seed=cfg.data_seed)
+        kept: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+        names = list(group["run"])
+        # the seed's unweighted run keeps its penultimate features for the estimators
+        features = [k for k, r in enumerate(rows) if r["weight_source"] == "none" and r["regime"] == "none"
+                    and cfg.study == "covariate" and cfg.estimator_features == "penultimate"]
+
+        def evaluate(trainer: Trainer) -> dict[str, np.ndarray]:
+            keep: dict[str, np.ndarray] = {}
+            measured = _evaluate(trainer, shift, trainer.epoch == cfg.epochs, keep, train_subsets)
+            for name, array in keep.items():
+                for k, run in enumerate(names):
+                    kept.setdefault(run, {}).setdefault("logits.npz", {})[name] = array[k]
+            if trainer.epoch == cfg.epochs and features:
+                for name, index in (("source", shift.source), ("target_unlabelled", shift.target_unlabelled)):
+                    values = predict_features(trainer, shift.images[torch.as_tensor(index, device=shift.images.device)])
+                    for k in features:
+                        kept.setdefault(names[k], {}).setdefault("features.npz", {})[name] = values[k]
+            return measured
+
+        return StackPlan(trainer, evaluate, arrays=lambda run: kept.get(run, {}),
+                         record=lambda run: {"weights": reports[run]} if reports[run] else {})
+
+    def finish(self, out: Path, table: pd.DataFrame) -> pd.DataFrame:
+        """The weights table ``weights_<study>.csv``: each weight source's quality against the true weights (per
+        seed for the estimated ones), from the runs' records."""
+        cfg, shift = self.config, self.shift("cpu")
+        true = shift.true_weights[shift.source]
+        rows = [weight_report(source, np.ones(len(true)) if source == "none" else true, true)
+                for source in cfg.weight_sources if source in ("none", "true")]
+        for run in build_runs(cfg).itertuples():
+            loaded = results.load_run(out, run.run)
+            if loaded is not None and "weights" in loaded[1] and run.regime == cfg.regimes[0]:
+                rows.append(loaded[1]["weights"])
+        weights_table = pd.DataFrame(rows)
+        weights_table.insert(0, "study", cfg.study)
+        results.write_table(out / f"weights_{cfg.study}.csv", weights_table)
+        seed = cfg.seeds[0]  # the estimated weights of one seed against the true ones, for the scatter figure
+        scatter = {"true": true, "group": shift.group[shift.source],
+                   **{name: self.source_weights(name, seed, "cpu", out)[0] for name in cfg.weight_sources
+                      if name in ESTIMATED}}
+        results.write_arrays(out / f"weights_{cfg.study}.npz", scatter)
+        return weights_table
+
+
+@torch.no_grad()
+def predict_features(trainer: Any, inputs: torch.Tensor) -> np.ndarray:
+    """(K, M, F) the penultimate layer of every run on the same inputs, evaluation mode (float32)."""
+    parts = trainer.trainers if hasattr(trainer, "trainers") else [trainer]
+    out = []
+    for part in parts:
+        part.model.eval()
+        K = part.runs.n_models
+        chunks = []
+        for start in range(0, len(inputs), max(16, 2048 // K)):
+            x = part._prepare(inputs[start:start + max(16, 2048 // K)])
+            with part.autocast():
+                chunks.append(part.model.penultimate(x.unsqueeze(0).expand(K, *x.shape)).float())
+        out.append(torch.cat(chunks, 1))
+    return torch.cat(out).cpu().numpy()
 
 
 def _missing_black_box(out: Path, run: str) -> str:
-    """Why bbse/mlls have no final logits of the unweighted run ``run`` to estimate from."""
-    saved = sweep.load_run(out, run)
+    """Why the estimators have nothing to estimate from: the unweighted run ``run`` diverged, or its files are gone."""
+    saved = results.load_run(out, run) if (out / run / "config.json").exists() else None
     if saved is not None and "diverged" in saved[0] and saved[0]["diverged"].astype(bool).any():
         epoch = int(saved[0].loc[saved[0]["diverged"].astype(bool), "epoch"].min())
-        return (f"bbse/mlls are estimated from the final logits of the unweighted run {run}, which diverged at "
-                f"epoch {epoch} (its training loss became non-finite): lower --lr, or leave bbse/mlls out")
-    return (f"bbse/mlls need {out / run / 'logits.npz'}, the final logits of the unweighted run; delete that "
-            f"run's folder to retrain it")
-
-
-def check_black_box(cfg: ExtensionConfig, out: Path) -> None:
-    """bbse/mlls need each seed's unweighted ``none`` run (its saved final logits), trained here or before."""
-    if not any(s in ("bbse", "mlls") for s in cfg.weight_sources):
-        return
-    if "none" in cfg.regimes and "none" in cfg.weight_sources:
-        return
-    missing = [s for s in cfg.seeds if not (out / f"{cfg.study}_none_none_s{s}" / "logits.npz").exists()]
-    if missing:
-        raise ConfigError("label_weights", BLACK_BOX)
-
-
-def run_study(data: Cifar10, cfg: ExtensionConfig, out: str | Path, device: str = "cpu",
-              progress: bool = True, overwrite: bool = False,
-              checkpoint_every: int = sweep.CHECKPOINT_EVERY) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train the grid (estimated label-shift weights after the ``none`` runs); return the merged metrics
-    table and the weights table (error against the truth and effective sample size per weight source).
-    Resume, ``overwrite``, progress and checkpoints as in :func:`iwshift.cifar_binary.run_sweep`."""
-    out = Path(out)
-    check_data(data, cfg)
-    check_black_box(cfg, out)
-    record = sweep.config_record(cfg, data.source, device)
-    runs = build_runs(cfg)
-    sweep.todo_runs(runs, out, record, overwrite, desc=None)  # a stale saved run: an error before anything is trained
-    shift = prepare(data, cfg, torch.device(device))
-    labels = shift.labels.cpu().numpy()
-    source_weights: dict[str, np.ndarray] = {"none": np.ones(len(shift.source)),
-                                             "true": shift.true_weights[shift.source]}
-    reports = [weight_report(n, w, source_weights["true"]) for n, w in source_weights.items()
-               if n in cfg.weight_sources]
-    if cfg.study == "covariate":
-        for name in cfg.weight_sources:
-            if name in ESTIMATED:
-                source_weights[name] = estimate_covariate(shift, cfg, name)
-                reports.append(weight_report(name, source_weights[name], source_weights["true"]))
-
-    def train_group(group: pd.DataFrame, on_epoch: Any, checkpoint: Any) -> dict[str, pd.DataFrame]:
-        sets = [(shift.source, run_weights[(r.weight_source, r.seed)]) for r in group.itertuples()]
-        final_logits: dict[str, dict[str, np.ndarray]] = {}
-        last = cfg.epochs
-        train_subsets = sweep.train_eval_subsets(sets, len(shift.images), seed=cfg.data_seed)
-
-        def evaluate(trainer: Trainer, class_w: torch.Tensor) -> dict[str, np.ndarray]:
-            keep: dict[str, np.ndarray] = {}
-            measured = _evaluate(trainer, shift, class_w, trainer.epoch == last, keep, train_subsets)
-            for name, array in keep.items():
-                for k, run in enumerate(group["run"]):
-                    final_logits.setdefault(run, {})[name] = array[k]
-            return measured
-
-        tables = sweep.train_stack(group, sets, shift.images, shift.labels, shift.n_classes, cfg, evaluate,
-                                   ID_COLUMNS, on_epoch, checkpoint=checkpoint)
-        for run, arrays in final_logits.items():
-            results.write_arrays(out / run / "logits.npz", arrays)
-        return tables
-
-    run_weights = {(name, seed): source_weights[name] for name in source_weights for seed in cfg.seeds}
-    first = runs[~runs["weight_source"].isin(["bbse", "mlls"])]
-    options = dict(overwrite=overwrite, checkpoint_every=checkpoint_every)
-    sweep.run_stacks(first, out, lambda todo: stacks(todo, cfg), train_group, record, cfg.epochs, progress,
-                     desc=f"cifar {cfg.study} shift", **options)
-    second = runs[runs["weight_source"].isin(["bbse", "mlls"])]
-    if len(second):
-        true_class = np.ones(shift.n_classes)
-        true_class[np.unique(labels[shift.source])] = [shift.true_weights[shift.source][labels[shift.source] == c][0]
-                                                       for c in np.unique(labels[shift.source])]
-        for seed in cfg.seeds:
-            black_box = out / f"{cfg.study}_none_none_s{seed}" / "logits.npz"
-            if not black_box.exists():  # checked before training: the run diverged, or the file was deleted
-                raise ConfigError("label_weights", _missing_black_box(out, black_box.parent.name))
-            logits = results.read_arrays(black_box)
-            for name in second["weight_source"].unique():
-                class_w = estimate_label(shift, logits, name)
-                errors = iw.class_weight_error(class_w, true_class)
-                run_weights[(name, seed)] = finish_weights(class_w[labels[shift.source]], cfg)
-                reports.append(weight_report(name, run_weights[(name, seed)], source_weights["true"], seed=seed,
-                                             class_weight_max_error=float(errors["max_abs_error"]),
-                                             class_weights=" ".join(f"{w:.3f}" for w in class_w)))
-        sweep.run_stacks(second, out, lambda todo: stacks(todo, cfg), train_group, record, cfg.epochs, progress,
-                         desc=f"cifar {cfg.study} shift (estimated weights)", **options)
-    weights_table = pd.DataFrame(reports)
-    weights_table.insert(0, "study", cfg.study)
-    results.write_table(out / f"weights_{cfg.study}.csv", weights_table)
-    scatter = {"true": source_weights["true"], "group": shift.group[shift.source],
-               **{name: run_weights[(name, cfg.seeds[0])] for name in cfg.weight_sources if name in ESTIMATED}}
-    results.write_arrays(out / f"weights_{cfg.study}.npz", scatter)
-    return sweep.merge(out, runs["run"]), weights_table
+        return (f"the estimated weights come from the final state of the unweighted run {run}, which diverged at "
+                f"epoch {epoch} (its training loss became non-finite): lower --lr, or leave the estimators out")
+    return (f"the estimated weights need {out / run}/ (logits.npz, features.npz), from the unweighted run; delete "
+            f"that run's folder to retrain it")
 
 
 # --------------------------------------------------------------------------------------- figures

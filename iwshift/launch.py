@@ -8,11 +8,13 @@
 ``submitit-local`` the same jobs through submitit's local executor: subprocesses on this machine (a cluster
                    sweep tried without a cluster, and what the tests use).
 
-A run is complete when its folder has ``metrics.csv`` and ``config.json`` that validate, so rerunning a sweep
-submits only the runs that a failed, killed or timed-out job left without results. Each job is
-checkpoint-and-requeue (:class:`Resumable`): on preemption or its time limit, submitit's signal calls its
-``checkpoint``, which saves the running stack's last finished epoch, and the requeued job continues from there. Nothing here imports submitit until a
-job is to be submitted; it is an optional dependency (``pip install submitit``).
+A job is a :class:`iwshift.sweep.Job`: a study, an output folder and the names of the runs it trains (a phase's
+jobs are submitted once the previous phase's are done). A run is complete when its folder has ``metrics.csv``
+and ``config.json`` that validate, so rerunning a sweep submits only the runs that a failed, killed or timed-out
+job left without results. Each job is checkpoint-and-requeue: on preemption or its time limit, submitit's signal
+calls the job's ``checkpoint``, which saves the running stack's last finished epoch, and the requeued job
+continues from there. This module knows no study. Nothing here imports submitit until a job is to be
+submitted; it is an optional dependency (``pip install submitit``).
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config as v
-from .config import ConfigError
+from . import checks as v
+from .checks import ConfigError
+from .config import LAUNCHERS
 
-from .choices import LAUNCHERS  # noqa: E402
 MISSING = "submitit is not installed; pip install submitit (or use --launcher local)"
 
 # a script's constant -> LaunchConfig field
@@ -77,9 +79,9 @@ class LaunchConfig:
 
 def job_device(name: str, cfg: LaunchConfig) -> str:
     """The device the runs train on. In this process or through the local executor it is this machine's
-    (:func:`iwshift.sweep.resolve_device`); on a cluster it is the jobs' and is not checked here (the login
+    (:func:`iwshift.cnn.resolve_device`); on a cluster it is the jobs' and is not checked here (the login
     node may have no GPU): ``auto`` is ``cuda`` when the jobs get GPUs, else ``cpu``."""
-    from .sweep import resolve_device
+    from .cnn import resolve_device
 
     if cfg.launcher != "submitit":
         return resolve_device(name)
@@ -163,41 +165,19 @@ def _importable() -> Iterator[None]:
             os.environ["PYTHONPATH"] = before
 
 
-class Resumable:
-    """A job function that submitit checkpoints and requeues (its ``checkpoint`` method, the protocol of
-    ``submitit.helpers.Checkpointable``): on SIGUSR1/SIGUSR2 from SLURM (time limit, preemption) the running
-    stack's last finished epoch is saved (:func:`iwshift.train.checkpoint_now`) and the same call is
-    resubmitted; it skips the runs with results and resumes the stack from its checkpoint."""
-
-    def __init__(self, fn: Callable[..., Any], **options: Any):
-        self.fn, self.options = fn, options
-
-    def __call__(self, *args: Any) -> Any:
-        return self.fn(*args, **self.options)
-
-    def checkpoint(self, *args: Any) -> Any:
-        from submitit.helpers import DelayedSubmission
-
-        from .train import checkpoint_now
-
-        checkpoint_now()
-        return DelayedSubmission(self, *args)
-
-
-def submit(executor: Any, fn: Callable[..., Any], shards: Sequence[Sequence[str]], *args: Any) -> list[Any]:
-    """One job per shard, ``fn(*args, shard)``, submitted together (a job array on SLURM), each a
-    :class:`Resumable`. A refused submission (sbatch's error: a bad partition, too much memory or time) is
-    a one-line ConfigError."""
-    job = fn if isinstance(fn, Resumable) else Resumable(fn)
+def submit(executor: Any, jobs: Sequence[Callable[[], Any]]) -> list[Any]:
+    """The jobs (callables without arguments, e.g. :class:`iwshift.sweep.Job`), submitted together (a job array on
+    SLURM). A refused submission (sbatch's error: a bad partition, too much memory or time) is a one-line
+    ConfigError."""
     try:
         with _importable(), executor.batch():
-            jobs = [executor.submit(job, *args, list(names)) for names in shards]
+            submitted = [executor.submit(job) for job in jobs]
     except Exception as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         said = [line for line in lines if "error" in line.lower()] or lines or [type(err).__name__]
         reason = said[-1] if len(said[-1]) <= 300 else said[-1][:297] + "..."
         raise ConfigError("launcher", f"submitting the jobs failed: {reason}") from err
-    return jobs
+    return submitted
 
 
 @dataclass
@@ -229,15 +209,15 @@ def one_line_reason(error: BaseException) -> str:
     return (lines[0][:300] if lines else type(error).__name__)
 
 
-def wait(jobs: Sequence[Any], shards: Sequence[Sequence[str]], poll_s: float = 1.0,
+def wait(submitted: Sequence[Any], runs: Sequence[int], poll_s: float = 1.0,
          on_done: Callable[[int, Any, JobFailure | None], None] | None = None) -> list[JobFailure]:
-    """Wait for every job; return the failures (in submission order). ``on_done(index, job, failure)`` is
-    called as each job ends."""
+    """Wait for every submitted job (``runs``: how many runs each trains); return the failures (in submission
+    order). ``on_done(index, job, failure)`` is called as each job ends."""
     failures: dict[int, JobFailure] = {}
-    pending = set(range(len(jobs)))
+    pending = set(range(len(submitted)))
     while pending:
         for i in sorted(pending):
-            job = jobs[i]
+            job = submitted[i]
             if not job.done():
                 continue
             pending.discard(i)
@@ -247,7 +227,7 @@ def wait(jobs: Sequence[Any], shards: Sequence[Sequence[str]], poll_s: float = 1
                 error = err
             failure = None
             if error is not None:
-                failure = JobFailure(i + 1, len(jobs), str(job.job_id), len(shards[i]), one_line_reason(error),
+                failure = JobFailure(i + 1, len(submitted), str(job.job_id), runs[i], one_line_reason(error),
                                      job.paths.stderr)
                 failures[i] = failure
             if on_done is not None:
@@ -257,44 +237,40 @@ def wait(jobs: Sequence[Any], shards: Sequence[Sequence[str]], poll_s: float = 1
     return [failures[i] for i in sorted(failures)]
 
 
-def run_jobs(executor: Any, fn: Callable[..., Any], shards: Sequence[Sequence[str]], *args: Any,
-             on_submit: Callable[[list[Any]], None] | None = None,
-             on_done: Callable[[int, Any, JobFailure | None], None] | None = None) -> list[JobFailure]:
-    """Submit one job per shard (``fn(*args, shard)``), wait for all, and return the failures."""
-    jobs = submit(executor, fn, shards, *args)
-    if on_submit is not None:
-        on_submit(jobs)
-    return wait(jobs, shards, on_done=on_done)
-
-
-def submit_and_report(executor: Any, cfg: LaunchConfig, fn: Callable[..., Any], shards: Sequence[Sequence[str]],
-                      *args: Any, prog: str, label: str = "") -> list[str] | None:
-    """Submit the shards as jobs, print progress, wait; print each failure as one line on stderr and
-    return the failures (``None`` when Ctrl-C stopped the waiting: the jobs go on)."""
+def submit_and_report(executor: Any, cfg: LaunchConfig, phases: Sequence[Sequence[Any]], prog: str) -> list[JobFailure] | None:
+    """Submit each phase's jobs (each job has ``names``, the runs it trains), print progress, wait for them
+    before the next phase; print each failure as one line on stderr and return the failures (a failed phase
+    ends the submission: a later phase needs its results). ``None`` when Ctrl-C stopped the waiting (the jobs
+    go on)."""
     import sys
 
-    from . import config as cli
+    from . import cli
 
-    print(f"{cfg.launcher}: {label}{sum(map(len, shards))} runs or cells without results in {len(shards)} "
-          f"jobs; logs in {Path(cfg.log_dir).resolve()}/<job id>/", flush=True)
+    failures: list[JobFailure] = []
     submitted: list[Any] = []
+    for number, jobs in enumerate(phases, 1):
+        label = f"phase {number}/{len(phases)}: " if len(phases) > 1 else ""
+        runs = [len(job.names) for job in jobs]
+        print(f"{cfg.launcher}: {label}{sum(runs)} runs without results in {len(jobs)} jobs; logs in "
+              f"{Path(cfg.log_dir).resolve()}/<job id>/", flush=True)
 
-    def on_submit(jobs: Sequence[Any]) -> None:
-        submitted.extend(jobs)
-        print(f"submitted jobs {job_ids(jobs)}; waiting (Ctrl-C stops waiting, not the jobs)", flush=True)
+        def on_done(index: int, job: Any, failure: JobFailure | None) -> None:
+            if failure is None:
+                print(f"job {index}/{len(jobs)} (id {job.job_id}) done", flush=True)
 
-    def on_done(index: int, job: Any, failure: str | None) -> None:
-        if failure is None:
-            print(f"job {index}/{len(shards)} (id {job.job_id}) done", flush=True)
-
-    try:
-        with cli.exit_on_config_error(prog):  # sbatch refusing the jobs: one line
-            failures = run_jobs(executor, fn, shards, *args, on_submit=on_submit, on_done=on_done)
-    except KeyboardInterrupt:
-        print(f"\n{prog}: {stopped_waiting(cfg, submitted)}", file=sys.stderr)
-        return None
-    for failure in failures:
-        print(f"{prog}: {label}{failure}", file=sys.stderr)
+        try:
+            with cli.exit_on_config_error(prog):  # sbatch refusing the jobs: one line
+                submitted = submit(executor, jobs)
+                print(f"submitted jobs {job_ids(submitted)}; waiting (Ctrl-C stops waiting, not the jobs)", flush=True)
+                failed = wait(submitted, runs, on_done=on_done)
+        except KeyboardInterrupt:
+            print(f"\n{prog}: {stopped_waiting(cfg, submitted)}", file=sys.stderr)
+            return None
+        for failure in failed:
+            print(f"{prog}: {label}{failure}", file=sys.stderr)
+        failures += failed
+        if failed:
+            break
     return failures
 
 
@@ -313,66 +289,3 @@ def job_ids(jobs: Sequence[Any]) -> str:
     if not ids:
         return ""
     return ids[0] if len(ids) == 1 else f"{ids[0]} .. {ids[-1]}" if len(ids) > 3 else ", ".join(ids)
-
-
-# ------------------------------------------------------------------------- the CIFAR extension's jobs
-# (here rather than in cifar_extension, whose run_study trains a whole grid: a job trains a sub-grid)
-
-LABEL_ESTIMATED = ("bbse", "mlls")  # trained in phase 2, after the 'none' runs that estimate them
-
-
-def extension_cell_config(cfg: Any, phase: int, group: str, seeds: Sequence[int]) -> Any:
-    """The sub-grid of ``cfg`` (an ExtensionConfig) that one cell, or cells of the same study and regime
-    group, stands for: the seeds given, the regimes of the group (``plain``: every regime but batchnorm,
-    which trains in its own stack) and the weight sources of the phase (2: the label-shift estimates,
-    1: the others). None where that is empty."""
-    from dataclasses import replace
-
-    regimes = [r for r in cfg.regimes if (r == "batchnorm") == (group == "batchnorm")]
-    sources = [s for s in cfg.weight_sources if (s in LABEL_ESTIMATED) == (phase == 2)]
-    if not regimes or not sources:
-        return None
-    return replace(cfg, seeds=list(seeds), regimes=regimes, weight_sources=sources)
-
-
-def extension_cells(cfg: Any, phase: int, out: str | Path, todo: Any = None) -> list[str]:
-    """The cells ``<study>:<seed>:<plain|batchnorm>`` of ``cfg``'s phase with runs lacking results (or,
-    given ``todo``, with runs among those names: say, :func:`iwshift.sweep.todo_runs`'s)."""
-    from .cifar_extension import build_runs
-    from .sweep import is_complete
-
-    pending = (lambda r: r in todo) if todo is not None else (lambda r: not is_complete(Path(out), r))  # noqa: E731
-    cells = []
-    for seed in cfg.seeds:
-        for group in ("plain", "batchnorm"):
-            sub = extension_cell_config(cfg, phase, group, [seed])
-            if sub is not None and any(pending(r) for r in build_runs(sub)["run"]):
-                cells.append(f"{cfg.study}:{seed}:{group}")
-    return cells
-
-
-def extension_job(configs: Sequence[Any], phase: int, data_dir: str, out: str, device: str,
-                  cells: Sequence[str], overwrite: bool = False) -> list[str]:
-    """One job of the CIFAR extension: for its cells (grouped into one sub-grid per study and regime group,
-    so that they train in one stack), :func:`iwshift.cifar_extension.run_study` on the sub-grid. Returns
-    the runs of those sub-grids now complete."""
-    from .cifar_data import load_cifar10
-    from .cifar_extension import run_study
-    from .sweep import resolve_device
-
-    by_study = {cfg.study: cfg for cfg in configs}
-    groups: dict[tuple[str, str], list[int]] = {}
-    for cell in cells:
-        study, seed, group = cell.split(":")
-        if study not in by_study or group not in ("plain", "batchnorm"):
-            raise ValueError(f"not a cell of this sweep: {cell!r}")
-        groups.setdefault((study, group), []).append(int(seed))
-    device = resolve_device(device)
-    data = load_cifar10(data_dir, download=False)
-    done: list[str] = []
-    for (study, group), seeds in groups.items():
-        sub = extension_cell_config(by_study[study], phase, group, seeds)
-        if sub is not None:
-            table, _ = run_study(data, sub, out, device, overwrite=overwrite)  # progress: lines in the job's log
-            done += sorted(set(table["run"])) if len(table) else []
-    return done

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .choices import CONVOLUTIONS, MODELS_2D, triton_available
+from .config import CONVOLUTIONS, MODELS_2D
+from .kernels import triton_available
+from .kernels.counter import dropout_scales
 
 
 def _outputs(n_classes: int) -> int:
@@ -233,12 +235,12 @@ class StackedCNN(nn.Module):
     probabilities are per model (a buffer), so runs with and without dropout share one stack.
 
     Dropout masks are counter-based, a function of (model k's seed, SGD step, element index) computed
-    with integer torch ops on the model's device (:func:`counter_uniform`): no global RNG, no host sync,
+    with integer torch ops on the model's device (:func:`iwshift.kernels.counter.counter_uniform`): no global RNG, no host sync,
     and a run draws the same masks alone or in any stack. The trainer passes ``step`` in training mode
     (a Python int, or a 0-d int64 tensor on the device, e.g. inside a CUDA graph).
 
     ``convolutions``: ``torch`` (``nn.Conv2d``: cuDNN on CUDA, oneDNN on the CPU), ``triton`` (one Triton
-    implicit-GEMM launch per layer for all K models, :mod:`iwshift.triton_conv`; CUDA only, on the same
+    implicit-GEMM launch per layer for all K models, :mod:`iwshift.kernels.triton_conv`; CUDA only, on the same
     parameters) or ``auto`` (per layer, whichever of the two :meth:`tune` times faster for the training batch
     on CUDA; ``torch`` until then, and on the CPU). ``layer_convolutions`` holds each layer's choice.
 
@@ -305,7 +307,7 @@ class StackedCNN(nn.Module):
     def tune(self, batch_size: int, dtype: torch.dtype, channels_last: bool = True,
              timer: Callable[..., dict[str, float]] | None = None) -> None:
         """``convolutions="auto"`` on CUDA: time each layer's forward and backward through cuDNN and through
-        the Triton kernels (``timer``, default :func:`iwshift.triton_conv.time_layer`: captured CUDA graphs
+        the Triton kernels (``timer``, default :func:`iwshift.kernels.triton_conv.time_layer`: captured CUDA graphs
         on this stack's shapes for batches of ``batch_size`` under autocast to ``dtype``, weights in ``dtype``
         as the trainer's copies are, activations in the training's memory format) and keep the faster per
         layer. Once (a checkpoint carries the choice: :meth:`tuning_state`); nothing to do for other choices,
@@ -319,7 +321,7 @@ class StackedCNN(nn.Module):
                 warnings.warn("convolutions auto: Triton 3.0 or newer (with PyTorch 2.4 or newer) is not installed "
                               "here; cuDNN for every layer", stacklevel=2)
                 return
-            from .triton_conv import time_layer as timer
+            from .kernels.triton_conv import time_layer as timer
         for i, (conv, (c_in, _, size)) in enumerate(zip(self.convs, conv_layers(self.width))):
             # as in training: the normalised images are float32 and need no gradient; later inputs are autocast's;
             # the weights in ``dtype`` (the trainer's bf16 weight copies)
@@ -347,7 +349,13 @@ class StackedCNN(nn.Module):
         return "; ".join(f"{layer} {choice} (cuDNN {times['torch']:.3f} ms, Triton {times['triton']:.3f} ms)"
                          for (layer, times), choice in zip(self.tuned.items(), self.layer_convolutions))
 
-    def forward(self, x: torch.Tensor, step: int | torch.Tensor | None = None) -> torch.Tensor:
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """(K, B, units) the last hidden layer (after its ReLU) of each model on its own batch, evaluation mode:
+        the features an importance-weight estimator may see the shift in."""
+        return self.forward(x, penultimate=True)
+
+    def forward(self, x: torch.Tensor, step: int | torch.Tensor | None = None,
+                penultimate: bool = False) -> torch.Tensor:
         K, B = x.shape[:2]
         scales = None
         if self.training and self.has_dropout:
@@ -360,7 +368,7 @@ class StackedCNN(nn.Module):
             h = h.contiguous(memory_format=torch.channels_last)
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             if self.layer_convolutions[i] == "triton":
-                from .triton_conv import grouped_conv3x3  # (needs triton: imported only where it runs)
+                from .kernels.triton_conv import grouped_conv3x3  # (needs triton: imported only where it runs)
 
                 h = grouped_conv3x3(h, conv.weight, conv.bias, K)
             else:
@@ -372,62 +380,14 @@ class StackedCNN(nn.Module):
         h = h.reshape(B, K, -1).transpose(0, 1)  # (K, B, features) in each model's C, H, W order
         last = len(self.fc_weights) - 1
         for i, (W, b) in enumerate(zip(self.fc_weights, self.fc_biases)):
+            if penultimate and i == last:
+                return h
             h = torch.baddbmm(b.to(h.dtype), h, W.to(h.dtype))
             if i < last:
                 h = torch.relu(h)
                 if scales is not None:
                     h = h * scales[i].to(h.dtype)
         return h
-
-
-# Counter-based random numbers in torch: splitmix64 of (seed, stream, step, index), bit for bit the hash of
-# iwshift.sgd2d (its numba kernels), written with int64 ops that run on any device (multiplication wraps
-# modulo 2**64 and right shifts are made logical by masking).
-DROPOUT_STREAM = 2  # sgd2d's dropout stream: a CNN's first hidden layer draws the masks the 2-D MLP would
-
-
-def _signed(value: int) -> int:
-    """A 64-bit unsigned constant as the int64 with the same bits."""
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-_GOLDEN, _M1, _M2 = (_signed(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
-
-
-def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
-    return (z >> bits) & ((1 << (64 - bits)) - 1)  # logical: drop the sign bits of the arithmetic shift
-
-
-def _mix(z: torch.Tensor) -> torch.Tensor:
-    z = (z ^ _shift_right(z, 30)) * _M1
-    z = (z ^ _shift_right(z, 27)) * _M2
-    return z ^ _shift_right(z, 31)
-
-
-def counter_uniform(seeds: torch.Tensor, stream: int, step: int | torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Float32 uniforms in [0, 1), (K, n): element (k, i) is a pure function of (``seeds[k]``, ``stream``,
-    ``step``, ``index[i]``), equal to :mod:`iwshift.sgd2d`'s ``_uniform``. ``step``: a Python int (turned
-    into a device scalar by a fill, not a host-to-device copy) or an int64 tensor on the device."""
-    if not isinstance(step, torch.Tensor):
-        step = torch.full((), int(step), dtype=torch.int64, device=seeds.device)
-    z = _mix(seeds.to(torch.int64) * _GOLDEN + stream)
-    z = _mix(z + step.to(torch.int64) * _GOLDEN).unsqueeze(-1)               # (K, 1)
-    z = _mix(z + (index.to(torch.int64) * _GOLDEN + 1))                      # (K, n)
-    return _shift_right(z, 40).to(torch.float32) * (1.0 / 16777216.0)
-
-
-def dropout_scales(seeds: torch.Tensor, dropout: torch.Tensor, step: int | torch.Tensor, batch: int,
-                   sizes: Sequence[int]) -> list[torch.Tensor]:
-    """Inverted-dropout multipliers (0 or 1/(1-p)) of K runs' hidden layers of ``sizes`` units at global SGD
-    ``step``, each (K, batch, units); run k drops with probability ``dropout[k]`` under ``seeds[k]``.
-    Element index: position in the step's concatenated (batch, units) masks, so the first layer's masks are
-    :func:`iwshift.sgd2d.dropout_masks` bit for bit (1/(1-p) rounded from float64, as there)."""
-    index = torch.arange(batch * sum(sizes), device=seeds.device)
-    uniform = counter_uniform(seeds, DROPOUT_STREAM, step, index)  # (K, batch * sum(sizes))
-    p = dropout.unsqueeze(1)
-    scales = torch.where(uniform < p, 0.0, (1.0 / (1.0 - p.double())).float())
-    return [part.view(len(seeds), batch, units)
-            for part, units in zip(scales.split([batch * u for u in sizes], 1), sizes)]
 
 
 def _default_init(shape: tuple[int, ...], fan_in: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,9 +14,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import results
-from .config import format_number
-from .metrics import mean_confidence_interval
+from . import results, stats
+from .checks import format_number
+from .health import excluded_note, split_status
 
 WEIGHTING_COLORS = {"equal": "tab:gray", "up": "tab:red", "down": "tab:blue"}
 
@@ -42,9 +42,10 @@ def summarize(table: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFram
     """Mean and 95 % Student-t half-width of ``value`` over the rows of each ``by`` group (the seeds)."""
     rows = []
     for key, group in table.groupby(list(by), sort=True):
-        mean, half = mean_confidence_interval(group[value].to_numpy())
+        interval = stats.mean_interval(group[value].to_numpy())
+        half = interval.half_width if interval.defined else 0.0  # one seed: a line without a band
         rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))),
-                     "mean": mean, "ci95": half, "n": int(group[value].notna().sum())})
+                     "mean": interval.mean, "ci95": half, "n": interval.n})
     return pd.DataFrame(rows)
 
 
@@ -63,23 +64,6 @@ def line_with_band(ax: plt.Axes, summary: pd.DataFrame, x: str, label: str | Non
     line, = ax.plot(summary[x], summary["mean"], label=label, color=color, marker=marker, ms=3, ls=linestyle)
     low, high = band(summary, bounds)
     ax.fill_between(summary[x], low, high, color=line.get_color(), alpha=0.2, lw=0)
-
-
-def split_status(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(runs whose ``status`` is "ok", the others); a table without the column is all ok."""
-    if "status" not in table:
-        return table, table.iloc[:0]
-    ok = table["status"].fillna("ok") == "ok"
-    return table[ok], table[~ok]
-
-
-def excluded_note(table: pd.DataFrame) -> str:
-    """"2 collapsed, 1 diverged" for the runs of ``table`` whose status is not ok ("" if none)."""
-    _, bad = split_status(table)
-    if bad.empty:
-        return ""
-    counts = bad.groupby("status")["run"].nunique() if "run" in bad else bad["status"].value_counts()
-    return ", ".join(f"{n} {status}" for status, n in counts.items())
 
 
 def provenance_columns(table: pd.DataFrame) -> list[str]:

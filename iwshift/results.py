@@ -1,7 +1,14 @@
-"""Results I/O: atomic writes, manifests and tidy tables.
+"""Results I/O: atomic writes, tidy tables, and the one results format every study writes and everything reads.
 
-Every file is written to a temporary name in its destination folder and renamed into place, so an
-interrupted run never leaves a half-written result behind.
+**One run, one folder**: ``<out>/<run>/metrics.csv`` (tidy: one row per evaluated epoch) and ``config.json`` (its
+record: the run's row, the study, the configuration, the data source, how it was trained, package versions,
+device, git revision, and the digest of its metrics file), plus any arrays the study keeps beside them
+(``*.npz``). ``config.json`` is written last, atomically: a run is complete when both files exist and validate
+(:func:`load_run`), so an interrupted sweep resumes where it stopped. :func:`load_runs` reads every run under a
+folder, at any depth, into one table: the report, the notebooks and the Wang comparison read results through it.
+
+Every file is written to a temporary name in its destination folder and renamed into place, so an interrupted
+run never leaves a half-written result behind.
 """
 
 from __future__ import annotations
@@ -119,6 +126,101 @@ def load_table(path: str | os.PathLike, required: Sequence[str] = (),
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return (text[0][:120] if text else "").rstrip(".")
+
+
+# --------------------------------------------------------------------------- one run, one folder
+
+CHECKPOINTS = ".checkpoints"  # <out>/.checkpoints/<stack>.pt: not a run
+
+
+def write_run(folder: str | os.PathLike, table: pd.DataFrame, record: dict[str, Any],
+              arrays: dict[str, dict[str, np.ndarray]] | None = None) -> Path:
+    """Write one run: its arrays (file name -> arrays), its ``metrics.csv``, then its ``config.json`` (``record``
+    with the metrics file's digest), each atomically; the old ``config.json`` goes first, so that the run reads as
+    incomplete until every new file is in place."""
+    folder = Path(folder)
+    (folder / "config.json").unlink(missing_ok=True)
+    for name, content in (arrays or {}).items():
+        write_arrays(folder / name, content)
+    write_table(folder / "metrics.csv", table)
+    return write_json(folder / "config.json", {**record, "metrics_sha256": file_digest(folder / "metrics.csv")})
+
+
+def load_run(out: str | os.PathLike, run: str) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """A run's (metrics table, record) when both files exist; None when either is missing; :class:`BadResultFile`
+    (one line) when they do not parse or validate: JSON with this run's record, the metrics file the record's
+    digest names, the run's columns, numbers where numbers belong, its own rows, epochs increasing from 1."""
+    folder = Path(out) / run
+    config_path, metrics_path = folder / "config.json", folder / "metrics.csv"
+    if not (config_path.is_file() and metrics_path.is_file()):
+        return None
+    record = load_json(config_path)
+    if not (isinstance(record, dict) and isinstance(record.get("run"), dict) and record["run"].get("run") == run
+            and isinstance(record.get("config"), dict)):
+        raise BadResultFile(config_path, "is not this run's record (its run and config fields are missing or wrong)")
+    if record.get("metrics_sha256") != file_digest(metrics_path):
+        raise BadResultFile(metrics_path, "is not the file its config.json recorded (truncated or changed)")
+    row = record["run"]
+    text = [k for k, value in row.items() if isinstance(value, str)] + ["status"]
+    table = load_table(metrics_path, required=[*row, "epoch"], text=text)
+    if not (table["run"].astype(str) == run).all():
+        raise BadResultFile(metrics_path, "holds rows of another run")
+    epoch = table["epoch"]
+    if not (pd.api.types.is_integer_dtype(epoch) and epoch.is_monotonic_increasing and epoch.is_unique
+            and epoch.min() >= 1):
+        raise BadResultFile(metrics_path, "its epochs are not whole numbers increasing from 1")
+    return table, record
+
+
+def is_complete(out: str | os.PathLike, run: str) -> bool:
+    """The run has results that parse and validate (:func:`load_run`)."""
+    try:
+        return load_run(out, run) is not None
+    except BadResultFile:
+        return False
+
+
+def run_folders(out: str | os.PathLike) -> list[str]:
+    """The names of the folders directly under ``out`` that may hold a run."""
+    out = Path(out)
+    return sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")) if out.is_dir() else []
+
+
+def merge(out: str | os.PathLike, names: Sequence[str] | None = None, strict: bool = False) -> pd.DataFrame:
+    """One tidy table of the complete runs in ``out`` (all of them, or those named). A run whose files do
+    not validate is left out, or with ``strict`` raises :class:`BadResultFile`."""
+    tables = []
+    for name in run_folders(out) if names is None else names:
+        try:
+            loaded = load_run(out, name)
+        except BadResultFile:
+            if strict:
+                raise
+            continue
+        if loaded is not None:
+            tables.append(loaded[0])
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+def load_runs(root: str | os.PathLike) -> tuple[pd.DataFrame, dict[tuple[str, str], dict[str, Any]]]:
+    """Every complete run under ``root``, at any depth, as one table -- each run's metrics rows with a ``source``
+    column, its folder's parent relative to ``root`` (``cifar_binary``, ``cifar_binary_strength/l2_0.01``) --
+    and each run's record by (source, run). A run folder whose files do not validate is a
+    :class:`BadResultFile`; a folder without ``config.json`` is not a run."""
+    root = Path(root)
+    tables, records = [], {}
+    for config in sorted(root.rglob("config.json")):
+        folder = config.parent
+        if any(part.startswith(".") for part in folder.relative_to(root).parts):
+            continue
+        loaded = load_run(folder.parent, folder.name)
+        if loaded is None:
+            continue
+        table, record = loaded
+        source = folder.parent.relative_to(root).as_posix()
+        tables.append(table.assign(source=source))
+        records[(source, folder.name)] = record
+    return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), records
 
 
 def write_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:

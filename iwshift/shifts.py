@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import ConfigError, positive_finite
+from .checks import ConfigError, positive_finite
 
 # Named class weightings of the 2-D study: (weight of class 0, weight of class 1) given a factor w.
-from .choices import WEIGHTINGS  # noqa: E402
+from .config import WEIGHTINGS
 
 
 def class_weights(weighting: str, factor: float) -> np.ndarray:

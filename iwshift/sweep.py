@@ -1,10 +1,20 @@
-"""Sweeps of CNN runs: the shared configuration, training a stack of runs, and the per-run results format.
+"""The one runner: trains any study's runs, stack by stack, checkpointing, resuming and writing each run's results.
 
-Every CIFAR study (binary, extension) describes its grid as a table of runs and says, for a group of
-runs, which images each trains on with which weights and what to measure; this module does the rest, the
-same way for all: stacks of K runs through the one :class:`~iwshift.train.Trainer`, ``<out>/<run>/
-metrics.csv`` then ``config.json`` (atomically; a run with both is complete and skipped on rerun), and
-:func:`merge` into one tidy table.
+A study is a declaration (:class:`Study`): what its runs are (one row each), which of them may share a stack, and,
+for a stack, the trainer and what each evaluated epoch measures (:class:`StackPlan`). :class:`Runner` does the rest,
+the same way for every study (DomainBed's shape: a job is its arguments and an output folder; a run's folder with
+its validated ``config.json`` is its *done* marker):
+
+* the runs without complete results in the output folder are trained (a run saved with another configuration is a
+  one-line error, or retrained with ``overwrite``; :func:`todo_runs`), phase by phase (a later phase may read
+  what an earlier one wrote), in the study's stacks of at most ``max_stack`` runs;
+* each stack goes through :func:`iwshift.train.fit_table`, checkpointed every few epochs and on SIGTERM/SIGUSR1,
+  and resumed from its checkpoint by the same runs with the same configuration;
+* each run is written in the one results format (:func:`iwshift.results.write_run`), its record saying what it
+  is and how it was trained.
+
+The path from a script to the training step: ``script.main`` -> :meth:`Runner.run` -> :meth:`Study.build` ->
+:func:`~iwshift.train.fit_table` -> :meth:`~iwshift.train.Trainer.train_epoch`.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,377 +32,105 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from . import config as v
-from . import results
-from .config import ConfigError
-from .losses import class_weight_matrix
-from .models import StackedCNN
-from .results import BadResultFile
-from .train import (Checkpoint, LossSpec, SideBySide, StackedRuns, Trainer, checkpoint_now, fit_table,
-                    read_checkpoint)
+from . import config as knobs
+from . import health, results
+from .checks import ConfigError, flag_name
+from .results import CHECKPOINTS, BadResultFile
+from .train import Checkpoint, fit_table, read_checkpoint
 
-from .choices import CNN_REGIMES as REGIMES  # noqa: E402
-from .choices import CONVOLUTIONS  # noqa: E402
-# Measured here (2 cores, AVX-512 bf16; benchmarks/bench_cifar.py): bf16 autocast + channels_last trains the
-# stacked CNN 2.4x faster than fp32 at width 1/4 (K = 21) and 1.6x at full width (K = 1). See README, "Speed".
-CPU_PRECISION = "bf16"
-
-
-def resolve_precision(precision: str, device: str | torch.device) -> str:
-    """``auto``: bf16 autocast + channels_last on CUDA; on CPU, :data:`CPU_PRECISION` (measured)."""
-    if precision != "auto":
-        return precision
-    return "bf16" if torch.device(device).type == "cuda" else CPU_PRECISION
+CHECKPOINT_EVERY = 10            # epochs between a stack's checkpoints (and on SIGTERM / SIGUSR1)
+PROGRESS_EVERY_S = 30.0          # a progress line this often when stderr is not a terminal
+FLAG_OF = {"data": "data_dir", "precision_used": "precision"}  # record fields named by their flag
 
 
 @dataclass
-class CnnConfig:
-    """What every CNN study shares: regimes, seeds, model, optimiser, evaluation schedule."""
+class StackPlan:
+    """A stack, ready to train: its trainer, what each evaluated epoch measures (``evaluate(trainer)`` -> arrays
+    of K), and what each run keeps beside its metrics once trained (``arrays(run)`` -> file name -> arrays)."""
 
-    regimes: Sequence[str] = REGIMES
-    seeds: Sequence[int] = (0, 1, 2)
-    data_seed: int = 0
-    width: float = 1.0               # CNN width multiplier
-    epochs: int = 500
-    lr: float = 0.01
-    momentum: float = 0.9
-    batch_size: int = 16
-    l2: float = 1e-3                 # weight decay of the l2 regime
-    dropout: float = 0.5             # on the two hidden fully connected layers, in the dropout regime
-    normalization: str = "weight_sum"
-    precision: str = "auto"          # auto (see resolve_precision) | fp32 | bf16 (autocast + channels_last)
-    compile: bool = False            # torch.compile the stacked model (CUDA)
-    convolutions: str = "torch"      # torch (cuDNN / oneDNN) | triton (iwshift.triton_conv, CUDA) | auto (per layer)
-    probe_per_class: int = 64        # training images per class for the gradient norms
-    eval_every: int = 0              # 0: dense early then sparser (see eval_epochs); k: 1, 2, 3, 5, 7, k, 2k, ...
-    max_stack: int = 84              # runs trained together in one stack at most (a GPU wants many)
-    side_by_side: int = 1            # each stack trained as this many smaller stacks at once (CUDA: a stream each)
-    extra: dict[str, Any] = field(default_factory=dict)
+    trainer: Any
+    evaluate: Callable[[Any], dict[str, np.ndarray]]
+    arrays: Callable[[str], dict[str, dict[str, np.ndarray]]] = lambda run: {}
+    record: Callable[[str], dict[str, Any]] = lambda run: {}  # what a run's record adds (e.g. its weights' quality)
 
-    def __post_init__(self) -> None:
-        self.regimes = v.all_of("regimes", self.regimes, REGIMES)
-        self.seeds = v.seeds_list("seeds", self.seeds)
-        self.data_seed = v.at_least("data_seed", self.data_seed, 0)
-        self.width = v.positive_finite("width", self.width)
-        self.epochs = v.at_least("epochs", self.epochs, 1)
-        self.lr = v.positive_finite("lr", self.lr)
-        if not 0 <= self.momentum < 1:
-            raise ConfigError("momentum", f"must be in [0, 1) (got {self.momentum:g})")
-        self.batch_size = v.at_least("batch_size", self.batch_size, 1)
-        self.l2 = v.non_negative_finite("l2", self.l2)
-        self.dropout = v.probability_below_one("dropout", self.dropout)
-        self.normalization = v.one_of("normalization", self.normalization, ("mean", "weight_sum"))
-        self.precision = v.one_of("precision", self.precision, ("auto", "fp32", "bf16"))
-        self.convolutions = v.one_of("convolutions", self.convolutions, CONVOLUTIONS)
-        self.probe_per_class = v.at_least("probe_per_class", self.probe_per_class, 1)
-        self.eval_every = v.at_least("eval_every", self.eval_every, 0)
-        self.max_stack = v.at_least("max_stack", self.max_stack, 1)
-        self.side_by_side = v.at_least("side_by_side", self.side_by_side, 1)
+
+class Study:
+    """A study, declared. Subclasses give :attr:`name`, :attr:`config` (a dataclass of knobs), :attr:`id_columns`
+    (a run's row, kept in each of its metrics rows), :meth:`runs` and :meth:`build`; the rest has defaults."""
+
+    name: str = "study"
+    config: Any = None
+    id_columns: Sequence[str] = ("run", "seed")
+    data_source: str = "generated"
+
+    @property
+    def epochs(self) -> int:
+        return self.config.epochs
 
     def eval_epochs(self) -> list[int]:
-        """Dense early, sparser later: every epoch up to 10, every 5th to 50, every 10th to 200, and
-        every 25th (or epochs 1, 2, 3, 5, 7 and every ``eval_every``-th); always the last."""
-        if self.eval_every:
-            epochs = {1, 2, 3, 5, 7} | set(range(self.eval_every, self.epochs + 1, self.eval_every))
-        else:
-            epochs = {e for e in range(1, self.epochs + 1)
-                      if e <= 10 or (e <= 50 and e % 5 == 0) or (e <= 200 and e % 10 == 0) or e % 25 == 0}
-        return sorted(e for e in epochs | {self.epochs} if e <= self.epochs)
+        return self.config.eval_epochs()
+
+    def runs(self) -> pd.DataFrame:
+        """One row per run of the grid: its folder name (``run``) and what distinguishes it."""
+        raise NotImplementedError
+
+    def stack_key(self, run: dict[str, Any]) -> Any:
+        """Runs with equal keys may train in one stack (default: all of a phase)."""
+        return 0
+
+    def phase(self, run: dict[str, Any]) -> int:
+        """Runs of a later phase train after every run of an earlier one (default: one phase)."""
+        return 0
+
+    def stacks(self, runs: pd.DataFrame) -> Iterator[pd.DataFrame]:
+        """Groups of runs that train together: equal :meth:`stack_key`, at most ``max_stack`` runs each."""
+        keys = [self.stack_key(row) for row in runs.to_dict("records")]
+        order = list(dict.fromkeys(keys))
+        size = getattr(self.config, "max_stack", None) or len(runs) or 1
+        for key in order:
+            group = runs[[k == key for k in keys]]
+            for start in range(0, len(group), size):
+                yield group.iloc[start:start + size]
+
+    def build(self, group: pd.DataFrame, device: str, out: Path) -> StackPlan:
+        """The trainer of ``group`` and its evaluation (data prepared on ``device`` on first use)."""
+        raise NotImplementedError
+
+    def record(self, device: str) -> dict[str, Any]:
+        """What every run's ``config.json`` holds besides its row and how its stack trained."""
+        return {"study": self.name, "config": asdict(self.config), "data": self.data_source,
+                **results.environment(str(device))}
+
+    def check(self, out: Path) -> None:
+        """Checks that need the data or the output folder, before anything is trained (ConfigError)."""
+
+    def finish(self, out: Path, table: pd.DataFrame) -> None:
+        """After the runs: derived tables beside them (default: none)."""
+
+    def __getstate__(self) -> dict[str, Any]:  # a submitit job pickles the study: without its data
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
 
-@dataclass
-class TrainingSet:
-    """A run's training examples (indices into the device images) and their importance weights, with an
-    optional held-out validation split (early stopping)."""
-
-    index: np.ndarray
-    weights: np.ndarray
-    val_index: np.ndarray | None = None
-    val_weights: np.ndarray | None = None
-
-    def __iter__(self):  # unpacks as (index, weights)
-        return iter((self.index, self.weights))
+# ------------------------------------------------------------------------------------- resume identity
 
 
-def validation_size(n: int, fraction: float) -> int:
-    return max(2, int(round(fraction * n)))
+def identity(study: Study, row: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """What a run's numbers depend on (:func:`iwshift.config.identity` of the study's configuration)."""
+    return knobs.identity(type(study.config), row, record)
 
 
-def split_validation(index: np.ndarray, weights: np.ndarray, labels: np.ndarray, fraction: float,
-                     seed: Any) -> TrainingSet:
-    """Hold out a random ``fraction`` of a training set (with its weights) for early stopping."""
-    rng = np.random.default_rng(seed)
-    held = np.zeros(len(index), bool)
-    held[rng.choice(len(index), validation_size(len(index), fraction), replace=False)] = True
-    return TrainingSet(index[~held], np.asarray(weights, np.float64)[~held], index[held],
-                       np.asarray(weights, np.float64)[held])
-
-
-def validation_metrics(trainer: Trainer, sets: Sequence[TrainingSet], images: torch.Tensor,
-                       labels: torch.Tensor) -> dict[str, np.ndarray]:
-    """Each run on its own held-out split, evaluation mode, one forward pass over the splits' union: the
-    importance-weighted accuracy ``val_accuracy_weighted`` = sum_i w_i [correct_i] / sum_i w_i and
-    cross-entropy ``val_loss_weighted`` = sum_i w_i l_i / sum_i w_i (NaN for a run without a split)."""
-    out = {"val_accuracy_weighted": np.full(len(sets), np.nan), "val_loss_weighted": np.full(len(sets), np.nan)}
-    held = [s.val_index for s in sets if s.val_index is not None]
-    if not held:
-        return out
-    union = np.unique(np.concatenate(held))  # sorted: a split's columns are found by searchsorted
-    union_t = torch.as_tensor(union, device=images.device)
-    logits = trainer.predict_logits(images[union_t])
-    y = labels[union_t]
-    per_example = torch.nn.functional.cross_entropy(
-        logits.flatten(0, 1), y.repeat(len(sets)), reduction="none").view(len(sets), -1).cpu().numpy()
-    correct = (logits.argmax(-1) == y).cpu().numpy()
-    for k, s in enumerate(sets):
-        if s.val_index is not None:
-            cols, w = np.searchsorted(union, s.val_index), s.val_weights
-            out["val_accuracy_weighted"][k] = np.sum(w * correct[k, cols]) / np.sum(w)
-            out["val_loss_weighted"][k] = np.sum(w * per_example[k, cols]) / np.sum(w)
-    return out
-
-
-def train_stack(
-    group: pd.DataFrame,
-    sets: Sequence[TrainingSet | tuple[np.ndarray, np.ndarray]],
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    n_classes: int,
-    cfg: CnnConfig,
-    evaluate: Callable[[Trainer | SideBySide, torch.Tensor], dict[str, np.ndarray]],
-    id_columns: Sequence[str],
-    progress: Callable[[int], None] | None = None,
-    losses: Sequence[LossSpec] | None = None,
-    defer_until: Sequence[int] | None = None,
-    checkpoint: Checkpoint | None = None,
-) -> dict[str, pd.DataFrame]:
-    """Train the runs of ``group`` together (run k on ``sets[k]`` = (image indices, weights)) and return
-    each run's tidy metrics table (:func:`iwshift.train.fit_table`): ``id_columns`` of the group, the epoch,
-    the epoch's running train loss (weighted and not) and accuracy, and whatever
-    ``evaluate(trainer, class_weights)`` measures. ``progress(epoch)`` is called after every epoch. With
-    ``cfg.side_by_side`` S > 1 the group trains as S smaller stacks side by side (:class:`iwshift.train.SideBySide`:
-    ``evaluate`` sees one trainer of all the group's runs, in order)."""
-    K = len(group)
-    regimes = group["regime"].tolist()
-    sets = [s if isinstance(s, TrainingSet) else TrainingSet(*s) for s in sets]
-    runs = StackedRuns(seeds=group["seed"].tolist(), train_index=np.stack([s.index for s in sets]),
-                       example_weights=np.stack([s.weights for s in sets]),
-                       l2=[cfg.l2 if r == "l2" else 0.0 for r in regimes],
-                       dropout=[cfg.dropout if r == "dropout" else 0.0 for r in regimes],
-                       loss=losses, defer_until=defer_until)
-    batch_norm = {r == "batchnorm" for r in regimes}
-    if len(batch_norm) != 1:
-        raise ValueError("a stack mixes batch-norm and plain runs")
-    precision = resolve_precision(cfg.precision, images.device)
-    parts = np.array_split(np.arange(K), min(cfg.side_by_side, K))
-    trainers = []
-    for part in parts:  # (one part, the whole group, unless cfg.side_by_side > 1)
-        part_runs = runs.select(part)
-        model = StackedCNN(len(part), cfg.width, batch_norm=next(iter(batch_norm)), n_classes=n_classes,
-                           dropout=part_runs.dropout, convolutions=cfg.convolutions)
-        model.reset_parameters(part_runs.seeds)
-        model.to(images.device)
-        trainers.append(Trainer(model, part_runs, images, labels, lr=cfg.lr, momentum=cfg.momentum,
-                                batch_size=cfg.batch_size, normalization=cfg.normalization, precision=precision,
-                                channels_last=precision == "bf16", compile=cfg.compile,
-                                image_normalization="cifar10"))
-    trainer = trainers[0] if len(trainers) == 1 else SideBySide(trainers)
-    # the evaluation's class weights from the sets' own (float64) weights; 0 for a class a run never sees
-    train_labels = labels.cpu().numpy()[runs.train_index]
-    class_weights = torch.tensor(class_weight_matrix(train_labels, np.stack([s.weights for s in sets]), n_classes,
-                                                     absent=0.0), dtype=torch.float32, device=images.device)
-    announced = False
-
-    def on_epoch(epoch: int) -> None:
-        nonlocal announced
-        if trainers[0].model.tuned and not announced:  # convolutions="auto": its choice (tuned before step 1)
-            for part, t in zip(parts, trainers):
-                print(f"convolutions auto, stack of {len(part)}: {t.model.tuning_summary()}", file=sys.stderr,
-                      flush=True)
-            announced = True
-        if progress is not None:
-            progress(epoch)
-
-    table = fit_table(trainer, group[list(id_columns)], cfg.epochs, cfg.eval_epochs(),
-                      lambda t: evaluate(t, class_weights), checkpoint, on_epoch)
-    tables = {name: with_status(part.reset_index(drop=True)) for name, part in table.groupby("run", sort=False)}
-    for part, t in zip(parts, trainers):
-        if t.model.tuned:  # each run's config.json records which kernels ran its convolutions
-            for name in group["run"].iloc[part]:
-                tables[name].attrs["record"] = {"convolutions_per_layer": list(t.model.layer_convolutions)}
-    return tables
-
-
-# ------------------------------------------------------------------------------------------ run health
-# Columns of every run's metrics.csv that say whether its numbers can be trusted: did it fit its training
-# set (eval mode), did its loss become non-finite (diverged: its rows end there), did it collapse to a
-# constant predictor. Consumers read missing columns as train_accuracy_eval = train_accuracy,
-# diverged = collapsed = False, status = "ok".
-
-TRAIN_EVAL_SIZE = 2000      # training examples per run for the eval-mode training accuracy (all when fewer)
-COLLAPSE_FRACTION = 0.999   # a run predicting one class for this fraction of the test images has collapsed
-DIVERGED_EXIT_STATUS = 3    # a study script's exit status when a run diverged (2: bad input, 1: missing results)
-
-
-def train_eval_subsets(sets: Sequence[tuple[np.ndarray, np.ndarray]], n_examples: int,
-                       size: int = TRAIN_EVAL_SIZE, seed: int = 0) -> list[np.ndarray]:
-    """Each run's fixed evaluation subset of its training set: its ``size`` examples with the smallest
-    seeded random key (all of them when fewer), so that runs sharing training examples share the subset
-    and one forward pass over the union serves the stack."""
-    key = np.random.default_rng(seed).random(n_examples)
-    out = []
-    for index, _ in sets:
-        index = np.asarray(index)
-        out.append(np.sort(index[np.argsort(key[index], kind="stable")[:size]]) if len(index) > size else index)
-    return out
-
-
-def train_accuracy_eval(trainer: Trainer, subsets: Sequence[np.ndarray], inputs: torch.Tensor,
-                        labels: torch.Tensor) -> np.ndarray:
-    """(K,) evaluation-mode accuracy (dropout off, batch-norm running statistics) of each run on its own
-    training subset: did the network fit its data?"""
-    union = np.unique(np.concatenate(subsets))
-    union_t = torch.as_tensor(union, device=inputs.device)
-    correct = (trainer.predict_logits(inputs[union_t]).argmax(-1) == labels[union_t]).cpu().numpy()
-    return np.array([correct[k, np.searchsorted(union, s)].mean() for k, s in enumerate(subsets)])
-
-
-def constant_predictor(pred: torch.Tensor, n_classes: int, fraction: float = COLLAPSE_FRACTION) -> np.ndarray:
-    """(K,) whether each run predicts a single class for at least ``fraction`` of its (K, M) predictions."""
-    counts = torch.nn.functional.one_hot(pred.clamp(0, n_classes - 1), n_classes).sum(1)  # (K, C)
-    return (counts.max(1).values >= fraction * pred.shape[1]).cpu().numpy()
-
-
-def health_columns(trainer: Trainer, subsets: Sequence[np.ndarray], inputs: torch.Tensor, labels: torch.Tensor,
-                   test_pred: torch.Tensor, n_classes: int) -> dict[str, np.ndarray]:
-    """The run-health columns of an evaluated epoch (the ``evaluate`` callbacks add them): eval-mode
-    training accuracy, divergence so far, collapse to a constant predictor on the task's test images."""
-    return {"train_accuracy_eval": train_accuracy_eval(trainer, subsets, inputs, labels),
-            "diverged": trainer.diverged.copy(), "collapsed": constant_predictor(test_pred, n_classes)}
-
-
-def with_status(table: pd.DataFrame) -> pd.DataFrame:
-    """Each run's metrics (rows of ``run`` and ``epoch``, one run or many) with its rows after its first
-    diverged evaluation dropped, and its ``status``: the state at its last kept evaluation, the same in every
-    row of the run (diverged wins over collapsed)."""
-    if "diverged" not in table:
-        return table
-    first = table[table["diverged"].astype(bool)].groupby("run")["epoch"].min()
-    cut = table["run"].map(first)
-    table = table[cut.isna() | (table["epoch"] <= cut)].reset_index(drop=True)
-    last = table.groupby("run", sort=False).tail(1).set_index("run")
-    collapsed = last["collapsed"].astype(bool) if "collapsed" in last else False
-    status = pd.Series(np.where(last["diverged"].astype(bool), "diverged", np.where(collapsed, "collapsed", "ok")),
-                       index=last.index)
-    return table.assign(status=table["run"].map(status))
-
-
-def divergence_summary(table: pd.DataFrame, prog: str) -> str | None:
-    """The line a script ends with when runs of ``table`` diverged (None when none did)."""
-    if "status" not in table or not len(table):
-        return None
-    status = table.groupby("run", sort=False)["status"].last()
-    diverged = status.index[status == "diverged"].tolist()
-    if not diverged:
-        return None
-    shown = ", ".join(diverged[:5]) + (f" and {len(diverged) - 5} more" if len(diverged) > 5 else "")
-    return (f"{prog}: {len(diverged)} of {len(status)} runs diverged (non-finite training loss; stopped, "
-            f"status=diverged in their metrics.csv): {shown}")
-
-
-# ------------------------------------------------------------------------ results on disk, resume
-
-# Config fields that list the grid (each run's own row says which of their values it has) or say how a
-# run is computed, not what (precision: the one used is compared): a run trained in another grid, stack
-# or job is the same run.
-GRID_FIELDS = ("regimes", "seeds", "weights", "ratios", "remedies", "weight_sources", "setting", "classes", "study")
-HOW_FIELDS = ("max_stack", "side_by_side", "compile", "precision", "convolutions")
-FLAG_OF = {"data": "data_dir", "precision_used": "precision"}  # record fields named by their flag
-CHECKPOINT_EVERY = 10            # epochs between a stack's checkpoints (and on SIGTERM / SIGUSR1)
-CHECKPOINTS = ".checkpoints"     # <out>/.checkpoints/<stack>.pt, removed once the stack's results are written
-PROGRESS_EVERY_S = 30.0          # a progress line this often when stderr is not a terminal
-
-
-def load_run(out: str | Path, run: str) -> tuple[pd.DataFrame, dict[str, Any]] | None:
-    """A run's (metrics table, config record) when both files exist; None when either is missing;
-    :class:`~iwshift.results.BadResultFile` (one line) when they do not parse or validate: JSON with this
-    run's record, the metrics file the record's digest names, the run's columns, numbers where numbers
-    belong, its own rows, epochs increasing from 1."""
-    folder = Path(out) / run
-    config_path, metrics_path = folder / "config.json", folder / "metrics.csv"
-    if not (config_path.is_file() and metrics_path.is_file()):
-        return None
-    record = results.load_json(config_path)
-    if not (isinstance(record, dict) and isinstance(record.get("run"), dict) and record["run"].get("run") == run
-            and isinstance(record.get("config"), dict)):
-        raise BadResultFile(config_path, "is not this run's record (its run and config fields are missing or wrong)")
-    digest = record.get("metrics_sha256")  # absent in results saved before it was recorded
-    if digest is not None and digest != results.file_digest(metrics_path):
-        raise BadResultFile(metrics_path, "is not the file its config.json recorded (truncated or changed)")
-    row = record["run"]
-    text = [k for k, value in row.items() if isinstance(value, str)] + ["status"]
-    table = results.load_table(metrics_path, required=[*row, "epoch"], text=text)
-    if not (table["run"] == run).all():
-        raise BadResultFile(metrics_path, "holds rows of another run")
-    epoch = table["epoch"]
-    if not (pd.api.types.is_integer_dtype(epoch) and epoch.is_monotonic_increasing and epoch.is_unique
-            and epoch.min() >= 1):
-        raise BadResultFile(metrics_path, "its epochs are not whole numbers increasing from 1")
-    return table, record
-
-
-def is_complete(out: str | Path, run: str) -> bool:
-    """The run has results that parse and validate (:func:`load_run`)."""
-    try:
-        return load_run(out, run) is not None
-    except BadResultFile:
-        return False
-
-
-def _plain(value: Any) -> Any:
-    """JSON's view of a value (tuples are lists, numpy numbers are Python's), as saved in config.json."""
-    return json.loads(json.dumps(value, default=results._jsonable))
-
-
-def run_identity(row: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
-    """What a run's results depend on: its row, the data source, every config field but the grid's lists
-    and how it is computed, and the precision used."""
-    config = {k: val for k, val in record.get("config", {}).items() if k not in GRID_FIELDS + HOW_FIELDS}
-    return _plain({**row, "data": record.get("data"), **config, "precision_used": record.get("precision_used")})
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal as saved values: NaN equals NaN, 1 equals 1.0, True does not equal 1."""
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b or (math.isnan(a) and math.isnan(b))
-    return a == b
-
-
-def first_difference(saved: dict[str, Any], wanted: dict[str, Any]) -> tuple[str, Any, Any] | None:
-    """(field, saved value, wanted value) of the first field that differs, or None."""
-    for key in [*wanted, *(k for k in saved if k not in wanted)]:
-        if not _same(saved.get(key), wanted.get(key)):
-            return key, saved.get(key), wanted.get(key)
-    return None
-
-
-def todo_runs(runs: pd.DataFrame, out: str | Path, record: dict[str, Any], overwrite: bool = False,
+def todo_runs(study: Study, runs: pd.DataFrame, out: str | Path, record: dict[str, Any], overwrite: bool = False,
               desc: str | None = "sweep") -> pd.DataFrame:
     """The runs to train: those without results, those whose result files are bad (each named in one line
     on stderr), and, with ``overwrite``, those saved with another configuration. Without ``overwrite`` a
-    saved run whose configuration (or data source) differs from ``record`` is a one-line ConfigError
-    naming the first differing field (before anything is trained)."""
+    saved run whose identity differs from the one ``record`` gives is a one-line ConfigError naming the first
+    differing field (before anything is trained)."""
     out = Path(out)
     todo = []
     for row in runs.to_dict("records"):
         try:
-            loaded = load_run(out, row["run"])
+            loaded = results.load_run(out, row["run"])
         except BadResultFile as err:
             if desc is not None:
                 print(f"{desc}: {err}; run {row['run']} is not complete: training it again", file=sys.stderr)
@@ -402,7 +140,7 @@ def todo_runs(runs: pd.DataFrame, out: str | Path, record: dict[str, Any], overw
             todo.append(True)
             continue
         saved = loaded[1]
-        difference = first_difference(run_identity(saved["run"], saved), run_identity(row, record))
+        difference = knobs.first_difference(identity(study, saved["run"], saved), identity(study, row, record))
         if difference is not None and not overwrite:
             name, old, new = difference
             raise ConfigError(FLAG_OF.get(name, name),
@@ -417,15 +155,81 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def stack_checkpoint(out: Path, group: pd.DataFrame, record: dict[str, Any], every: int) -> Checkpoint:
+# ------------------------------------------------------------------------------------------- the runner
+
+
+class Runner:
+    """Trains a study's runs into ``out`` (see the module docstring). ``only``: the run names to train (a
+    launcher's shard); ``progress``: a bar on a terminal, else a line about every 30 s. :meth:`save_checkpoint`
+    saves the running stack's last finished epoch (a signal handler's, or submitit's on preemption)."""
+
+    def __init__(self, study: Study, out: str | Path, device: str = "cpu", progress: bool = True,
+                 overwrite: bool = False, checkpoint_every: int = CHECKPOINT_EVERY, only: Sequence[str] | None = None):
+        self.study, self.out, self.device = study, Path(out), device
+        self.progress, self.overwrite, self.checkpoint_every = progress, overwrite, checkpoint_every
+        self.only = None if only is None else list(only)
+        self.current: Checkpoint | None = None
+
+    def save_checkpoint(self) -> bool:
+        return self.current is not None and self.current.save()
+
+    def todo(self) -> pd.DataFrame:
+        """The runs this runner would train (a stale saved run: a one-line ConfigError)."""
+        runs = self.study.runs()
+        if self.only is not None:
+            unknown = sorted(set(self.only) - set(runs["run"]))
+            if unknown:
+                raise ValueError(f"runs not in the {self.study.name} grid: {', '.join(unknown)}")
+            runs = runs[runs["run"].isin(self.only)]
+        return todo_runs(self.study, runs, self.out, self.study.record(self.device), self.overwrite,
+                         desc=self.study.name)
+
+    def run(self) -> pd.DataFrame:
+        """Train what :meth:`todo` returns, phase by phase and stack by stack; the merged table of the grid's
+        complete runs (of the named ones, with ``only``)."""
+        study = self.study
+        study.check(self.out)
+        todo = self.todo()
+        if len(todo):
+            record = study.record(self.device)
+            phases = np.array([study.phase(row) for row in todo.to_dict("records")])
+            stacks = [group for p in sorted(set(phases)) for group in study.stacks(todo[phases == p])]
+            meter = Progress(len(todo) * study.epochs, study.name, self.progress)
+            with checkpoint_on_signals(self):
+                for number, group in enumerate(stacks, 1):
+                    self._train(group, record, meter.begin_stack(number, len(stacks), len(group), study.epochs))
+                    if self.progress and meter.bar is None:  # a line per stack where there is no bar (logs)
+                        print(f"{study.name}: stack {number}/{len(stacks)}: {len(group)} runs x {study.epochs} "
+                              f"epochs in {meter.stack_seconds():.0f} s", file=sys.stderr, flush=True)
+            meter.close()
+        remove_finished_checkpoints(self.out)
+        names = study.runs()["run"] if self.only is None else self.only
+        return results.merge(self.out, names)
+
+    def _train(self, group: pd.DataFrame, record: dict[str, Any], on_epoch: Callable[[int], None]) -> None:
+        study = self.study
+        plan = study.build(group, self.device, self.out)
+        self.current = stack_checkpoint(self.out, group, study, record, self.checkpoint_every)
+        try:
+            table = fit_table(plan.trainer, group[list(study.id_columns)], study.epochs, study.eval_epochs(),
+                              plan.evaluate, self.current, on_epoch)
+        finally:
+            checkpoint, self.current = self.current, None
+        how = plan.trainer.record()
+        for name, part in table.groupby("run", sort=False):
+            row = group[group["run"] == name].iloc[0].to_dict()
+            results.write_run(self.out / name, health.with_status(part.reset_index(drop=True)),
+                              {"run": row, "stack_size": len(group), **record, "trained": how, **plan.record(name)},
+                              plan.arrays(name))
+        checkpoint.path.unlink(missing_ok=True)
+
+
+def stack_checkpoint(out: Path, group: pd.DataFrame, study: Study, record: dict[str, Any], every: int) -> Checkpoint:
     """A stack's checkpoint: named after its runs, resumed only by the same runs with the same configuration."""
     names = list(group["run"])
     key = hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
-    identity = {row["run"]: run_identity(row, record) for row in group.to_dict("records")}
-    meta = {"runs": names, "identity": identity}
-    side_by_side = record.get("config", {}).get("side_by_side", 1)
-    if side_by_side > 1:  # its state is the smaller stacks' (the key only then: older checkpoints still resume)
-        meta["side_by_side"] = side_by_side
+    meta = {"runs": names, "identity": {row["run"]: identity(study, row, record) for row in group.to_dict("records")},
+            "side_by_side": getattr(study.config, "side_by_side", 1)}  # the state of S stacks resumes only as S
     return Checkpoint(out / CHECKPOINTS / f"stack-{key}.pt", every, meta)
 
 
@@ -436,14 +240,14 @@ def remove_finished_checkpoints(out: Path) -> None:
         return
     for path in folder.glob("stack-*.pt"):
         saved = read_checkpoint(path)
-        if saved is None or all(is_complete(out, run) for run in saved["meta"].get("runs", [])):
+        if saved is None or all(results.is_complete(out, run) for run in saved["meta"].get("runs", [])):
             path.unlink(missing_ok=True)
     if not any(folder.iterdir()):
         folder.rmdir()
 
 
 @contextmanager
-def checkpoint_on_signals() -> Iterator[None]:
+def checkpoint_on_signals(runner: Runner) -> Iterator[None]:
     """While a sweep trains in this process's main thread: SIGTERM or SIGUSR1 (a batch system's time limit
     or preemption) saves the running stack's last finished epoch, then exits (status 128 + signal). Signals
     someone else handles already (submitit's job environment) are left to them."""
@@ -457,9 +261,9 @@ def checkpoint_on_signals() -> Iterator[None]:
     previous = {sig: signal.getsignal(sig) for sig in wanted}
 
     def handler(signum: int, frame: Any) -> None:
-        saved = checkpoint_now()
-        print(f"signal {signum}: saved {saved} checkpoint(s); rerun the same command to continue", file=sys.stderr,
-              flush=True)
+        saved = runner.save_checkpoint()
+        print(f"signal {signum}: saved {int(saved)} checkpoint(s); rerun the same command to continue",
+              file=sys.stderr, flush=True)
         raise SystemExit(128 + signum)
 
     for sig, before in previous.items():
@@ -471,6 +275,54 @@ def checkpoint_on_signals() -> Iterator[None]:
         for sig, before in previous.items():
             if before in (signal.SIG_DFL, None):
                 signal.signal(sig, before if before is not None else signal.SIG_DFL)
+
+
+@dataclass
+class Job:
+    """One job of a sweep split into shards (a submitit job: picklable, the study without its data): train the
+    named runs of ``study`` that lack complete results; returns the names now complete. :meth:`checkpoint` is
+    submitit's preemption hook: it saves the running stack and requeues the same job, which resumes there."""
+
+    study: Study
+    out: str
+    device: str
+    names: list[str]
+    overwrite: bool = False
+    runner: Runner | None = field(default=None, repr=False)
+
+    def __call__(self) -> list[str]:
+        self.runner = Runner(self.study, self.out, self.device, progress=True, overwrite=self.overwrite,
+                             only=self.names)
+        self.runner.run()
+        return [n for n in self.names if results.is_complete(Path(self.out), n)]
+
+    def checkpoint(self) -> Any:
+        from submitit.helpers import DelayedSubmission
+
+        if self.runner is not None:
+            self.runner.save_checkpoint()
+        return DelayedSubmission(Job(self.study, self.out, self.device, self.names, self.overwrite))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "runner": None}
+
+
+def jobs(study: Study, todo: pd.DataFrame, out: str | Path, device: str, count: int,
+         overwrite: bool = False) -> list[list[Job]]:
+    """The runs of ``todo`` as at most ``count`` jobs per phase (a list per phase, in order), each a contiguous
+    shard of the phase's runs in stack order (so that a job trains whole stacks, but for a piece at either end)."""
+    from .launch import shard
+
+    phases = np.array([study.phase(row) for row in todo.to_dict("records")])
+    out_jobs = []
+    for p in sorted(set(phases)):
+        names = [n for group in study.stacks(todo[phases == p]) for n in group["run"]]
+        out_jobs.append([Job(study, str(Path(out).resolve()), device, names_, overwrite)
+                         for names_ in shard(names, count)])
+    return out_jobs
+
+
+# ------------------------------------------------------------------------------------------- progress
 
 
 class Progress:
@@ -485,13 +337,14 @@ class Progress:
 
             self.bar = tqdm(total=total, unit="run-epoch", desc=desc, unit_scale=True)
         self.position = self.first = 0
-        self.start = self.last_line = time.perf_counter()
+        self.start = self.last_line = self.stack_start = time.perf_counter()
         self.stack = (0, 0, 0, 0)
 
     def begin_stack(self, number: int, count: int, runs: int, epochs: int) -> Callable[[int], None]:
         """The per-epoch callback of stack ``number`` of ``count`` (``runs`` runs x ``epochs`` epochs)."""
         base = self.position
         self.stack = (number, count, runs, epochs)
+        self.stack_start = time.perf_counter()
 
         def on_epoch(epoch: int) -> None:
             if self.position == self.first == base and epoch > 1:  # a resumed stack: its past is no work done here
@@ -499,6 +352,9 @@ class Progress:
             self.update(base + epoch * runs, epoch)
 
         return on_epoch
+
+    def stack_seconds(self) -> float:
+        return time.perf_counter() - self.stack_start
 
     def update(self, position: int, epoch: int) -> None:
         if self.bar is not None:
@@ -528,93 +384,5 @@ def _duration(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def run_stacks(
-    runs: pd.DataFrame, out: str | Path, groups: Callable[[pd.DataFrame], Iterable[pd.DataFrame]],
-    train_group: Callable[[pd.DataFrame, Callable[[int], None], Checkpoint], dict[str, pd.DataFrame]],
-    record: dict[str, Any], epochs: int, progress: bool = True, desc: str = "sweep", overwrite: bool = False,
-    checkpoint_every: int = CHECKPOINT_EVERY,
-) -> pd.DataFrame:
-    """Train, stack by stack, the runs without complete results in ``out`` (:func:`todo_runs`: a run saved
-    with another configuration is an error unless ``overwrite``); write each run's ``metrics.csv`` then
-    ``config.json`` (its row of ``runs`` + ``record`` + the metrics file's digest); return the merged table.
-    ``train_group(group, on_epoch, checkpoint)`` trains a stack, saving to and resuming from ``checkpoint``."""
-    out = Path(out)
-    todo = todo_runs(runs, out, record, overwrite, desc)
-    if len(todo):
-        stacks = list(groups(todo))
-        meter = Progress(len(todo) * epochs, desc, progress)
-        with checkpoint_on_signals():
-            for number, group in enumerate(stacks, 1):
-                t0 = time.perf_counter()
-                checkpoint = stack_checkpoint(out, group, record, checkpoint_every)
-                tables = train_group(group, meter.begin_stack(number, len(stacks), len(group), epochs), checkpoint)
-                for row in group.to_dict("records"):
-                    folder = out / row["run"]
-                    (folder / "config.json").unlink(missing_ok=True)  # incomplete until both files are new
-                    results.write_table(folder / "metrics.csv", tables[row["run"]])
-                    results.write_json(folder / "config.json",
-                                       {"run": row, "stack_size": len(group), **record,
-                                        **tables[row["run"]].attrs.get("record", {}),  # what the stack chose
-                                        "metrics_sha256": results.file_digest(folder / "metrics.csv")})
-                checkpoint.path.unlink(missing_ok=True)
-                if progress and meter.bar is None:  # a line per stack where there is no progress bar (logs)
-                    print(f"{desc}: stack {number}/{len(stacks)}: {len(group)} runs x {epochs} epochs in "
-                          f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-        meter.close()
-    remove_finished_checkpoints(out)
-    return merge(out, runs["run"])
-
-
-def merge(out: str | Path, names: Sequence[str] | None = None, strict: bool = False) -> pd.DataFrame:
-    """One tidy table of the complete runs in ``out`` (all of them, or those named). A run whose files do
-    not validate is left out, or with ``strict`` raises :class:`~iwshift.results.BadResultFile`."""
-    out = Path(out)
-    if names is None:
-        names = sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != CHECKPOINTS) if out.is_dir() else []
-    tables = []
-    for name in names:
-        try:
-            loaded = load_run(out, name)
-        except BadResultFile:
-            if strict:
-                raise
-            continue
-        if loaded is not None:
-            tables.append(loaded[0])
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-
-
-def config_record(cfg: Any, data_source: str, device: str) -> dict[str, Any]:
-    """What every run's ``config.json`` holds besides its own row: config, data, environment."""
-    return {"config": asdict(cfg), "data": data_source, "precision_used": resolve_precision(cfg.precision, device),
-            **results.environment(str(device))}
-
-
-def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; a CUDA device without CUDA is a bad argument."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise ConfigError("device", f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device", f"{name} requested but CUDA is not available")
-    return name
-
-
-def preset_fields(values: dict[str, Any], defaults: dict[str, Any], fields: dict[str, str],
-                  presets: dict[str, dict[str, Any]], device: str,
-                  argv: Sequence[str] | None = None) -> tuple[str, dict[str, Any]]:
-    """Config fields from a script's constants: the preset (``auto``: paper on CUDA, cpu otherwise)
-    fills every field whose flag was not given explicitly. Returns (preset name, fields)."""
-    preset = values["PRESET"]
-    if preset == "auto":
-        preset = "paper" if device.startswith("cuda") else "cpu"
-    v.one_of("preset", preset, presets)
-    given = v.flags_given(argv, fields)
-    explicit = {field_name for const, field_name in fields.items()
-                if const in given or values[const] != defaults[const]}
-    chosen = {field_name: values[const] for const, field_name in fields.items()}
-    chosen.update({k: val for k, val in presets[preset].items() if k not in explicit})
-    if chosen.get("convolutions") in ("triton", "auto") and not device.startswith("cuda"):  # before any write
-        raise ConfigError("convolutions", f"{chosen['convolutions']} runs on CUDA only (the device is {device})")
-    return preset, chosen
+__all__ = ["CHECKPOINT_EVERY", "Job", "Progress", "Runner", "StackPlan", "Study", "flag_name", "identity", "jobs",
+           "todo_runs"]

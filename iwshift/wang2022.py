@@ -6,15 +6,15 @@ Their protocol, as read in their released code (KeAWang/importance-weighting-int
 * data: CIFAR-10 cat (their class 0) vs dog (class 1); a "step" imbalance of 10 keeps all 5,000 cats and
   500 of the 5,000 dogs; that set is split 80 / 20 at random into training (4,400 images, about 4,000 +
   400) and validation (1,100); no augmentation; ``acc`` is the accuracy on the balanced test set
-  (1,000 + 1,000). Here the 500 dogs and the split are drawn from (data seed, seed), so the runs of one
-  seed share their data across losses and weightings;
+  (1,000 + 1,000). As in their code (``src/datasets/utils.py`` draws the dogs from a generator seeded 0;
+  ``split_dataset(..., seed=0)``), the dogs and the split are drawn once, from the data seed, and shared by
+  every seed (``fixed_data``; ``--no-fixed-data`` redraws them per seed, adding data variance to the seeds);
 * model: the Byrd & Lipton CNN (their ``ConvNet``: our :class:`~iwshift.models.StackedCNN`, width 1);
 * SGD, batch 64, lr 0.001, momentum 0.9, 400 epochs; the IW-Exp variant: lr 0.008, momentum 0;
 * importance weights: ``compute_weights`` gives each training example 1 / (its class's count); IW-Exp
   raises them to the power 1.5. Their model multiplies each per-example loss by its weight and averages
-  over the batch; how the stored code scales the weights could not be confirmed, so here they are
-  rescaled to mean 1 over the training set (under SGD an overall constant only rescales the learning
-  rate; :data:`NORMALIZATION` is a flag);
+  over the batch; their ``ReweightedDataset`` (at their HEAD) rescales ``w ** exponent`` to mean 1 over the
+  training set, as we do (``normalization`` "mean": sum w l / batch);
 * losses: cross-entropy and their ``PolynomialLoss(type="logit", alpha=1)``
   (:func:`iwshift.losses.poly_wang`, not our ``poly``);
 * early stopping ("-ES"): their checkpoint callback keeps the epoch with the highest
@@ -27,14 +27,17 @@ Their protocol, as read in their released code (KeAWang/importance-weighting-int
   ``test`` (highest test accuracy: the older test-as-validation reading, an optimistic oracle).
 
 The comparison: per cell the mean over seeds with its 95 % Student-t interval, ours and theirs; the
-difference ours - theirs with its Welch 95 % interval [lo, hi]; the verdict :func:`verdict`.
+difference ours - theirs with its Welch 95 % interval; the verdict (:func:`compare`): *replicated* when that
+interval lies within ± the equivalence margin, *differs* when it lies beyond it, *inconclusive* otherwise. The
+margin is chosen from their own between-seed spread (:func:`equivalence_margin`), and each cell states its
+minimal detectable difference (the half-width a Welch interval of the two seed counts would have).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,22 +45,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import config as v
-from . import losses, metrics, sweep
-from .cifar_binary import BinaryConfig, PairData, prepare_pair
+from . import health, losses, metrics, results, stats
+from .cifar_binary import PairData, prepare_pair
 from .cifar_data import Cifar10
-from .config import ConfigError
-from .report import DELTA, Interval, classify, mean_interval  # the claims report's threshold and readings
-from .train import LossSpec, Trainer
+from .cnn import CnnStudy, TrainingSet, cnn_trainer, resolve_precision, validation_metrics
+from .config import WANG_LOSSES, WANG_PRESETS, WANG_PROTOCOL_FIELDS, BinaryConfig, Wang2022Config, defaults, with_preset
+from .losses import LossSpec
+from .sweep import StackPlan
+from .train import Trainer
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
 
-from .choices import WANG_LOSSES as LOSSES  # noqa: E402
-from .choices import WANG_PRESETS as PRESETS  # noqa: E402
-from .choices import WANG_PROTOCOL as _THEIRS  # noqa: E402
-from .choices import WANG_WEIGHTINGS as WEIGHTINGS  # noqa: E402
-
+LOSSES = tuple(WANG_LOSSES)  # their loss names
+PRESETS = WANG_PRESETS
 THEIR_RESULTS = Path(__file__).resolve().parents[1] / "paper-results" / "wang2022" / "their_results.csv"
 LOSS_LABELS = {"ce": "cross-entropy", "poly_wang": "poly-tailed (α = 1)"}
 THEIR_LOSSES = {"Cross Entropy": "ce", "Poly-tailed Loss": "poly_wang"}
@@ -65,75 +66,36 @@ CELLS = ("No IW", "IW", "IW-Exp", "IW-ES", "IW-Exp-ES")
 SELECTIONS = ("theirs", "ours", "test")  # early-stopping checkpoint rules (see the module docstring)
 SELECTION_LABELS = {"last": "last epoch", "theirs": "their rule: max IW val. accuracy",
                     "ours": "our rule: min IW val. loss", "test": "test as validation (oracle)"}
-RULE = (f"*replicated* when the 95 % Welch interval of ours − theirs lies within ±{DELTA} "
-        f"(−{DELTA} < lo and hi < {DELTA}); *differs* when it lies entirely outside that band "
-        f"(lo > {DELTA} or hi < −{DELTA}: a difference larger than {DELTA} is established); *inconclusive* "
-        f"otherwise, or with fewer than 2 seeds on either side")
 COMMAND = "python replicate_wang2022.py --preset paper --device cuda"
-ID_COLUMNS = ["run", "preset", "comparable", "loss", "weighting", "regime", "seed", "data_seed"]
-PROTOCOL_FIELDS = ("per_class", "imbalance", "train_fraction", "width", "epochs", "lr", "momentum", "exp_lr",
-                   "exp_momentum", "weight_exponent", "batch_size", "poly_alpha", "eval_every")
-
-
-@dataclass
-class Wang2022Config(sweep.CnnConfig):
-    """The grid: :data:`LOSSES` x :data:`WEIGHTINGS` x seeds; defaults are their protocol."""
-
-    preset: str = "paper"
-    losses: Sequence[str] = LOSSES
-    weightings: Sequence[str] = WEIGHTINGS
-    per_class: int = 5000            # images of the majority class (cat); the dogs are per_class / imbalance
-    imbalance: int = 10
-    train_fraction: float = 0.8      # the rest is the held-out validation split
-    weight_exponent: float = 1.5     # IW-Exp: weights (1 / class count) ** exponent
-    exp_lr: float = 0.008            # IW-Exp's own optimiser
-    exp_momentum: float = 0.0
-    poly_alpha: float = 1.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.losses = v.all_of("losses", self.losses, LOSSES)
-        self.weightings = v.all_of("weightings", self.weightings, WEIGHTINGS)
-        self.per_class = v.at_least("per_class", self.per_class, 2)
-        self.imbalance = v.at_least("imbalance", self.imbalance, 1)
-        if self.per_class // self.imbalance < 2:
-            raise ConfigError("imbalance", f"leaves fewer than 2 dogs of {self.per_class} (got {self.imbalance})")
-        if not 0 < self.train_fraction < 1:
-            raise ConfigError("train_fraction", f"must be in (0, 1) (got {self.train_fraction:g})")
-        if not 2 <= (1 - self.train_fraction) * self.n_images() <= self.n_images() - 2:
-            raise ConfigError("train_fraction", "leaves fewer than 2 training or validation images")
-        self.weight_exponent = v.non_negative_finite("weight_exponent", self.weight_exponent)
-        self.exp_lr = v.positive_finite("exp_lr", self.exp_lr)
-        if not 0 <= self.exp_momentum < 1:
-            raise ConfigError("exp_momentum", f"must be in [0, 1) (got {self.exp_momentum:g})")
-        losses.check_loss_parameters("poly_wang", alpha=self.poly_alpha)
-        if list(self.regimes) != ["none"]:
-            raise ConfigError("regimes", "this replication has no regularisation regimes (only none)")
-
-    def n_images(self) -> int:
-        return self.per_class + self.per_class // self.imbalance
-
-    def n_train(self) -> int:
-        return int(self.train_fraction * self.n_images())  # as their split: int(0.8 * n)
-
-    def comparable(self) -> bool:
-        """Whether the protocol is theirs (seeds, device, precision and stacking aside)."""
-        return all(getattr(self, f) == _THEIRS[f] for f in PROTOCOL_FIELDS)
+ID_COLUMNS = ["run", "preset", "comparable", "loss", "remedy", "weighting", "regime", "seed", "data_seed"]
+OFFICIAL_DATA = "official CIFAR-10"  # what the data source of a comparable run must say (iwshift.cifar_data)
+DELTA = 0.02  # the claims report's practical threshold for accuracies: the margin never exceeds it
 
 
 def make_config(preset: str, **overrides: Any) -> Wang2022Config:
-    v.one_of("preset", preset, PRESETS)
-    base = dict(regimes=("none",), normalization="mean", precision="fp32", probe_per_class=1)
-    return Wang2022Config(preset=preset, **{**base, **PRESETS[preset], **overrides})
+    return with_preset(Wang2022Config, preset, PRESETS, preset=preset, **overrides)
+
+
+def comparable(cfg: Wang2022Config, data_source: str, precision_used: str) -> tuple[bool, list[str]]:
+    """Whether runs of ``cfg`` on ``data_source`` in ``precision_used`` follow their protocol, and what differs:
+    every protocol field at their value, the official CIFAR-10 files (not a copy), fp32 (as their runs)."""
+    theirs = defaults(Wang2022Config)
+    why = [f"{f} = {getattr(cfg, f)} (theirs: {theirs[f]})" for f in WANG_PROTOCOL_FIELDS
+           if getattr(cfg, f) != theirs[f]]
+    if OFFICIAL_DATA not in data_source:
+        why.append(f"data: {data_source} (theirs: the official CIFAR-10 files)")
+    if precision_used != "fp32":
+        why.append(f"precision {precision_used} (theirs: fp32)")
+    return not why, why
 
 
 # ------------------------------------------------------------------------------------ the runs
 
 
-def build_runs(cfg: Wang2022Config) -> pd.DataFrame:
+def build_runs(cfg: Wang2022Config, is_comparable: bool = False) -> pd.DataFrame:
     """One row per run: loss x weighting x seed (ES cells are checkpoints of the IW runs)."""
-    rows = [dict(run=f"wang2022_{cfg.preset}_{loss}_{w}_s{seed}", preset=cfg.preset, comparable=cfg.comparable(),
-                 loss=loss, weighting=w, regime="none", seed=seed, data_seed=cfg.data_seed)
+    rows = [dict(run=f"wang2022_{cfg.preset}_{loss}_{w}_s{seed}", preset=cfg.preset, comparable=is_comparable,
+                 loss=loss, remedy=WANG_LOSSES[loss], weighting=w, regime="none", seed=seed, data_seed=cfg.data_seed)
             for seed in cfg.seeds for loss in cfg.losses for w in cfg.weightings]
     return pd.DataFrame(rows, columns=ID_COLUMNS)
 
@@ -152,10 +114,11 @@ def class_count_weights(labels: np.ndarray) -> np.ndarray:
     return 1.0 / counts[labels]
 
 
-def training_set(run: pd.Series, pair: PairData, cfg: Wang2022Config) -> sweep.TrainingSet:
+def training_set(run: dict[str, Any], pair: PairData, cfg: Wang2022Config) -> TrainingSet:
     """The run's imbalanced training split with its weights, and the held-out validation split weighted
-    by 1 / class count (their validation weights; our IW validation loss uses the same)."""
-    rng = np.random.default_rng([cfg.data_seed, int(run["seed"])])
+    by 1 / class count (their validation weights; our IW validation loss uses the same). The dogs and the split
+    come from the data seed alone (``fixed_data``, as their code) or from (data seed, seed)."""
+    rng = np.random.default_rng(cfg.data_seed if cfg.fixed_data else [cfg.data_seed, int(run["seed"])])
     dogs = rng.choice(pair.pool[1], cfg.per_class // cfg.imbalance, replace=False)
     images = np.concatenate([pair.pool[0], dogs])
     order = rng.permutation(len(images))
@@ -164,61 +127,64 @@ def training_set(run: pd.Series, pair: PairData, cfg: Wang2022Config) -> sweep.T
     raw = class_count_weights(labels[train])
     power = {"none": 0.0, "iw": 1.0, "iw_exp": cfg.weight_exponent}[run["weighting"]]
     weights = losses.weight_exponent(raw, power)  # raw ** power, rescaled to mean 1
-    return sweep.TrainingSet(train, weights, val, class_count_weights(labels[val]))
+    return TrainingSet(train, weights, val, class_count_weights(labels[val]))
 
 
-def stacks(runs: pd.DataFrame, cfg: Wang2022Config) -> Iterator[pd.DataFrame]:
-    """Runs that share an optimiser (IW-Exp has its own) train together, at most ``max_stack`` at once."""
-    for _, group in runs.groupby(runs["weighting"] == "iw_exp", sort=False):
-        for start in range(0, len(group), cfg.max_stack):
-            yield group.iloc[start:start + cfg.max_stack]
+class Wang2022Study(CnnStudy):
+    """The grid, declared for the runner: runs that share an optimiser (IW-Exp has its own) train together."""
 
+    name = "wang2022"
+    id_columns = ID_COLUMNS
 
-def train_stack(group: pd.DataFrame, pair: PairData, cfg: Wang2022Config, progress: Any = None,
-                checkpoint: Any = None) -> dict[str, pd.DataFrame]:
-    """Train the runs of ``group`` together; return each run's tidy metrics table."""
-    sets = [training_set(run, pair, cfg) for _, run in group.iterrows()]
-    exp = set(group["weighting"] == "iw_exp")
-    if len(exp) != 1:
-        raise ValueError("a stack mixes IW-Exp runs (their own optimiser) with others")
-    stack_cfg = replace(cfg, lr=cfg.exp_lr, momentum=cfg.exp_momentum) if exp.pop() else cfg
+    def runs(self) -> pd.DataFrame:
+        return build_runs(self.config, self.comparable()[0])
 
-    def evaluate(trainer: Trainer, class_weights: torch.Tensor) -> dict[str, np.ndarray]:
-        pred = trainer.predict_logits(pair.images[pair.test]).argmax(-1)
-        y = pair.labels[pair.test]
-        return {"test_accuracy": metrics.accuracy(pred, y).cpu().numpy(),
-                "test_balanced_accuracy": metrics.balanced_accuracy(pred, y).cpu().numpy(),
-                "fraction_positive_pair": metrics.fraction_predicted(pred, 1).cpu().numpy(),
-                **sweep.validation_metrics(trainer, sets, pair.images, pair.labels)}  # their ES monitor: the accuracy
+    def comparable(self) -> tuple[bool, list[str]]:
+        return comparable(self.config, self.data_source, resolve_precision(self.config.precision, "cpu")
+                          if self.config.precision != "auto" else "auto")
 
-    specs = [LossSpec(name, alpha=cfg.poly_alpha) for name in group["loss"]]
-    return sweep.train_stack(group, sets, pair.images, pair.labels, 2, stack_cfg, evaluate, ID_COLUMNS, progress,
-                             losses=specs, checkpoint=checkpoint)
+    def stack_key(self, run: dict[str, Any]) -> Any:
+        return run["weighting"] == "iw_exp"
 
+    def build(self, group: pd.DataFrame, device: str, out: Path) -> StackPlan:
+        cfg = self.config
+        pair = self.prepared(device, lambda data: prepare(data, cfg, torch.device(device)))
+        rows = group.to_dict("records")
+        sets = [training_set(run, pair, cfg) for run in rows]
+        exp = {run["weighting"] == "iw_exp" for run in rows}
+        if len(exp) != 1:
+            raise ValueError("a stack mixes IW-Exp runs (their own optimiser) with others")
+        stack_cfg = replace(cfg, lr=cfg.exp_lr, momentum=cfg.exp_momentum) if exp.pop() else cfg
+        trainer = cnn_trainer(group, sets, pair.images, pair.labels, 2, stack_cfg,
+                              losses=[LossSpec(r["remedy"], **({"poly_alpha": cfg.poly_alpha}
+                                                               if r["remedy"] == "poly_wang" else {})) for r in rows])
 
-def run_grid(data: Cifar10, cfg: Wang2022Config, out: str | Path, device: str = "cpu",
-             progress: bool = True) -> pd.DataFrame:
-    """Train every run of the grid without complete results in ``out`` (resumable); the merged table."""
-    pair: list[PairData] = []  # prepared on first use: a complete grid needs no data on the device
+        def evaluate(trainer: Trainer) -> dict[str, np.ndarray]:
+            pred = trainer.predict_logits(pair.images[pair.test]).argmax(-1)
+            y = pair.labels[pair.test]
+            return {"test_accuracy": metrics.accuracy(pred, y).cpu().numpy(),
+                    "test_balanced_accuracy": metrics.balanced_accuracy(pred, y).cpu().numpy(),
+                    "fraction_positive_pair": metrics.fraction_predicted(pred, 1).cpu().numpy(),
+                    "diverged": trainer.diverged.copy(),
+                    **validation_metrics(trainer, sets, pair.images, pair.labels)}  # their ES monitor: the accuracy
 
-    def train_group(group: pd.DataFrame, on_epoch: Any, checkpoint: Any) -> dict[str, pd.DataFrame]:
-        if not pair:
-            pair.append(prepare(data, cfg, torch.device(device)))
-        return train_stack(group, pair[0], cfg, on_epoch, checkpoint)
+        return StackPlan(trainer, evaluate)
 
-    return sweep.run_stacks(build_runs(cfg), out, lambda todo: stacks(todo, cfg), train_group,
-                            sweep.config_record(cfg, data.source, device), cfg.epochs, progress,
-                            desc=f"wang2022 ({cfg.preset})")
+    def record(self, device: str) -> dict[str, Any]:
+        record = super().record(device)
+        ok, why = comparable(self.config, self.data_source, record["precision_used"])
+        return {**record, "comparable": ok, "not_comparable_because": why}
 
 
 def projected_cost(cfg: Wang2022Config) -> dict[str, float]:
     """What the grid trains and evaluates, in model-images (one image through one run counts one)."""
-    runs = len(build_runs(cfg))
+    study = Wang2022Study(cfg)
+    runs = study.runs()
     n_eval = len(cfg.eval_epochs())
     test = 2000  # CIFAR-10's cat and dog test images
-    return {"runs": runs, "stacks": sum(1 for _ in stacks(build_runs(cfg), cfg)),
-            "train_images": runs * cfg.epochs * cfg.n_train(),
-            "eval_images": runs * n_eval * (test + cfg.n_images() - cfg.n_train()),
+    return {"runs": len(runs), "stacks": sum(1 for _ in study.stacks(runs)),
+            "train_images": len(runs) * cfg.epochs * cfg.n_train(),
+            "eval_images": len(runs) * n_eval * (test + cfg.n_images() - cfg.n_train()),
             "evaluated_epochs": n_eval}
 
 
@@ -254,52 +220,32 @@ def our_cells(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
-    """(mean, lo, hi): :func:`iwshift.report.mean_interval` as a tuple (lo = hi = NaN with fewer than 2 values)."""
-    interval = mean_interval(values)
-    return interval.mean, interval.low, interval.high
+POWER = 0.8  # the chance that a true difference of zero is called replicated, with their seed count on both sides
 
 
-def welch_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
-    """(mean(a) - mean(b), lo, hi): the 95 % Welch interval of the difference of means."""
-    from scipy import stats
+def equivalence_margin(theirs: pd.DataFrame, power: float = POWER) -> float:
+    """The replication's equivalence margin, from their own between-seed spread: the smallest margin m such that,
+    for a cell with their pooled between-seed standard deviation s and their seed count n on both sides, a true
+    difference of zero is called *replicated* with probability ``power``: the difference of means d ~ N(0, se),
+    se = s sqrt(2/n), its Welch interval d ± t se must lie within ±m, so m = (t + z) se with z the normal
+    quantile of (1 + power) / 2."""
+    from scipy import stats as scipy_stats
 
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if len(a) < 2 or len(b) < 2:
-        diff = float(a.mean() - b.mean()) if len(a) and len(b) else float("nan")
-        return diff, float("nan"), float("nan")
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
-    diff = float(a.mean() - b.mean())
-    if se == 0:
-        return diff, diff, diff
-    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    half = float(stats.t.ppf(0.975, dof) * se)
-    return diff, diff - half, diff + half
+    last = theirs[theirs["selection"] == "last"] if "selection" in theirs else theirs
+    spreads = last.groupby(["loss", "cell"])["acc"].agg(["std", "count"])
+    s = float(np.sqrt((spreads["std"] ** 2).mean()))
+    n = int(spreads["count"].median())
+    se = s * math.sqrt(2 / n)
+    t = float(scipy_stats.t.ppf(0.975, 2 * n - 2))
+    return (t + float(scipy_stats.norm.ppf((1 + power) / 2))) * se
 
 
-def verdict(lo: float, hi: float, delta: float = DELTA) -> str:
-    """Our replication verdict from the interval [lo, hi] of ours - theirs (see :data:`RULE`)."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return "inconclusive"
-    if -delta < lo and hi < delta:
-        return "replicated"
-    if lo > delta or hi < -delta:
-        return "differs"
-    return "inconclusive"
-
-
-def effect_reading(lo: float, hi: float, delta: float = DELTA) -> str:
-    """The claims report's reading of an effect's interval (:func:`iwshift.report.classify`): negligible /
-    positive / negative / unclear."""
-    reading = classify(Interval((lo + hi) / 2, lo, hi, 2), delta)
-    return "unclear" if reading == "undefined" else reading
-
-
-def compare(ours: pd.DataFrame, theirs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (loss, cell, our selection): our and their means with intervals, the difference, the
-    verdict. ES cells are compared for each of our selections against their (single) ES numbers."""
+def compare(ours: pd.DataFrame, theirs: pd.DataFrame, margin: float | None = None) -> pd.DataFrame:
+    """One row per (loss, cell, our selection): our and their means with intervals, the difference with its Welch
+    interval, the minimal detectable difference (the Welch half-width our and their seed counts give with their
+    spread), and the verdict against the equivalence ``margin`` (default :func:`equivalence_margin`). ES cells are
+    compared for each of our selections against their (single) ES numbers."""
+    margin = equivalence_margin(theirs) if margin is None else margin
     rows = []
     for loss in LOSSES:
         for cell in CELLS:
@@ -308,13 +254,15 @@ def compare(ours: pd.DataFrame, theirs: pd.DataFrame) -> pd.DataFrame:
             for selection in selections:
                 mine = pd.Series(dtype=float) if ours.empty else \
                     ours[(ours["loss"] == loss) & (ours["cell"] == cell) & (ours["selection"] == selection)]["acc"]
-                m, mlo, mhi = t_interval(mine)
-                t, tlo, thi = t_interval(them)
-                d, dlo, dhi = welch_interval(mine, them)
-                rows.append(dict(loss=loss, cell=cell, selection=selection, n_ours=len(mine), ours=m, ours_lo=mlo,
-                                 ours_hi=mhi, n_theirs=len(them), theirs=t, theirs_lo=tlo, theirs_hi=thi,
-                                 diff=d, diff_lo=dlo, diff_hi=dhi,
-                                 verdict=verdict(dlo, dhi) if len(mine) else "not run"))
+                m, t, d = stats.mean_interval(mine), stats.mean_interval(them), stats.welch_interval(mine, them)
+                sd = float(np.std(them, ddof=1)) if len(them) > 1 else float("nan")
+                mdd = stats.welch_half_width(sd, max(len(mine), len(them)), sd, len(them)) if len(them) > 1 else \
+                    float("nan")
+                rows.append(dict(loss=loss, cell=cell, selection=selection, n_ours=len(mine), ours=m.mean,
+                                 ours_lo=m.low, ours_hi=m.high, n_theirs=len(them), theirs=t.mean, theirs_lo=t.low,
+                                 theirs_hi=t.high, diff=d.mean, diff_lo=d.low, diff_hi=d.high, margin=margin,
+                                 detectable=mdd,
+                                 verdict=stats.equivalence_verdict(d, margin) if len(mine) else "not run"))
     return pd.DataFrame(rows)
 
 
@@ -328,9 +276,10 @@ def headline(ours: pd.DataFrame, theirs: pd.DataFrame) -> pd.DataFrame:
     for loss, a, b in HEADLINES:
         row: dict[str, Any] = dict(comparison=f"{LOSS_LABELS[loss]}: {a} − {b}")
         for who, cells in (("ours", ours), ("theirs", theirs)):
-            d, lo, hi = welch_interval(_last(cells, loss, a), _last(cells, loss, b))
-            reading = effect_reading(lo, hi) if math.isfinite(d) else "not run"
-            row.update({who: d, f"{who}_lo": lo, f"{who}_hi": hi, f"{who}_reading": reading})
+            d = stats.welch_interval(_last(cells, loss, a), _last(cells, loss, b))
+            reading = stats.classify(d, DELTA) if math.isfinite(d.mean) else "not run"
+            row.update({who: d.mean, f"{who}_lo": d.low, f"{who}_hi": d.high,
+                        f"{who}_reading": "unclear" if reading == stats.UNDEFINED else reading})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -355,15 +304,20 @@ def _fmt(mean: float, lo: float, hi: float, signed: bool = False) -> str:
 def markdown(comparison: pd.DataFrame, headlines: pd.DataFrame, label: str = "") -> str:
     """The side-by-side table and the headline table as markdown."""
     lines = [label, ""] if label else []
-    lines += ["| loss | cell | our checkpoint | ours (n) | theirs (n) | ours − theirs | verdict |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["| loss | cell | our checkpoint | ours (n) | theirs (n) | ours − theirs | detectable | verdict |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in comparison.itertuples():
         lines.append(f"| {LOSS_LABELS[r.loss]} | {r.cell} | {SELECTION_LABELS[r.selection]} | "
                      f"{_fmt(r.ours, r.ours_lo, r.ours_hi)} ({r.n_ours}) | "
                      f"{_fmt(r.theirs, r.theirs_lo, r.theirs_hi)} ({r.n_theirs}) | "
-                     f"{_fmt(r.diff, r.diff_lo, r.diff_hi, signed=True)} | {r.verdict} |")
-    lines += ["", f"Test accuracy, mean over seeds [95 % t-interval]; difference: Welch 95 % interval. "
-              f"Verdict: {RULE}.", "",
+                     f"{_fmt(r.diff, r.diff_lo, r.diff_hi, signed=True)} | ±{r.detectable:.3f} | {r.verdict} |")
+    margin = float(comparison["margin"].iloc[0]) if len(comparison) else float("nan")
+    lines += ["", f"Test accuracy, mean over seeds [95 % t-interval]; difference: Welch 95 % interval; "
+              f"*detectable*: the smallest difference the cell's seed counts can resolve with their spread (the Welch "
+              f"half-width). Verdict: *replicated* when the difference's interval lies within ±{margin:.3f}, the "
+              f"equivalence margin chosen from their own between-seed spread (with their {POWER:.0%} chance of "
+              f"calling a true difference of zero replicated at their seed count); *differs* when it lies beyond "
+              f"it; *inconclusive* otherwise, or with fewer than 2 seeds on either side.", "",
               "| their headline comparison | ours | reading | theirs | reading |", "|---|---|---|---|---|"]
     for r in headlines.itertuples():
         lines.append(f"| {r.comparison} | {_fmt(r.ours, r.ours_lo, r.ours_hi, signed=True)} | {r.ours_reading} | "
@@ -404,15 +358,16 @@ def summarise(table: pd.DataFrame, theirs_path: str | Path = THEIR_RESULTS) -> t
     return compare(ours, theirs), headline(ours, theirs)
 
 
-def describe(table: pd.DataFrame) -> str:
-    """The label of a set of our runs: comparable (their protocol) or not."""
-    comparable = bool(table["comparable"].astype(str).eq("True").all())  # read back as text
+def describe(table: pd.DataFrame, records: Sequence[dict[str, Any]] = ()) -> str:
+    """The label of a set of our runs: comparable (their protocol, their data, fp32) or not, and why not."""
+    comparable = bool(table["comparable"].astype(bool).all())
     presets = ", ".join(sorted(table["preset"].unique()))
     seeds = table["seed"].nunique()
     if comparable:
         return f"Our runs: preset {presets}, their protocol, {seeds} seeds."
-    return (f"**NOT COMPARABLE with their numbers** — our runs use preset {presets}, a scaled-down protocol "
-            f"(smaller CNN, fewer images and epochs; {seeds} seeds): a check of the pipeline, not a replication.")
+    why = sorted({reason for r in records for reason in r.get("not_comparable_because", [])})
+    return (f"**NOT COMPARABLE with their numbers** — our runs (preset {presets}, {seeds} seeds) differ from their "
+            f"protocol: {'; '.join(why) or 'a scaled-down protocol'}. A check of the pipeline, not a replication.")
 
 
 def section(results_root: str | Path) -> str:
@@ -424,12 +379,12 @@ def section(results_root: str | Path) -> str:
              "trained by `replicate_wang2022.py` through our stacked trainer.", ""]
     found = False
     for folder in ("wang2022", "wang2022_cpu"):
-        table = sweep.merge(Path(results_root) / folder)
+        table, records = results.load_runs(Path(results_root) / folder)
         if table.empty:
             continue
         found = True
         comparison, headlines = summarise(table)
-        parts += [f"### `{folder}/`", "", markdown(comparison, headlines, describe(table))]
+        parts += [f"### `{folder}/`", "", markdown(comparison, headlines, describe(table, list(records.values())))]
     if not found:
         comparison, headlines = summarise(pd.DataFrame())
         parts += [f"Not run yet: `{COMMAND}` trains the grid ({len(build_runs(make_config('paper')))} runs, "

@@ -31,7 +31,7 @@ from scipy.spatial.distance import pdist
 from sklearn.exceptions import NotFittedError
 from sklearn.preprocessing import StandardScaler
 
-from .config import ConfigError, at_least, positive_finite
+from .checks import ConfigError, at_least, positive_finite
 
 # ------------------------------------------------------------------------------------- input checks
 

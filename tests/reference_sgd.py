@@ -4,7 +4,8 @@ trainer's batch order and dropout masks (the counter-based draws of :mod:`iwshif
 import numpy as np
 import torch
 
-from iwshift import losses, models, sgd2d, train
+from iwshift import losses, models, train
+from iwshift.kernels import counter
 
 
 def reference_sgd(model_name, seed, x, y, class_w, lr, p, epochs, batch, normalization, *, hidden=16, n_classes=2,
@@ -18,13 +19,13 @@ def reference_sgd(model_name, seed, x, y, class_w, lr, p, epochs, batch, normali
     steps = -(-len(y) // batch)
     history = []
     for epoch in range(epochs):
-        order = torch.from_numpy(sgd2d.epoch_permutation(seed, epoch, len(y)))
+        order = torch.from_numpy(counter.epoch_permutation(seed, epoch, len(y)))
         for step in range(steps):
             idx = order[step * batch:(step + 1) * batch]
             if model_name == "lr":
                 logits = model(xt[idx])
             else:
-                mask = torch.from_numpy(sgd2d.dropout_scales(seed, epoch * steps + step, len(idx), hidden, p))
+                mask = torch.from_numpy(counter.dropout_mask(seed, epoch * steps + step, len(idx), hidden, p))
                 logits = model.out(torch.relu(model.hidden(xt[idx])) * mask)
                 logits = logits.squeeze(-1) if n_classes == 2 else logits
             if loss == "poly":
@@ -85,8 +86,8 @@ def hidden_masks(seed, step, batch, sizes, p):
     first, second = sizes
     assert (batch * first) % second == 0, "the second layer's masks start on a row of the first's"
     skip = batch * first // second
-    return (torch.from_numpy(sgd2d.dropout_scales(seed, step, batch, first, p)),
-            torch.from_numpy(sgd2d.dropout_scales(seed, step, skip + batch, second, p)[skip:]))
+    return (torch.from_numpy(counter.dropout_mask(seed, step, batch, first, p)),
+            torch.from_numpy(counter.dropout_mask(seed, step, skip + batch, second, p)[skip:]))
 
 
 def reference_cnn(stacked, k, images, labels, train_index, weights, *, lr, momentum, l2, p, defer_until, epochs,

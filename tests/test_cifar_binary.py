@@ -1,6 +1,5 @@
 """The CIFAR-10 binary study on tiny made-up images: shifts, trainer, sweep, resume, CLI."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,9 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from cifar_fakes import class_of, fake_cifar, write_image_folder
+from helpers import class_of, fake_cifar, load_script, tiny_binary, train, write_image_folder
 from iwshift import cifar_binary as study
 from iwshift import metrics, sweep
+from iwshift.checks import ConfigError
 from iwshift.cifar_data import CIFAR10_CLASSES
 from iwshift.models import StackedCNN
 from iwshift.train import StackedRuns, Trainer, to_device_images
@@ -22,12 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CAT, DOG = CIFAR10_CLASSES.index("cat"), CIFAR10_CLASSES.index("dog")
 
 
-def tiny(**kw):
-    base = dict(per_class=24, width=0.0625, epochs=2, seeds=[0], other_eval=20, noise_eval=10,
-                probe_per_class=4, weights=[1 / 4, 1.0, 4.0], ratios=[1 / 4, 1.0, 2.0],
-                regimes=["none", "dropout"], precision="fp32")  # fp32: equal across stack compositions
-    base.update(kw)
-    return study.BinaryConfig(**base)
+tiny = tiny_binary
 
 
 @pytest.fixture(scope="module")
@@ -163,13 +158,13 @@ def _drop_timing(table):
 
 def test_sweep_resumes_and_reproduces_the_merged_table(data, tmp_path):
     cfg = tiny()
-    first = study.run_sweep(data, cfg, tmp_path, progress=False)
+    first = train(cfg, data, tmp_path)
     assert first["run"].nunique() == 6 and set(first["epoch"]) == {1, 2}
     victim = tmp_path / first["run"].iloc[0]
     (victim / "config.json").unlink()  # as if interrupted before the run completed
     kept = tmp_path / first["run"].iloc[-1] / "metrics.csv"
     stamp = kept.stat().st_mtime_ns
-    second = study.run_sweep(data, cfg, tmp_path, progress=False)
+    second = train(cfg, data, tmp_path)
     assert kept.stat().st_mtime_ns == stamp  # complete runs are skipped
     assert (victim / "config.json").exists()
     pd.testing.assert_frame_equal(_drop_timing(first), _drop_timing(second), rtol=1e-4, atol=1e-5)
@@ -179,31 +174,32 @@ def test_stacks_trained_side_by_side_give_the_same_table_and_say_so(data, tmp_pa
     """side_by_side=2: the stack of six runs trains as two stacks of three at once (on the CPU in turns):
     the same table as one stack (fp32), each run's record saying how it was trained; a sweep's results
     count as complete whatever the choice (it says how runs are computed, not what)."""
-    one = study.run_sweep(data, tiny(), tmp_path / "one", progress=False)
-    two = study.run_sweep(data, tiny(side_by_side=2), tmp_path / "two", progress=False)
+    one = train(tiny(), data, tmp_path / "one")
+    two = train(tiny(side_by_side=2), data, tmp_path / "two")
     assert two["run"].nunique() == 6
     pd.testing.assert_frame_equal(_drop_timing(one), _drop_timing(two), rtol=1e-4, atol=1e-5)
     record = json.loads((tmp_path / "two" / two["run"].iloc[0] / "config.json").read_text())
     assert record["config"]["side_by_side"] == 2
     stamp = (tmp_path / "one" / one["run"].iloc[0] / "metrics.csv").stat().st_mtime_ns
-    study.run_sweep(data, tiny(side_by_side=3), tmp_path / "one", progress=False)
+    train(tiny(side_by_side=3), data, tmp_path / "one")
     assert (tmp_path / "one" / one["run"].iloc[0] / "metrics.csv").stat().st_mtime_ns == stamp
     # a checkpoint of two smaller stacks is resumed only by two (its state is theirs); one stack's as before
     group = study.build_runs(tiny())
-    metas = [sweep.stack_checkpoint(tmp_path, group, {"config": {"side_by_side": n}}, 10).meta for n in (1, 2)]
-    assert "side_by_side" not in metas[0] and metas[1]["side_by_side"] == 2
+    metas = [sweep.stack_checkpoint(tmp_path, group, study.BinaryStudy(tiny(side_by_side=n)), {}, 10).meta
+             for n in (1, 2)]
+    assert metas[0]["side_by_side"] == 1 and metas[1]["side_by_side"] == 2 and metas[0] != metas[1]
 
 
 def test_same_seed_same_metrics(data, tmp_path):
     cfg = tiny(regimes=["none"], weights=[4.0])
-    a = study.run_sweep(data, cfg, tmp_path / "a", progress=False)
-    b = study.run_sweep(data, cfg, tmp_path / "b", progress=False)
+    a = train(cfg, data, tmp_path / "a")
+    b = train(cfg, data, tmp_path / "b")
     pd.testing.assert_frame_equal(_drop_timing(a), _drop_timing(b))
 
 
 def test_imbalance_sweep_and_figures(data, tmp_path):
     cfg = tiny(setting="imbalance", epochs=1)
-    table = study.run_sweep(data, cfg, tmp_path, progress=False)
+    table = train(cfg, data, tmp_path)
     assert set(table["variant"]) == set(study.VARIANTS)
     assert table.loc[table.variant == "weighted+l2", "regime"].eq("l2").all()
     names = [name for name, _ in study.figures(table)]
@@ -213,17 +209,10 @@ def test_imbalance_sweep_and_figures(data, tmp_path):
 # ---------------------------------------------------------------------------------- command line
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("binary_script", ROOT / "CIFAR10_binary_classifier.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_too_few_training_images_is_a_one_line_error_naming_per_class(data):
     cfg = study.BinaryConfig(per_class=10_000)
     for check in (study.check_data, lambda d, c: study.prepare_pair(d, c, "cpu")):
-        with pytest.raises(study.ConfigError, match=r"^--per-class: needs 10000 training images of cat; the data has \d+$"):
+        with pytest.raises(ConfigError, match=r"^--per-class: needs 10000 training images of cat; the data has \d+$"):
             check(data, cfg)
 
 
@@ -245,7 +234,7 @@ def test_too_few_training_images_is_a_one_line_error_naming_per_class(data):
     (["--convolutions", "auto"], "--convolutions: auto runs on CUDA only (the device is cpu)"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(args, message, tmp_path, capsys):
-    script = load_script()
+    script = load_script("CIFAR10_binary_classifier.py")
     args = [a.replace("{empty}", str(tmp_path / "empty")) for a in args]
     if "--out" not in args:
         args += ["--out", str(tmp_path / "out")]
@@ -256,6 +245,7 @@ def test_bad_input_gives_one_line_and_exit_2(args, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert message in err
     assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "fig").exists()  # a refusal leaves no folder
 
 
 def test_missing_data_message_names_both_ways_without_traceback(tmp_path):

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar_fakes import class_of, fake_cifar
+from helpers import class_of, fake_cifar
 from iwshift import cifar_extension as ext
 from iwshift.cifar_data import CIFAR10_CLASSES
-from iwshift.config import ConfigError
+from iwshift.checks import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

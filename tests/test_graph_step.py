@@ -11,6 +11,8 @@ import torch
 from reference_sgd import reference_cnn
 
 from iwshift.models import Stacked2D, StackedCNN
+from iwshift.train.capture import CapturedStep
+from iwshift.train.optimizer import CHECK_STEPS
 from iwshift.train import (Checkpoint, LossSpec, SideBySide, StackedRuns, Trainer, fit_table, to_device_images,
                            train_side_by_side)
 
@@ -23,7 +25,7 @@ def _runs(losses: bool = True) -> StackedRuns:
     ``losses``, their own losses)."""
     rng = np.random.default_rng(0)
     index = np.stack([rng.choice(N_IMAGES, N_TRAIN, replace=False) for _ in range(3)])
-    loss = [LossSpec(), LossSpec("poly", alpha=1.0, beta=0.5), LossSpec("logit_adjusted", tau=1.0)] if losses else None
+    loss = [LossSpec(), LossSpec("poly", poly_alpha=1.0, poly_beta=0.5), LossSpec("logit_adjusted", tau=1.0)] if losses else None
     return StackedRuns(seeds=[3, 5, 7], train_index=index, example_weights=rng.uniform(0.1, 8.0, index.shape),
                        l2=[0.0, 1e-3, 1e-2], dropout=[0.0, 0.5, 0.0], loss=loss, defer_until=[0, 2, 0])
 
@@ -128,27 +130,58 @@ def test_a_bf16_trainer_restored_from_its_state_trains_on_as_without_the_break()
         assert torch.equal(p, q)
 
 
-@pytest.mark.parametrize("failure, message", [
-    ("raises", "RuntimeError: PassManager::run failed"),
-    ("computes something else", "AssertionError: the Triton update differs from the foreach update by"),
-])
-def test_a_triton_update_that_fails_warns_and_the_foreach_update_takes_over(monkeypatch, failure, message):
-    """A Triton update that cannot run here (it fails to compile for this GPU) or computes something else is
-    caught at its first use, which runs on clones beside the ``_foreach`` update: what it wrote is lost, the
-    warning says why, and the ``_foreach`` update trains on."""
-    triton_sgd = pytest.importorskip("iwshift.triton_sgd")
+class _FakeTritonUpdate:
+    """Stands in for :mod:`iwshift.kernels.triton_sgd` (its ``applies`` and ``update``), computing the update in
+    torch as written below: right, without the momentum term, or raising (a compiler error)."""
 
-    def broken(params, *args):
-        params[0].add_(1.0)  # written before the failure, or the wrong update
-        if failure == "raises":
+    def __init__(self, mistake: str | None = None):
+        self.mistake, self.calls = mistake, 0
+
+    def applies(self, params, grads, buffers, copies):
+        return True
+
+    def update(self, params, grads, buffers, copies, decay, n_models, lr, momentum, started):
+        self.calls += 1
+        if self.mistake == "raises":
             raise RuntimeError("PassManager::run failed")
+        for k, (p, g, b, c) in enumerate(zip(params, grads, buffers, copies)):
+            g = g.float()
+            if decay is not None:
+                g = g + p * decay.repeat_interleave(p.shape[0] // n_models).view(-1, *[1] * (p.dim() - 1))
+            if momentum:
+                if started and self.mistake != "momentum":  # the deliberate bug: the momentum term left out
+                    g = b * momentum + g
+                b.copy_(g)
+            p.sub_(lr * g)
+            if c is not None:
+                c.copy_(p)
 
-    monkeypatch.setattr(triton_sgd, "update", broken)
+
+@pytest.mark.parametrize("mistake, message", [
+    ("momentum", "after 4 steps with momentum and weight decay, a parameter differs from the _foreach update's"),
+    ("raises", "it failed to run \\(RuntimeError: PassManager::run failed"),
+])
+def test_an_update_kernel_that_fails_its_first_use_check_falls_back_and_says_why(mistake, message):
+    """The first-use check of a custom update compares several steps with momentum, weight decay and both
+    precisions against the _foreach update on a made-up stack (so the momentum path is checked whatever the
+    trainer's state, e.g. under capture): a kernel without the momentum term fails it, and so does one that does
+    not run; the trainer then trains with the _foreach update and records why."""
     failing, foreach = _trainer(precision="bf16"), _trainer(precision="bf16")
-    failing.optimizer.update = "triton"
-    with pytest.warns(UserWarning, match=f"the Triton SGD update failed \\({message}"):
+    failing.optimizer.update, failing.optimizer.kernel = "triton", _FakeTritonUpdate(mistake)
+    with pytest.warns(UserWarning, match=f"the Triton SGD update is not used: {message}"):
         _assert_same_training(failing, foreach)
-    assert failing.optimizer.update == "foreach"
+    assert failing.optimizer.fallback is not None and failing.record()["update"].startswith("foreach (triton fell back")
+
+
+def test_an_update_kernel_that_passes_its_first_use_check_trains():
+    """The same check passes a kernel that computes the update (here the fake, in torch): it then runs every step,
+    and its path is recorded."""
+    kernel = _FakeTritonUpdate()
+    trainer = _trainer()
+    trainer.optimizer.update, trainer.optimizer.kernel = "triton", kernel
+    trainer.train_epoch()
+    assert trainer.optimizer.fallback is None and trainer.record()["update"] == "triton"
+    assert kernel.calls >= 2 * CHECK_STEPS + N_TRAIN // BATCH  # the check's steps, then the epoch's
 
 
 def test_the_step_never_reads_tensor_values_on_the_host(monkeypatch):
@@ -188,7 +221,7 @@ def test_cudnn_autotuning_is_the_trainers_setting_while_it_runs_and_restored_aft
         torch.backends.cudnn.benchmark = not benchmark
         trainer.train_epoch()
         trainer.predict_logits(trainer.inputs[:4])
-        trainer.class_gradient_norms(trainer.inputs[:4], trainer.labels[:4], torch.ones(3, 2))
+        trainer.class_gradient_norms(trainer.inputs[:4], trainer.labels[:4])
         assert torch.backends.cudnn.benchmark is (not benchmark)  # no global change
     finally:
         torch.backends.cudnn.benchmark = saved
@@ -244,12 +277,11 @@ def test_stacks_side_by_side_answer_as_one_trainer_of_their_runs_in_order():
     probe, labels = alone[0].inputs[:6], alone[0].labels[:6]
     torch.testing.assert_close(side.predict_logits(probe), torch.cat([t.predict_logits(probe) for t in alone]),
                                rtol=0, atol=0)
-    class_w = torch.tensor([[1.0, 2.0], [1.0, 4.0], [1.0, 8.0], [3.0, 1.0], [5.0, 1.0]])
-    got = side.class_gradient_norms(probe, labels, class_w)
-    want = [alone[0].class_gradient_norms(probe, labels, class_w[:3]),
-            alone[1].class_gradient_norms(probe, labels, class_w[3:])]
+    got = side.class_gradient_norms(probe, labels)  # each run with its own class weights
+    want = [alone[0].class_gradient_norms(probe, labels), alone[1].class_gradient_norms(probe, labels)]
     for i in range(2):
         np.testing.assert_array_equal(got[i], np.concatenate([w[i] for w in want]))
+    assert not np.array_equal(got[0][:, 1], got[1][:, 1])  # the weighted norms are not the plain ones
     side.trainers[1].diverged_epoch[1] = 1
     assert side.diverged.tolist() == [False, False, False, False, True] and side.epoch == 1
     with pytest.raises(ValueError, match="other stacks side by side"):
@@ -303,7 +335,7 @@ def test_captured_graph_trains_as_the_eager_step_on_cuda(batch_norm):
         captured, eager = (_trainer(g, "cuda", batch_norm=batch_norm, runs=runs, cudnn_benchmark=False)
                            for g in (True, False))
         _assert_same_training(captured, eager, atol=1e-6, rtol=1e-5)
-    assert captured._graph is not None
+    assert captured.captured.graph is not None
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
@@ -337,26 +369,26 @@ def test_stacks_side_by_side_on_cuda_train_as_each_alone():
     with _deterministic_cudnn():
         side, alone = _two_stacks("cuda", cudnn_benchmark=False), _two_stacks("cuda", cudnn_benchmark=False)
         _assert_side_by_side_trains_as_alone(side, alone, atol=1e-6, rtol=1e-5)
-    assert all(t._graph is not None and t._stream is not None for t in side)
+    assert all(t.captured.graph is not None and t.captured.stream is not None for t in side)
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_captured_steps_do_not_sync_and_a_replaced_state_is_captured_again():
     trainer = _trainer(True, "cuda", batch_norm=True)
     trainer.train_epoch()
-    graph = trainer._graph
+    graph = trainer.captured.graph
     trainer._buffers.cursor.zero_()  # the epoch is over: replay its first batch again
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         graph.replay()
-        with trainer._own_gradients():
+        with trainer.captured.own_gradients():
             trainer._step(N_TRAIN % BATCH)  # the eager partial batch
     finally:
         torch.cuda.set_sync_debug_mode("default")
     trainer.optimizer.buffers = [b.clone() for b in trainer.optimizer.buffers]  # e.g. a restored checkpoint
     stats = trainer.train_epoch()
-    assert trainer._graph is not graph and np.isfinite(stats.loss).all()
+    assert trainer.captured.graph is not graph and np.isfinite(stats.loss).all()
 
 
 class _FakeStream:
@@ -393,7 +425,7 @@ def test_capture_orchestration_trains_as_the_eager_step_with_a_fake_graph_on_cpu
     """The capture's warm-up steps leave no trace (in bf16, none on the weight copies either), the replays and the
     eager last batch follow each other as the eager steps do (the CUDA graph itself is faked: this runs on CPU)."""
     captured, eager = (_trainer(g, batch_norm=True, precision=precision) for g in (True, False))
-    captured.capture = True
+    captured.captured = CapturedStep(captured)  # capture forced on the CPU (with a fake graph below)
     _FakeGraph.replay_step = staticmethod(lambda: captured._step(BATCH))
     monkeypatch.setattr(torch.cuda, "Stream", lambda *a, **k: _FakeStream())
     monkeypatch.setattr(torch.cuda, "current_stream", lambda *a, **k: _FakeStream())
@@ -401,14 +433,14 @@ def test_capture_orchestration_trains_as_the_eager_step_with_a_fake_graph_on_cpu
     monkeypatch.setattr(torch.cuda, "CUDAGraph", _FakeGraph)
     monkeypatch.setattr(torch.cuda, "graph", _fake_capture(captured))
     _assert_same_training(captured, eager)
-    assert isinstance(captured._graph, _FakeGraph)
+    assert isinstance(captured.captured.graph, _FakeGraph) and captured.record()["capture"] == "graph"
 
 
 def test_a_capture_that_fails_warns_and_trains_eagerly_with_the_same_numbers(monkeypatch):
     """Where this CUDA build cannot capture the step (the capture raises after the warm-up and the captured
     step have run), the trainer says so, puts the runs' state back and trains the same step eagerly."""
     captured, eager = _trainer(True, batch_norm=True), _trainer(False, batch_norm=True)
-    captured.capture = True
+    captured.captured = CapturedStep(captured)  # capture forced on the CPU (with a fake graph below)
     monkeypatch.setattr(torch.cuda, "Stream", lambda *a, **k: _FakeStream())
     monkeypatch.setattr(torch.cuda, "current_stream", lambda *a, **k: _FakeStream())
     monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
@@ -422,7 +454,8 @@ def test_a_capture_that_fails_warns_and_trains_eagerly_with_the_same_numbers(mon
     monkeypatch.setattr(torch.cuda, "graph", failing_capture)
     with pytest.warns(UserWarning, match="capturing the training step as a CUDA graph failed \\(RuntimeError"):
         _assert_same_training(captured, eager)
-    assert captured.capture is False and captured._graph is None
+    assert captured.captured.failure is not None and captured.captured.graph is None
+    assert captured.record()["capture"].startswith("eager (capture failed: RuntimeError")
 
 
 class _RecordingStream:
@@ -463,9 +496,9 @@ def test_side_by_side_replays_each_stacks_graph_on_its_own_stream_with_a_fake_gr
     monkeypatch.setattr(torch.cuda, "CUDAGraph", _FakeGraph)
     monkeypatch.setattr(torch.cuda, "graph", capture)
     for trainer in side:
-        trainer.capture = True
+        trainer.captured = CapturedStep(trainer)  # capture forced on the CPU (with a fake graph below)
     _assert_side_by_side_trains_as_alone(side, alone)
-    streams = [trainer._stream for trainer in side]
+    streams = [trainer.captured.stream for trainer in side]
     assert isinstance(streams[0], _RecordingStream) and streams[0] is not streams[1]
     replays = [event[1] for event in log if event[0] == "replay"]
     assert replays == streams * (2 * (N_TRAIN // BATCH))  # in turns, each on its own stream

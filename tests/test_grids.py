@@ -4,8 +4,8 @@ import pytest
 
 from iwshift import cifar_binary, synthetic
 from iwshift import config as cli
-from iwshift.config import ConfigError
-from scripts import load_script
+from iwshift.checks import ConfigError
+from helpers import load_script
 
 
 def test_override_from_argv_refuses_a_repeated_value_in_any_list_flag(capsys):

@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cifar_fakes import fake_cifar, write_image_folder
+from helpers import fake_cifar, write_image_folder
 from iwshift import cifar_binary as study
 from iwshift import launch, sweep
-from iwshift.config import ConfigError
+from iwshift.checks import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 # the grid of the script below: 2 regimes x 2 weights, one seed (4 runs, 2 stacks). fp32: jobs may stack

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from iwshift import losses, shifts
-from iwshift.config import ConfigError
+from iwshift.checks import ConfigError
 
 
 def test_weight_one_gives_exactly_the_unweighted_loss_and_gradients():

@@ -32,7 +32,7 @@ def test_cifar_visualization_notebook_plots_a_tiny_results_folder(tmp_path, monk
     import sys
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from cifar_fakes import fake_cifar
+    from helpers import fake_cifar
 
     from iwshift import cifar_binary
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from iwshift import cifar_binary, losses
-from iwshift.config import ConfigError
+from iwshift.checks import ConfigError
 from iwshift.models import StackedCNN
 from iwshift.train import LossSpec, StackedRuns, Trainer
 

@@ -11,7 +11,7 @@ from scipy import stats
 
 from iwshift import cifar_binary, cifar_extension, report, results
 from iwshift.report import CONTRADICTED, INCONCLUSIVE, NOT_RUN, SUPPORTED, Interval
-from iwshift.synthetic import SyntheticConfig
+from iwshift.config import SyntheticConfig
 
 RNG = np.random.default_rng(0)
 SEEDS = (0, 1, 2)

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from cifar_fakes import fake_cifar, write_image_folder
+from helpers import fake_cifar, write_image_folder
 from iwshift import cifar_binary as study
 from iwshift import launch, report, results, sweep, train
-from iwshift.config import ConfigError
-from scripts import load_script
+from iwshift.checks import ConfigError
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -86,7 +86,7 @@ KILLED = """
 import os, signal, sys
 sys.path[:0] = [{root!r}, {tests!r}]
 import torch
-from cifar_fakes import fake_cifar
+from helpers import fake_cifar
 from iwshift import cifar_binary as study, train
 torch.set_num_threads(1)
 cfg = study.BinaryConfig(per_class=16, width=0.0625, epochs=3, seeds=[0], other_eval=10, noise_eval=4,

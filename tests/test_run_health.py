@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
-from cifar_fakes import fake_cifar
+from helpers import fake_cifar
 from iwshift import cifar_binary as study
 from iwshift import cifar_extension as ext
 from iwshift import sgd2d, sweep, synthetic
 from iwshift.cifar_data import CIFAR10_CLASSES
 from iwshift.models import DROPOUT_STREAM, StackedCNN, counter_uniform, dropout_scales
 from iwshift.train import StackedRuns, Trainer, normalize, to_device_images
-from scripts import load_script
+from helpers import load_script
 
 CAT, DOG = CIFAR10_CLASSES.index("cat"), CIFAR10_CLASSES.index("dog")
 HEALTH = ["train_accuracy_eval", "diverged", "collapsed", "status"]

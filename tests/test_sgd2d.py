@@ -50,7 +50,7 @@ def test_trainer_matches_plain_autograd(engine, model_name, p, l2, normalization
     expected = reference_sgd(model_name, seed, data.x, data.y, np.ones(2) if loss == "logit_adjusted" else class_w,
                              lr, p, epochs, batch, normalization, l2=l2, loss="poly" if loss == "poly" else "ce",
                              offset=offset, poly=poly)[-1]
-    spec = {"ce": LossSpec(), "poly": LossSpec("poly", *poly), "logit_adjusted": LossSpec("logit_adjusted", tau=tau)}
+    spec = {"ce": LossSpec(), "poly": LossSpec("poly", poly_alpha=poly[0], poly_beta=poly[1]), "logit_adjusted": LossSpec("logit_adjusted", tau=tau)}
     trainer = make_trainer(model_name, [seed], data, class_w[None], lr, [l2], [p], batch, normalization, engine,
                            specs=[spec[loss]])
     assert trainer.engine == engine
@@ -66,7 +66,7 @@ def test_fused_engine_equals_torch_engine_on_a_mixed_stack():
     seeds = [0, 1, 2, 3, 4]
     class_w = np.array([[1.0, 1.0], [1.0, 10.0], [10.0, 1.0], [1.0, 4.0], [3.0, 1.0]])
     l2, p = [0.0, 0.01, 0.0, 0.0, 0.02], [0.5, 0.0, 0.2, 0.0, 0.3]
-    specs = [LossSpec(), LossSpec("poly", 1.0, 0.0), LossSpec("logit_adjusted", tau=1.0), LossSpec("poly", 1.0, 0.0),
+    specs = [LossSpec(), LossSpec("poly", poly_alpha=1.0, poly_beta=0.0), LossSpec("logit_adjusted", tau=1.0), LossSpec("poly", poly_alpha=1.0, poly_beta=0.0),
              LossSpec()]
     rng = np.random.default_rng(0)
     index = np.stack([rng.permutation(len(data.y))[:40] for _ in seeds])  # each run its own subset

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from iwshift.choices import triton_available
+from iwshift.kernels import triton_available
 
 ROOT = Path(__file__).resolve().parents[1]
 NEEDS_TRITON = pytest.mark.skipif(not triton_available(), reason="needs Triton >= 3.0 with PyTorch >= 2.4")
@@ -67,7 +67,7 @@ def test_triton_convolutions_compile_for_hopper_without_a_gpu():
 def test_triton_convolutions_are_a_checked_choice_and_a_how_field():
     """(Refused off CUDA: tests/test_cifar_binary.py's one-line errors.)"""
     from iwshift import sweep
-    from iwshift.config import ConfigError
+    from iwshift.checks import ConfigError
     from iwshift.models import StackedCNN
 
     with pytest.raises(ValueError, match="unknown convolutions 'cublas'"):
@@ -153,7 +153,7 @@ def test_the_auto_choice_is_recorded_with_each_run_and_kept_by_a_checkpoint(monk
 
     import numpy as np
     import torch
-    from cifar_fakes import fake_cifar
+    from helpers import fake_cifar
 
     from iwshift import cifar_binary
     from iwshift.models import StackedCNN

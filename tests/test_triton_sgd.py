@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from iwshift.choices import triton_available
+from iwshift.kernels import triton_available
 from iwshift.train import StackedSGD
 
 ROOT = Path(__file__).resolve().parents[1]

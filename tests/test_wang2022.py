@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from cifar_fakes import fake_cifar
+from helpers import fake_cifar
 
 from iwshift import losses, sweep
 from iwshift import wang2022 as study
-from iwshift.config import ConfigError
+from iwshift.checks import ConfigError
 from iwshift.models import StackedCNN
 from iwshift.train import LossSpec, StackedRuns, Trainer
 
@@ -39,7 +39,7 @@ def test_poly_wang_uses_their_binary_margin_and_stays_finite_at_zero():
 
 def test_trainer_gives_each_run_its_own_loss_in_a_mixed_stack():
     runs = StackedRuns(seeds=[0, 1], train_index=np.zeros((2, 4), int), example_weights=np.ones((2, 4)),
-                       l2=[0.0, 0.0], dropout=[0.0, 0.0], loss=[LossSpec(), LossSpec("poly_wang", alpha=2.0)])
+                       l2=[0.0, 0.0], dropout=[0.0, 0.0], loss=[LossSpec(), LossSpec("poly_wang", poly_alpha=2.0)])
     model = StackedCNN(2, 0.125, n_classes=2, seeds=[0, 1])
     images = torch.zeros((4, 3, 32, 32), dtype=torch.uint8)
     trainer = Trainer(model, runs, images, torch.tensor([0, 1, 0, 1]), image_normalization="cifar10")

@@ -10,7 +10,7 @@ import pytest
 from scipy import special
 
 from iwshift import weights as W
-from iwshift.config import ConfigError
+from iwshift.checks import ConfigError
 
 HAS_SKADA = importlib.util.find_spec("skada") is not None
 needs_skada = pytest.mark.skipif(not HAS_SKADA, reason="skada not installed")

@@ -16,7 +16,7 @@ tests train the same stacks through both engines and compare.
 Exactness over speed where they meet:
   * every random draw is a pure function of (run seed, epoch or step, index) through a counter-based
     hash (splitmix64), so a run's mini-batch order and dropout masks do not depend on which other runs
-    share the call, and :func:`epoch_permutations` / :func:`dropout_masks` reproduce them outside the
+    share the call, and :mod:`iwshift.kernels.counter` reproduces them outside the
     kernel (the trainer's PyTorch engine uses them);
   * the loss, its two normalisations and weight decay are those of :mod:`iwshift.losses` and
     ``torch.optim.SGD(weight_decay=l2)``: g <- grad(loss) + l2 * theta, theta <- theta - lr * g.
@@ -32,101 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_STREAM_PERMUTATION = np.uint64(1)
-_STREAM_DROPOUT = np.uint64(2)
-
-
-@njit(inline="always")
-def _mix(z):
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
-
-
-@njit(inline="always")
-def _hash(seed, stream, a, b):
-    """A 64-bit hash of four integers (counter-based random number)."""
-    z = _mix(np.uint64(seed) * _GOLDEN + stream)
-    z = _mix(z + np.uint64(a) * _GOLDEN)
-    return _mix(z + np.uint64(b) * _GOLDEN + np.uint64(1))
-
-
-@njit(inline="always")
-def _uniform(seed, stream, a, b):
-    """A float in [0, 1) from the top 24 bits of the hash."""
-    return np.float32(_hash(seed, stream, a, b) >> np.uint64(40)) * np.float32(1.0 / 16777216.0)
-
-
-@njit(cache=True)
-def _fill_permutation(seed, epoch, out):
-    n = out.shape[0]
-    for i in range(n):
-        out[i] = i
-    for i in range(n - 1, 0, -1):  # Fisher-Yates
-        j = np.int64(_hash(seed, _STREAM_PERMUTATION, epoch, i) % np.uint64(i + 1))
-        out[i], out[j] = out[j], out[i]
-
-
-def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The order in which run ``seed`` visits ``n`` training examples in ``epoch`` (0-based)."""
-    out = np.empty(n, np.int64)
-    _fill_permutation(seed, epoch, out)
-    return out
-
-
-@njit(inline="always")
-def _dropout_scale(seed, step, i, j, hidden, p):
-    if p == 0.0:
-        return np.float32(1.0)
-    if _uniform(seed, _STREAM_DROPOUT, step, i * hidden + j) < p:
-        return np.float32(0.0)
-    return np.float32(1.0 / (1.0 - p))
-
-
-@njit(cache=True)
-def _fill_dropout(seed, step, p, out):
-    for i in range(out.shape[0]):
-        for j in range(out.shape[1]):
-            out[i, j] = _dropout_scale(seed, step, i, j, out.shape[1], p)
-
-
-def dropout_scales(seed: int, step: int, batch: int, hidden: int, p: float) -> np.ndarray:
-    """Inverted-dropout multipliers (0 or 1/(1-p)) of run ``seed`` at global ``step``: (batch, hidden)."""
-    out = np.empty((batch, hidden), np.float32)
-    _fill_dropout(seed, step, np.float32(p), out)
-    return out
-
-
-@njit(parallel=True, cache=True)
-def _fill_permutations(seeds, epoch, out):
-    for k in prange(out.shape[0]):
-        _fill_permutation(seeds[k], epoch, out[k])
-
-
-def epoch_permutations(seeds: np.ndarray, epoch: int, n: int) -> np.ndarray:
-    """(K, n): row k is :func:`epoch_permutation` of ``seeds[k]``."""
-    seeds = np.ascontiguousarray(seeds, np.int64)
-    out = np.empty((len(seeds), n), np.int64)
-    _fill_permutations(seeds, epoch, out)
-    return out
-
-
-@njit(parallel=True, cache=True)
-def _fill_dropouts(seeds, step, p, out):
-    for k in prange(out.shape[0]):
-        _fill_dropout(seeds[k], step, p[k], out[k])
-
-
-def dropout_masks(seeds: np.ndarray, step: int, batch: int, hidden: int, p: np.ndarray) -> np.ndarray:
-    """(K, batch, hidden): slice k is :func:`dropout_scales` of ``seeds[k]`` with probability ``p[k]``."""
-    seeds = np.ascontiguousarray(seeds, np.int64)
-    out = np.empty((len(seeds), batch, hidden), np.float32)
-    _fill_dropouts(seeds, step, np.ascontiguousarray(p, np.float32), out)
-    return out
-
+from .counter import _dropout_scale, _fill_permutation
 
 @njit(inline="always")
 def _sigmoid(z):
@@ -355,7 +261,7 @@ def train_stacked(
         values = np.broadcast_to(np.asarray(values, dtype), (K,) + np.shape(values)[1:])
         return np.ascontiguousarray(values)
 
-    from .losses import poly_tail_constants
+    from ..losses import poly_tail_constants
 
     kinds = np.zeros(K, np.int64) if loss_kind is None else per_run(loss_kind, np.int64)
     poly_rows = np.zeros((K, 4), np.float32)
