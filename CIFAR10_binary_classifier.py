@@ -102,6 +102,8 @@ def main(argv=None) -> int:
         for cfg in configs:
             check_device(cfg, device)
         checkpoint_every = cli.at_least("checkpoint_every", values["CHECKPOINT_EVERY"], 1)
+        if not values["MERGE_ONLY"]:
+            launch.check(launcher)
         cli.creatable_folder("out", values["OUT"])  # (made once every check has passed)
         if values["FIGURES_ON"]:
             cli.creatable_folder("figures", values["FIGURES"])

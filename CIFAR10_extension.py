@@ -99,9 +99,14 @@ def main(argv=None) -> int:
         for cfg in configs:
             check_device(cfg, device)
         checkpoint_every = cli.at_least("checkpoint_every", values["CHECKPOINT_EVERY"], 1)
+        if not values["MERGE_ONLY"]:
+            launch.check(launcher)
         cli.creatable_folder("out", values["OUT"])  # (made once every check has passed)
         if values["FIGURES_ON"]:
             cli.creatable_folder("figures", values["FIGURES"])
+        if not values["MERGE_ONLY"]:
+            for cfg in configs:  # the phases need no data: checked before it is loaded
+                ext.ExtensionStudy(cfg).check_phases(Path(values["OUT"]))
         # the weights tables and merged tables are made here, on this machine's device
         from iwshift.cnn import resolve_device
 

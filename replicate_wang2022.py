@@ -13,10 +13,10 @@ cost and trains nothing.
 
 import sys
 import time
+from pathlib import Path
 
 # light imports only up to the parsed command line: --help and argument errors answer at once
-from iwshift import choices
-from iwshift import config as cli
+from iwshift import cli, config
 
 PRESET = "auto"                  # auto | paper (their protocol) | cpu (scaled down, not comparable)
 DATA_DIR = "data"                # torchvision download folder, or an ImageFolder tree
@@ -25,7 +25,7 @@ OUT = ""                         # "" -> results/wang2022 (paper) or results/wan
 FIGURES = ""                     # "" -> figures/wang2022 or figures/wang2022_cpu
 DEVICE = "auto"                  # auto | cpu | cuda | cuda:N
 SEEDS = list(range(10))          # model seeds: one run per seed in each cell
-DATA_SEED = 0                    # with each seed, draws the 500 dogs and the 80/20 split
+DATA_SEED = 0                    # draws the 500 dogs and the 80/20 split (with each seed, unless FIXED_DATA)
 LOSSES = ["ce", "poly_wang"]     # cross-entropy, their poly-tailed loss
 WEIGHTINGS = ["none", "iw", "iw_exp"]  # No IW, IW (1 / class count), IW-Exp (weights ** WEIGHT_EXPONENT)
 PER_CLASS = 5000                 # cats; dogs = PER_CLASS / IMBALANCE
@@ -40,6 +40,7 @@ EXP_MOMENTUM = 0.0               # IW-Exp's momentum
 WEIGHT_EXPONENT = 1.5            # IW-Exp: (1 / class count) ** exponent
 BATCH_SIZE = 64                  # mini-batch size
 POLY_ALPHA = 1.0                 # their poly-tailed loss's tail exponent
+FIXED_DATA = True                # the dogs and the split drawn once from DATA_SEED, as their code (else per seed)
 NORMALIZATION = "mean"           # mean: sum w*l / batch (theirs); weight_sum: sum w*l / sum w
 PRECISION = "fp32"               # fp32 (theirs) | bf16 | auto
 COMPILE = False                  # torch.compile the stacked model
@@ -57,39 +58,35 @@ _PROG = "replicate_wang2022.py"
 # one H200, full-width CNN, fp32, K = 28, batch 16, the captured step (benchmarks/results/nvidia-h200-graph-on-off.txt);
 # a projection: this grid itself has not been timed
 GPU_IMG_PER_S = 93_492
-FIELDS = {
-    "SEEDS": "seeds", "DATA_SEED": "data_seed", "LOSSES": "losses", "WEIGHTINGS": "weightings",
-    "PER_CLASS": "per_class", "IMBALANCE": "imbalance", "TRAIN_FRACTION": "train_fraction", "WIDTH": "width",
-    "EPOCHS": "epochs", "LR": "lr", "MOMENTUM": "momentum", "EXP_LR": "exp_lr", "EXP_MOMENTUM": "exp_momentum",
-    "WEIGHT_EXPONENT": "weight_exponent", "BATCH_SIZE": "batch_size", "POLY_ALPHA": "poly_alpha",
-    "NORMALIZATION": "normalization", "PRECISION": "precision", "COMPILE": "compile",
-    "CONVOLUTIONS": "convolutions", "EVAL_EVERY": "eval_every",
-    "MAX_STACK": "max_stack", "SIDE_BY_SIDE": "side_by_side",
-}
-CHOICES = {"PRESET": ("auto", *choices.WANG_PRESETS), "LOSSES": choices.WANG_LOSSES,
-           "WEIGHTINGS": choices.WANG_WEIGHTINGS, "NORMALIZATION": choices.NORMALIZATIONS,
-           "PRECISION": choices.PRECISIONS, "CONVOLUTIONS": choices.CONVOLUTIONS}
+# the choices of the constants that are not knobs of the replication's configuration (config.Wang2022Config)
+CHOICES = {"PRESET": ("auto", *config.WANG_PRESETS)}
 
 
 def main(argv=None) -> int:
-    constants = {k: v for k, v in globals().items() if k.isupper() and k not in ("FIELDS", "CHOICES", "GPU_IMG_PER_S")}
+    constants = {k: v for k, v in globals().items() if k.isupper() and k not in ("CHOICES", "GPU_IMG_PER_S")}
     values = cli.override_from_argv(constants, __doc__, argv, help_text=cli.constant_comments(__file__),
-                                    choices=CHOICES, presets=choices.WANG_PRESETS, fields=FIELDS, prog=_PROG)
+                                    choices=CHOICES, config=config.Wang2022Config, presets=config.WANG_PRESETS,
+                                    prog=_PROG)
     from iwshift import sweep
     from iwshift import wang2022 as study
+    from iwshift.cnn import check_device, resolve_device
 
     with cli.exit_on_config_error(_PROG):
-        device = sweep.resolve_device(values["DEVICE"])
-        preset, fields = sweep.preset_fields(values, constants, FIELDS, study.PRESETS, device, argv)
-        cfg = study.make_config(preset, **{k: val for k, val in fields.items()
-                                          if k not in ("regimes", "probe_per_class")})
+        device = resolve_device(values["DEVICE"])
+        preset = values["PRESET"] if values["PRESET"] != "auto" else "paper" if device.startswith("cuda") else "cpu"
+        fields = cli.config_fields(values, config.Wang2022Config, config.WANG_PRESETS, preset, argv)
+        cfg = config.Wang2022Config(**{**fields, "preset": preset})
+        check_device(cfg, device)
         suffix = "" if preset == "paper" else f"_{preset}"
-        out = cli.writable_folder("out", values["OUT"] or f"results/wang2022{suffix}")
-        figures_dir = cli.writable_folder("figures", values["FIGURES"] or f"figures/wang2022{suffix}")
+        out = Path(values["OUT"] or f"results/wang2022{suffix}")
+        figures_dir = Path(values["FIGURES"] or f"figures/wang2022{suffix}")
+        cli.creatable_folder("out", out)
+        cli.creatable_folder("figures", figures_dir)
         cpu_rate = cli.non_negative_finite("cpu_img_per_s", values["CPU_IMG_PER_S"])
     cost = study.projected_cost(cfg)
-    label = "their protocol" if cfg.comparable() else "NOT comparable with their numbers (scaled down or changed)"
-    print(f"preset {preset} ({label}); device {device}; {cost['runs']} runs in {cost['stacks']} stacks; "
+    protocol = "their protocol" if study.comparable(cfg, "official CIFAR-10", study.resolve_precision(
+        cfg.precision, device))[0] else "NOT their protocol"
+    print(f"preset {preset} ({protocol}, given the official CIFAR-10 files); device {device}; {cost['runs']} runs in {cost['stacks']} stacks; "
           f"{cost['train_images'] / 1e6:.1f} M model-images trained + {cost['eval_images'] / 1e6:.1f} M evaluated "
           f"({cost['evaluated_epochs']} evaluated epochs per run)")
     work = cost["train_images"] + cost["eval_images"] / 3  # by FLOP count, a forward pass is a third of a step
@@ -99,7 +96,9 @@ def main(argv=None) -> int:
         return 0
     start = time.perf_counter()
     if values["MERGE_ONLY"]:
-        table = sweep.merge(out, study.build_runs(cfg)["run"])
+        from iwshift import results
+
+        table = results.merge(out, study.build_runs(cfg)["run"])
         if table.empty:
             print(f"{_PROG}: error: no complete runs of this grid in {out}/", file=sys.stderr)
             return 1
@@ -109,8 +108,17 @@ def main(argv=None) -> int:
         data = load_for_script(_PROG, values["DATA_DIR"], values["DOWNLOAD"], values["PROGRESS"] and sys.stderr.isatty())
         if data is None:
             return 2
-        print(f"data: {data.source}")
-        table = study.run_grid(data, cfg, out, device, progress=values["PROGRESS"])  # lines in a log
+        grid = study.Wang2022Study(cfg, data, values["DATA_DIR"])
+        ok, why = grid.comparable()
+        print(f"data: {data.source}; " + ("their protocol" if ok else f"NOT comparable with their numbers: "
+                                          f"{'; '.join(why)}"))
+        runner = sweep.Runner(grid, out, device, progress=values["PROGRESS"])
+        with cli.exit_on_config_error(_PROG):
+            grid.check(out)
+            runner.todo()
+        cli.writable_folder("out", out)
+        table = runner.run()  # lines in a log
+    cli.writable_folder("figures", figures_dir)
     return finish(table, out, figures_dir, start)
 
 
@@ -119,11 +127,12 @@ def finish(table, out, figures_dir, start) -> int:
     from iwshift import wang2022 as study
 
     comparison, headlines = study.summarise(table)
-    text = study.markdown(comparison, headlines, study.describe(table))
+    records = [results.load_run(out, run)[1] for run in table["run"].unique()]
+    text = study.markdown(comparison, headlines, study.describe(table, records))
     results.write_table(out / "merged.csv", table)
     results.write_table(out / "comparison.csv", comparison)
     results.write_text(out / "comparison.md", text)
-    comparable = table["comparable"].astype(str).eq("True").all()
+    comparable = table["comparable"].astype(bool).all()
     title = "" if comparable else "NOT COMPARABLE (scaled-down protocol): ours vs Wang et al. (2022)"
     plots.save_figure(study.figure(comparison, title), figures_dir / "comparison.png")
     print(text)

@@ -62,6 +62,9 @@ def main(argv=None) -> int:
     with cli.exit_on_config_error(_PROG):
         cfg = config.SyntheticConfig(**cli.config_fields(values, config.SyntheticConfig, {"paper": {}}, "paper"))
         checkpoint_every = cli.at_least("checkpoint_every", values["CHECKPOINT_EVERY"], 1)
+        cli.creatable_folder("out", values["OUT"])  # (made once every check has passed)
+        if values["FIGURES_ON"]:
+            cli.creatable_folder("figures", values["FIGURES"])
         studies = [synthetic.SyntheticStudy(cfg)]
         outs = [Path(values["OUT"])]
         if values["EXTREME"]:

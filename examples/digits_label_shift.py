@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from iwshift import config as cli  # noqa: E402
+from iwshift import cli  # noqa: E402
 
 QUICK = False          # a smaller, faster run: one seed, fewer epochs, KLIEP's median-heuristic width
 SEEDS = [0, 1, 2]      # model seeds (initialisation, batch order) of the trained runs

@@ -318,16 +318,17 @@ class ExtensionStudy(CnnStudy):
     def check_data(self, data: Cifar10) -> None:
         check_data(data, self.config)
 
-    def check(self, out: Path) -> None:
-        """The estimated weights need each seed's unweighted ``none`` run, trained here or before."""
-        super().check(out)
+    def check_phases(self, out: Path) -> None:
+        """The estimated weights need each seed's unweighted ``none`` run, trained here or before (no data needed)."""
         cfg = self.config
-        if not any(from_network(cfg, s) for s in cfg.weight_sources):
-            return
-        if "none" in cfg.regimes and "none" in cfg.weight_sources:
-            return
-        if any(not (out / black_box_run(cfg, s) / "logits.npz").exists() for s in cfg.seeds):
+        needed = any(from_network(cfg, s) for s in cfg.weight_sources) and not (
+            "none" in cfg.regimes and "none" in cfg.weight_sources)
+        if needed and any(not (out / black_box_run(cfg, s) / "logits.npz").exists() for s in cfg.seeds):
             raise ConfigError(f"{cfg.study}_weights", BLACK_BOX)
+
+    def check(self, out: Path) -> None:
+        self.check_phases(out)
+        super().check(out)
 
     def shift(self, device: str) -> ShiftData:
         return self.prepared(device, lambda data: prepare(data, self.config, torch.device(device)))

@@ -339,10 +339,6 @@ EXTENSION_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _wang_losses(name: str, values: Sequence[str]) -> list[str]:
-    return v.all_of(name, values, WANG_LOSSES)
-
-
 def _only_none(name: str, regimes: Sequence[str]) -> list[str]:
     if list(regimes) != ["none"]:
         raise ConfigError(name, "this replication has no regularisation regimes (only none)")
@@ -367,7 +363,7 @@ class Wang2022Config(CnnConfig):
     eval_every: int = knob(1, "their checkpoint callback looks at every epoch", check=v.integer_at_least(0))
     preset: str = knob("paper", "paper (their protocol) or cpu (scaled down)", kind=GRID)
     losses: Sequence[str] = knob(tuple(WANG_LOSSES), "ce (cross-entropy), poly_wang (their poly-tailed loss)",
-                                 check=_wang_losses, kind=GRID)
+                                 choices=tuple(WANG_LOSSES), kind=GRID)
     weightings: Sequence[str] = knob(WANG_WEIGHTINGS, "No IW, IW (1 / class count), IW-Exp (weights ** exponent)",
                                      choices=WANG_WEIGHTINGS, kind=GRID)
     per_class: int = knob(5000, "images of the majority class (cat); the dogs are per_class / imbalance",

@@ -123,6 +123,18 @@ def import_submitit() -> Any:
     return submitit
 
 
+def check(cfg: LaunchConfig) -> None:
+    """What :func:`make_executor` would refuse, checked without making anything (no log folder yet): submitit
+    installed, SLURM reachable for ``submitit``, a log folder that can be made."""
+    if not cfg.uses_submitit:
+        return
+    v.creatable_folder("log_dir", cfg.log_dir)
+    submitit = import_submitit()
+    if cfg.launcher == "submitit" and submitit.SlurmExecutor.affinity() <= 0:
+        raise ConfigError("launcher", "submitit found no SLURM here (srun is not on PATH); submit from the "
+                                      "cluster's login node, or use --launcher submitit-local")
+
+
 def make_executor(cfg: LaunchConfig, name: str = "iwshift") -> Any:
     """A submitit executor for ``cfg`` (logs in ``<log_dir>/<job id>/``): SLURM for ``submitit`` (an error
     where there is no SLURM), the local executor for ``submitit-local``."""

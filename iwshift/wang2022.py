@@ -45,11 +45,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import health, losses, metrics, results, stats
+from . import losses, metrics, results, stats
 from .cifar_binary import PairData, prepare_pair
 from .cifar_data import Cifar10
 from .cnn import CnnStudy, TrainingSet, cnn_trainer, resolve_precision, validation_metrics
-from .config import WANG_LOSSES, WANG_PRESETS, WANG_PROTOCOL_FIELDS, BinaryConfig, Wang2022Config, defaults, with_preset
+from .config import (WANG_LOSSES, WANG_PRESETS, WANG_PROTOCOL_FIELDS, WANG_WEIGHTINGS, BinaryConfig, Wang2022Config,
+                     defaults, with_preset)
 from .losses import LossSpec
 from .sweep import StackPlan
 from .train import Trainer
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     import matplotlib.pyplot as plt
 
 LOSSES = tuple(WANG_LOSSES)  # their loss names
+WEIGHTINGS = WANG_WEIGHTINGS
 PRESETS = WANG_PRESETS
 THEIR_RESULTS = Path(__file__).resolve().parents[1] / "paper-results" / "wang2022" / "their_results.csv"
 LOSS_LABELS = {"ce": "cross-entropy", "poly_wang": "poly-tailed (α = 1)"}
@@ -140,8 +142,8 @@ class Wang2022Study(CnnStudy):
         return build_runs(self.config, self.comparable()[0])
 
     def comparable(self) -> tuple[bool, list[str]]:
-        return comparable(self.config, self.data_source, resolve_precision(self.config.precision, "cpu")
-                          if self.config.precision != "auto" else "auto")
+        """(``auto`` precision is bf16 on either device: never theirs.)"""
+        return comparable(self.config, self.data_source, resolve_precision(self.config.precision, "cpu"))
 
     def stack_key(self, run: dict[str, Any]) -> Any:
         return run["weighting"] == "iw_exp"

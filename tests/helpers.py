@@ -82,3 +82,12 @@ def train(cfg, data, out, **options):
         cifar_extension.ExtensionStudy(cfg, data)
     options.setdefault("progress", False)
     return sweep.Runner(study, out, "cpu", **options).run()
+
+
+def train_synthetic(cfg, out, extreme: bool = False):
+    """The 2-D study (or its extreme-weighting study) of ``cfg`` trained through the runner: (its runs, the merged
+    table of their metrics)."""
+    from iwshift import sweep, synthetic
+
+    study = synthetic.ExtremeStudy(cfg) if extreme else synthetic.SyntheticStudy(cfg)
+    return study.runs(), sweep.Runner(study, out, "cpu", progress=False).run()

@@ -1,17 +1,15 @@
 """The CIFAR-10 extension on tiny made-up images: shift builders, true ratios, target hygiene, the study."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from helpers import class_of, fake_cifar
+from helpers import class_of, fake_cifar, load_script, tiny_extension
 from iwshift import cifar_extension as ext
-from iwshift.cifar_data import CIFAR10_CLASSES
+from iwshift import sweep
 from iwshift.checks import ConfigError
+from iwshift.cifar_data import CIFAR10_CLASSES
 
-ROOT = Path(__file__).resolve().parents[1]
+tiny = tiny_extension
 
 
 @pytest.fixture(scope="module")
@@ -19,12 +17,11 @@ def data():
     return fake_cifar(train_per_class=40, test_per_class=12)
 
 
-def tiny(**kw):
-    base = dict(width=0.0625, epochs=2, seeds=[0], regimes=["none", "l2"], probe_per_class=4,
-                source_counts=(4, 30, 6, 24), per_class=30, imbalance=5.0, feature_dims=4, kernel_dims=2,
-                precision="fp32")
-    base.update(kw)
-    return ext.ExtensionConfig(**base)
+def run_study(data, cfg, out):
+    """The extension's grid through the runner, then its weights table (what the script does)."""
+    study = ext.ExtensionStudy(cfg, data)
+    table = sweep.Runner(study, out, "cpu", progress=False).run()
+    return table, study.finish(out, table)
 
 
 def test_covariate_source_counts_labels_and_exact_true_ratios(data):
@@ -75,24 +72,26 @@ def test_label_shift_source_is_long_tailed_with_exact_true_weights(data):
 @pytest.mark.parametrize("study", ["covariate", "label"])
 def test_study_runs_end_to_end_and_reports_every_weight_source(data, tmp_path, study):
     cfg = tiny(study=study)
-    table, weights = ext.run_study(data, cfg, tmp_path, progress=False)
+    table, weights = run_study(data, cfg, tmp_path)
     assert set(table["weight_source"]) == set(cfg.weight_sources)
     assert set(weights["weight_source"]) == set(cfg.weight_sources)
     assert (weights["ess"] > 0).all()
+    estimated = weights[~weights["weight_source"].isin(["none", "true"])]
+    assert len(estimated) == len(cfg.seeds) * 2 and np.isfinite(estimated["spearman"]).all()  # per seed
     true_row = weights[weights.weight_source == "true"].iloc[0]
     assert true_row["rmse"] == pytest.approx(0.0)
     column = "target_worst_group_accuracy"
     assert (table[column] <= table["target_accuracy"] + 1e-9).all()
     figures = dict(ext.figures(table, {k: v for k, v in np.load(tmp_path / f"weights_{study}.npz").items()}, study))
     assert f"{study}_final_target_accuracy" in figures and f"{study}_weights_scatter" in figures
-    again, _ = ext.run_study(data, cfg, tmp_path, progress=False)  # complete: nothing retrained
+    again, _ = run_study(data, cfg, tmp_path)  # complete: nothing retrained
     assert again.drop(columns="seconds").equals(table.drop(columns="seconds"))
 
 
 def test_a_diverged_unweighted_run_is_named_as_why_bbse_cannot_be_estimated(data, tmp_path):
     cfg = tiny(study="label", regimes=["none"], weight_sources=["none", "bbse"], lr=1e8)
     with pytest.raises(ConfigError, match="label_none_none_s0, which diverged at epoch 1"):
-        ext.run_study(data, cfg, tmp_path, progress=False)
+        run_study(data, cfg, tmp_path)
 
 
 @pytest.mark.parametrize("kw,argument", [
@@ -106,7 +105,7 @@ def test_a_diverged_unweighted_run_is_named_as_why_bbse_cannot_be_estimated(data
 ])
 def test_bad_configuration_gives_one_line_error(kw, argument):
     with pytest.raises(ConfigError) as info:
-        ext.ExtensionConfig(**kw)
+        tiny_extension(**kw)
     assert str(info.value).startswith(argument)
     assert "\n" not in str(info.value)
 
@@ -124,9 +123,7 @@ def test_too_few_training_images_is_a_one_line_error_before_anything_is_drawn(da
 
 
 def test_script_bad_input_exits_2_with_one_line(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("ext_script", ROOT / "CIFAR10_extension.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("CIFAR10_extension.py")
     with pytest.raises(SystemExit) as info:
         script.main(["--source-counts", "1", "2", "--device", "cpu", "--out", str(tmp_path / "o"),
                      "--figures", str(tmp_path / "f")])

@@ -5,14 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import tiny_synthetic as tiny
+from helpers import train_synthetic
 from iwshift import losses, synthetic
-
-
-def tiny(**kw):
-    base = dict(datasets=["separable", "moons_minority1"], models=["lr", "mlp"], regimes=["none"],
-                weightings=["up"], seeds=[0, 1], epochs=12, hidden=8, n_per_class=24, n_moons=64)
-    base.update(kw)
-    return synthetic.SyntheticConfig(**base)
 
 
 def test_weight_exponent_keeps_the_mean_of_the_weights():
@@ -25,10 +20,10 @@ def test_weight_exponent_keeps_the_mean_of_the_weights():
 
 
 @pytest.mark.parametrize("normalization", ["mean", "weight_sum"])
-def test_exponent_one_reproduces_plain_weighting_exactly(normalization):
+def test_exponent_one_reproduces_plain_weighting_exactly(normalization, tmp_path):
     cfg = tiny(remedies=["plain", "exponent"], weight_power=1.0, normalization=normalization)
-    result = synthetic.run_study(cfg, progress=False)
-    runs, t = result.runs, result.table
+    runs, t = train_synthetic(cfg, tmp_path)
+    t = t.sort_values(["dataset", "model", "weighting", "seed", "epoch"])
     plain, exponent = (runs[runs.remedy == r][["weight_class0", "weight_class1"]].to_numpy() for r in ("plain", "exponent"))
     np.testing.assert_array_equal(plain, exponent)
     columns = ["epoch", "test_fraction_positive", "train_loss", "train_accuracy"]
@@ -49,25 +44,28 @@ def test_tempered_weights_take_the_plain_weights_step():
         assert mean["plain"] > 1.5  # the plain weights themselves are not rescaled
 
 
-def test_extreme_weights_are_compared_at_equal_effective_step(monkeypatch):
+def test_extreme_weights_are_compared_at_equal_effective_step(monkeypatch, tmp_path):
     """A "weighting" that puts the weight on both classes changes nothing but the step size: the extreme
     study must give it exactly the instability of weight 1 (not a smaller one because a 1,000-times larger
     step converges sooner)."""
-    base = tiny(datasets=["separable"], models=["lr"], seeds=[0, 1, 2], epochs=40)
+    base = tiny(datasets=["separable"], models=["lr"], seeds=[0, 1, 2], epochs=40, extreme_weights=[1.0, 1000.0])
     both = lambda weighting, factor: np.array([factor, factor]) if weighting != "equal" else np.ones(2)  # noqa: E731
     monkeypatch.setattr(synthetic.shifts, "class_weights", both)
-    stab, _, _ = synthetic.run_extreme_study(base, weights=[1.0, 1000.0], progress=False)
+    stab = synthetic.stability(train_synthetic(base, tmp_path, extreme=True)[1])
+    stab["seed_deviation"] = synthetic.seed_deviation(stab)
     measures = ["late_fluctuation", "seed_deviation", "boundary_movement", "final_normal_x", "final_normal_y"]
-    at_one = stab[stab.weight == 1].set_index("seed")[measures]
+    at_one = stab[stab.weight == 1].set_index("seed").sort_index()[measures]
     for weighting in ("up", "down"):
-        scaled = stab[(stab.weight == 1000) & (stab.weighting == weighting)].set_index("seed")[measures]
+        scaled = stab[(stab.weight == 1000) & (stab.weighting == weighting)].set_index("seed").sort_index()[measures]
         pd.testing.assert_frame_equal(scaled, at_one)
     assert stab["late_fluctuation"].notna().all()
 
 
-def test_extreme_study_weights_have_mean_one_and_up_weighting_is_measured():
-    base = tiny(datasets=["separable"], models=["lr"], seeds=[0, 1], epochs=20)
-    stab, spread, _ = synthetic.run_extreme_study(base, weights=[1.0, 100.0], progress=False)
+def test_extreme_study_weights_have_mean_one_and_up_weighting_is_measured(tmp_path):
+    base = tiny(datasets=["separable"], models=["lr"], seeds=[0, 1], epochs=20, extreme_weights=[1.0, 100.0])
+    stab = synthetic.stability(train_synthetic(base, tmp_path, extreme=True)[1])
+    stab["seed_deviation"] = synthetic.seed_deviation(stab)
+    spread = synthetic.seed_spread(stab)
     data = synthetic.load_dataset("separable", base)
     counts = data.train.class_counts()
     means = stab[["weight_class0", "weight_class1"]].to_numpy() @ counts / counts.sum()

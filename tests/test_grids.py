@@ -1,11 +1,11 @@
-"""Duplicate values in list flags are a one-line error before anything trains (iwshift.config, every script)."""
+"""Duplicate values in list flags are a one-line error before anything trains (iwshift.cli, every script)."""
 
 import pytest
 
-from iwshift import cifar_binary, synthetic
-from iwshift import config as cli
-from iwshift.checks import ConfigError
 from helpers import load_script
+from iwshift import cli
+from iwshift.checks import ConfigError
+from iwshift.config import BinaryConfig, SyntheticConfig
 
 
 def test_override_from_argv_refuses_a_repeated_value_in_any_list_flag(capsys):
@@ -23,11 +23,11 @@ def test_override_from_argv_refuses_a_repeated_value_in_any_list_flag(capsys):
 
 def test_configs_refuse_repeated_grid_values():
     with pytest.raises(ConfigError, match="--weights: repeated value 1/8"):
-        cifar_binary.BinaryConfig(weights=[0.125, 1 / 8])
+        BinaryConfig(weights=[0.125, 1 / 8])
     with pytest.raises(ConfigError, match="--ratios: repeated value 2"):
-        cifar_binary.BinaryConfig(ratios=[2.0, 2.0])
+        BinaryConfig(ratios=[2.0, 2.0])
     with pytest.raises(ConfigError, match="--extreme-weights: repeated value"):
-        synthetic.run_extreme_study(synthetic.SyntheticConfig(epochs=1), weights=[10.0, 10.0], progress=False)
+        SyntheticConfig(epochs=1, extreme_weights=[10.0, 10.0])
 
 
 @pytest.mark.parametrize("script, args, flag", [

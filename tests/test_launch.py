@@ -2,20 +2,21 @@
 killed job and the rerun that completes only its runs, the SLURM options, and one-line launcher errors.
 Nothing is ever submitted to a cluster: the SLURM executor is only built and its sbatch text read."""
 
-import importlib.util
 import sys
+import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from helpers import fake_cifar, write_image_folder
+from helpers import ROOT, fake_cifar, write_image_folder
+from helpers import load_script as load
 from iwshift import cifar_binary as study
-from iwshift import launch, sweep
+from iwshift import launch, results, sweep
 from iwshift.checks import ConfigError
-
-ROOT = Path(__file__).resolve().parents[1]
+from iwshift.config import BINARY_PRESETS, BinaryConfig
 # the grid of the script below: 2 regimes x 2 weights, one seed (4 runs, 2 stacks). fp32: jobs may stack
 # runs differently from the in-process sweep, and bf16 rounding would then differ in the 4th digit
 GRID = ["--preset", "cpu", "--per-class", "12", "--epochs", "2", "--width", "0.0625", "--seeds", "0",
@@ -23,18 +24,15 @@ GRID = ["--preset", "cpu", "--per-class", "12", "--epochs", "2", "--width", "0.0
         "--device", "cpu", "--no-progress", "--precision", "fp32"]
 
 
-def grid_config() -> study.BinaryConfig:  # what GRID gives (preset cpu, then the flags)
-    fields = {**study.PRESETS["cpu"], "per_class": 12, "epochs": 2, "width": 0.0625, "seeds": [0],
+def grid_config() -> BinaryConfig:  # what GRID gives (preset cpu, then the flags)
+    fields = {**BINARY_PRESETS["cpu"], "per_class": 12, "epochs": 2, "width": 0.0625, "seeds": [0],
               "weights": [1.0, 4.0], "regimes": ["none", "batchnorm"], "other_eval": 8, "noise_eval": 4,
               "precision": "fp32"}
-    return study.BinaryConfig(setting="weighting", **fields)
+    return BinaryConfig(setting="weighting", **fields)
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("binary_script_launch", ROOT / "CIFAR10_binary_classifier.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+load_script = partial(load, "CIFAR10_binary_classifier.py")
+load_extension = partial(load, "CIFAR10_extension.py")
 
 
 def table(out: Path) -> pd.DataFrame:
@@ -107,38 +105,47 @@ def test_submitit_local_in_two_jobs_gives_the_in_process_table(swept):
 
 
 def test_a_killed_job_is_reported_and_a_rerun_trains_only_its_runs(swept, data_dir, tmp_path, monkeypatch):
+    """Three jobs: one trains its runs; one is killed while it runs (a job that cannot finish on its own -- it
+    sleeps for ten minutes -- stands for the job of the other runs, so the kill always comes first); one names a
+    run outside the grid. The failures are reported in one line each, and a rerun trains only the runs still
+    without results."""
     submitit = pytest.importorskip("submitit")
     monkeypatch.setattr(submitit.local.local.LocalJob, "_results_timeout_s", 1)
     out = tmp_path / "out"
     cfg = grid_config()
     runs = study.build_runs(cfg)["run"].tolist()
     assert set(runs) == set(pd.read_csv(swept / "local" / "merged.csv")["run"])
+    from iwshift.cifar_data import load_cifar10
+
+    grid = study.BinaryStudy(cfg, load_cifar10(data_dir, download=False), str(data_dir))
     executor = launch.make_executor(launch.LaunchConfig(launcher="submitit-local", log_dir=str(tmp_path / "logs")))
-    shards = [runs[:2], runs[2:], ["not_a_run"]]
-    jobs = launch.submit(executor, study.sweep_job, shards, [cfg], str(data_dir), str(out), "cpu")
-    jobs[1].cancel()  # killed before it could finish: its runs stay without results
-    failures = launch.wait(jobs, shards)
+    jobs = [sweep.Job(grid, str(out), "cpu", runs[:2]), partial(time.sleep, 600),
+            sweep.Job(grid, str(out), "cpu", ["not_a_run"])]
+    submitted = launch.submit(executor, jobs)
+    submitted[1].cancel()  # killed while it runs: it cannot have finished
+    failures = launch.wait(submitted, [2, 2, 1])
     assert [f.index for f in failures] == [2, 3]
     for failure in failures:
         assert "\n" not in str(failure) and f"log: {failure.log}" in str(failure)
     assert "ended without a result" in failures[0].reason
-    assert failures[1].reason == "ValueError: runs not in the grid: not_a_run"
+    assert failures[1].reason == "ValueError: runs not in the cifar_binary grid: not_a_run"
     assert "not_a_run" in failures[1].log.read_text()  # the log named holds the traceback
-    assert [r for r in runs if sweep.is_complete(out, r)] == runs[:2]
+    assert [r for r in runs if results.is_complete(out, r)] == runs[:2]
     before = stamps(out)
     assert load_script().main([*GRID, "--data-dir", str(data_dir), "--out", str(out), "--figures",
                                str(tmp_path / "fig"), "--launcher", "submitit-local", "--log-dir",
                                str(tmp_path / "logs")]) == 0
     after = stamps(out)
     assert {k: after[k] for k in before} == before  # the finished job's runs were not retrained
-    assert all(sweep.is_complete(out, r) for r in runs)
+    assert all(results.is_complete(out, r) for r in runs)
     pd.testing.assert_frame_equal(table(out), table(swept / "local"), rtol=1e-4, atol=1e-5)
 
 
 def test_script_reports_each_failed_job_in_one_line_and_exits_1(env, data_dir, tmp_path, monkeypatch, capsys):
     pytest.importorskip("submitit")
     log = tmp_path / "logs" / "123" / "123_0_log.err"
-    monkeypatch.setattr(launch, "run_jobs", lambda *a, **k: [
+    monkeypatch.setattr(launch, "submit", lambda executor, jobs: [])
+    monkeypatch.setattr(launch, "wait", lambda *a, **k: [
         launch.JobFailure(1, 2, "123", 2, "ValueError: boom", log),
         launch.JobFailure(2, 2, "124", 2, "ended without a result (state: TIMEOUT)", log)])
     code = load_script().main([*GRID, "--data-dir", str(data_dir), "--out", str(tmp_path / "out"), "--figures",
@@ -182,7 +189,7 @@ def test_a_refused_submission_is_a_one_line_error():
             raise RuntimeError("Could not submit\nsbatch: error: invalid partition specified: nope\n")
 
     with pytest.raises(ConfigError) as info:
-        launch.submit(Refusing(), print, [["a"]])
+        launch.submit(Refusing(), [print])
     assert str(info.value) == "--launcher: submitting the jobs failed: sbatch: error: invalid partition specified: nope"
 
 
@@ -244,21 +251,14 @@ EXTENSION = ["--studies", "label", "--regimes", "none", "--label-weights", "none
              "--device", "cpu", "--no-progress", "--precision", "fp32"]
 
 
-def load_extension():
-    spec = importlib.util.spec_from_file_location("extension_script_launch", ROOT / "CIFAR10_extension.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_extension_phases_through_submitit_local_give_the_in_process_tables(env, data_dir, tmp_path):
-    """Phase 1 (none, true) then phase 2 (bbse, from phase 1's unweighted run) as jobs."""
+    """Phase 1 (none, true: two jobs of one run) then phase 2 (bbse, from phase 1's unweighted run: one job)."""
     pytest.importorskip("submitit")
     common = [*EXTENSION, "--data-dir", str(data_dir), "--no-figures-on"]
     assert load_extension().main([*common, "--out", str(tmp_path / "local")]) == 0
     assert load_extension().main([*common, "--out", str(tmp_path / "jobs"), "--launcher", "submitit-local",
                                   "--jobs", "2", "--log-dir", str(tmp_path / "logs")]) == 0
-    assert len(list((tmp_path / "logs").glob("*/*_log.err"))) == 2  # a job per phase (one cell each)
+    assert len(list((tmp_path / "logs").glob("*/*_log.err"))) == 3
     for name in ("merged_label.csv", "weights_label.csv"):
         local, jobs = pd.read_csv(tmp_path / "local" / name), pd.read_csv(tmp_path / "jobs" / name)
         pd.testing.assert_frame_equal(local.drop(columns=["seconds"], errors="ignore"),
@@ -273,4 +273,5 @@ def test_extension_checks_the_phases_before_submitting(tmp_path, capsys):
                                "--figures", str(tmp_path / "f"), "--log-dir", str(tmp_path / "logs")])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("CIFAR10_extension.py: error: --label-weights: bbse/mlls are estimated") and "\n" not in err
+    assert err.startswith("CIFAR10_extension.py: error: --label-weights: the estimated weights are computed from the "
+                          "unweighted runs") and "\n" not in err

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from iwshift import metrics, models, sgd2d
+from iwshift import metrics, models
+from iwshift.kernels import sgd2d
 from reference_sgd import reference_sgd
 from iwshift import weights as W
 from iwshift.train import StackedRuns, StackedSGD, Trainer

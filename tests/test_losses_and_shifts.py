@@ -75,8 +75,8 @@ def test_class_weights_and_their_errors():
         shifts.subsample_class(np.array([0, 1, 1]), 0, 2, seed=0)
 
 
-def test_class_weight_matrix_is_each_runs_mean_weight_per_class_and_absent_for_a_missing_class():
+def test_class_weight_matrix_is_each_runs_mean_weight_per_class_and_one_for_a_missing_class():
     labels = np.array([[0, 0, 1, 1], [1, 1, 1, 1]])
     weights = np.array([[1.0, 3.0, 0.5, 0.5], [2.0, 4.0, 6.0, 8.0]])
     np.testing.assert_array_equal(losses.class_weight_matrix(labels, weights, 3), [[2.0, 0.5, 1.0], [1.0, 5.0, 1.0]])
-    np.testing.assert_array_equal(losses.class_weight_matrix(labels, weights, 2, absent=0.0), [[2.0, 0.5], [0.0, 5.0]])
+    np.testing.assert_array_equal(losses.class_weight_matrix(labels, weights, 2), [[2.0, 0.5], [1.0, 5.0]])

@@ -22,25 +22,21 @@ def test_synthetic_notebook_runs_the_study_then_plots(tmp_path, monkeypatch):
     results = tmp_path / "synthetic"
     nb = execute("Synthetic_Data.ipynb", {"IWSHIFT_SYNTHETIC_RESULTS": str(results), "IWSHIFT_QUICK": "1"},
                  monkeypatch)
-    assert (results / "metrics.csv").exists() and (results / "manifest.json").exists()
+    runs = [p for p in results.iterdir() if (p / "config.json").exists()]
+    assert runs and all((p / "metrics.csv").exists() and (p / "params.npz").exists() for p in runs)
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]
     assert len(images) >= 5
 
 
 def test_cifar_visualization_notebook_plots_a_tiny_results_folder(tmp_path, monkeypatch):
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    from helpers import fake_cifar
-
-    from iwshift import cifar_binary
+    from helpers import fake_cifar, tiny_binary, train
 
     data = fake_cifar(train_per_class=16, test_per_class=4)
-    common = dict(per_class=16, width=0.0625, epochs=2, seeds=[0, 1], other_eval=8, noise_eval=4,
-                  probe_per_class=4, weights=[0.5, 1.0, 2.0], ratios=[0.5, 2.0], regimes=["none", "l2"])
+    common = dict(per_class=16, seeds=[0, 1], other_eval=8, noise_eval=4, weights=[0.5, 1.0, 2.0], ratios=[0.5, 2.0],
+                  regimes=["none", "l2"], precision="auto")
     for setting in ("weighting", "imbalance"):
-        cifar_binary.run_sweep(data, cifar_binary.BinaryConfig(setting=setting, **common), tmp_path, progress=False)
+        train(tiny_binary(setting=setting, **common), data, tmp_path)
     nb = execute("CIFAR10_visualization.ipynb", {"IWSHIFT_CIFAR_RESULTS": str(tmp_path)}, monkeypatch)
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]

@@ -51,14 +51,16 @@ def test_cross_entropy_is_the_logistic_loss_of_the_class_margin():
 
 
 def test_logit_adjustment_matches_hand_computation_and_tau_zero_is_cross_entropy():
-    logits, labels = torch.zeros(1, 2), torch.tensor([1])
-    log_prior = torch.log(torch.tensor([0.8, 0.2]))
-    adjusted = losses.per_example_loss(logits, labels, "logit_adjusted", tau=1.0, log_prior=log_prior)
+    """Source prior (0.8, 0.2), balanced target: class weights w = p_t / p_s = (0.625, 2.5); the adjusted logits
+    0 - log w = log(p_s / p_t) give the positive example the loss -log 0.2."""
+    logits, labels = torch.zeros(1, 1, 2), torch.tensor([[1]])
+    log_w = torch.log(torch.tensor([[0.5 / 0.8, 0.5 / 0.2]], dtype=torch.float64))
+    adjusted = losses.LossSpec("logit_adjusted", tau=1.0)(logits, labels, log_w)
     assert adjusted.item() == pytest.approx(-math.log(0.2), rel=1e-6)
     torch.manual_seed(1)
-    logits, labels = torch.randn(8, 3), torch.randint(0, 3, (8,))
-    plain = losses.per_example_loss(logits, labels, "ce")
-    tau0 = losses.per_example_loss(logits, labels, "logit_adjusted", tau=0.0, log_prior=torch.randn(3))
+    logits, labels = torch.randn(1, 8, 3), torch.randint(0, 3, (1, 8))
+    plain = losses.LossSpec()(logits, labels, torch.zeros(1, 3, dtype=torch.float64))
+    tau0 = losses.LossSpec("logit_adjusted", tau=0.0)(logits, labels, torch.randn(1, 3, dtype=torch.float64))
     assert torch.equal(plain, tau0)
 
 
@@ -190,6 +192,5 @@ def test_a_class_weight_of_zero_leaves_every_offset_finite():
     data = make_separable(16, seed=0).train
     for spec in (LossSpec(), LossSpec("logit_adjusted", tau=1.0)):
         trainer = _trainer_2d(data, [0.0, 2.0], spec, "torch")
-        assert torch.isfinite(trainer.logit_offset).all()
-        assert (trainer.logit_offset == 0).all() == (spec.name == "ce")
+        assert torch.isfinite(losses.logit_offset(trainer.losses.log_class_weights, 1.0)).all()
         assert np.isfinite(_trained(trainer, epochs=1)["w2"]).all()

@@ -14,21 +14,16 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import fake_cifar, write_image_folder
+from functools import partial
+
+from helpers import ROOT, fake_cifar, load_script, tiny_binary, train, write_image_folder
 from iwshift import cifar_binary as study
-from iwshift import launch, report, results, sweep, train
+from iwshift import report, results, sweep
+from iwshift import train as training
 from iwshift.checks import ConfigError
-from helpers import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-
-
-def tiny(**kw):
-    base = dict(per_class=16, width=0.0625, epochs=2, seeds=[0], other_eval=10, noise_eval=4, probe_per_class=4,
-                weights=[1.0, 4.0], regimes=["none", "dropout"], precision="fp32")
-    base.update(kw)
-    return study.BinaryConfig(**base)
+tiny = partial(tiny_binary, per_class=16, other_eval=10, noise_eval=4, weights=[1.0, 4.0])
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +32,7 @@ def data():
 
 
 def metrics(out: Path) -> pd.DataFrame:
-    table = sweep.merge(out)
+    table = results.merge(out)
     return table.drop(columns="seconds").sort_values(["run", "epoch"]).reset_index(drop=True)
 
 
@@ -45,22 +40,23 @@ def metrics(out: Path) -> pd.DataFrame:
 
 
 def test_a_changed_configuration_is_a_one_line_error_unless_overwrite(data, tmp_path):
-    study.run_sweep(data, tiny(epochs=1, weights=[4.0], regimes=["none"]), tmp_path, progress=False)
+    train(tiny(epochs=1, weights=[4.0], regimes=["none"]), data, tmp_path)
     before = (tmp_path / "weighting_w4_none_s0" / "metrics.csv").read_bytes()
     with pytest.raises(ConfigError) as info:
-        study.run_sweep(data, tiny(epochs=2, weights=[4.0], regimes=["none"]), tmp_path, progress=False)
+        train(tiny(epochs=2, weights=[4.0], regimes=["none"]), data, tmp_path)
     message = str(info.value)
     assert message.startswith("--epochs: run weighting_w4_none_s0") and "\n" not in message
     assert "--overwrite" in message
     assert (tmp_path / "weighting_w4_none_s0" / "metrics.csv").read_bytes() == before  # nothing touched
     # another data source is stale too; the grid's lists and the stack size are not
-    record = sweep.config_record(tiny(epochs=1, weights=[4.0], regimes=["none"]), "other data", "cpu")
+    other = study.BinaryStudy(tiny(epochs=1, weights=[4.0], regimes=["none"]), data)
+    record = {**other.record("cpu"), "data": "other data"}
     with pytest.raises(ConfigError, match="^--data-dir: "):
-        sweep.todo_runs(study.build_runs(tiny(epochs=1, weights=[4.0], regimes=["none"])), tmp_path, record)
-    same = tiny(epochs=1, weights=[1.0, 4.0], regimes=["none", "l2"], max_stack=3)
-    todo = sweep.todo_runs(study.build_runs(same), tmp_path, sweep.config_record(same, "fake", "cpu"))
+        sweep.todo_runs(other, other.runs(), tmp_path, record)
+    same = study.BinaryStudy(tiny(epochs=1, weights=[1.0, 4.0], regimes=["none", "l2"], max_stack=3), data)
+    todo = sweep.todo_runs(same, same.runs(), tmp_path, same.record("cpu"))
     assert "weighting_w4_none_s0" not in set(todo["run"]) and len(todo) == 3
-    table = study.run_sweep(data, tiny(epochs=2, weights=[4.0], regimes=["none"]), tmp_path, progress=False,
+    table = train(tiny(epochs=2, weights=[4.0], regimes=["none"]), data, tmp_path,
                             overwrite=True)
     assert sorted(table["epoch"]) == [1, 2]
 
@@ -86,11 +82,10 @@ KILLED = """
 import os, signal, sys
 sys.path[:0] = [{root!r}, {tests!r}]
 import torch
-from helpers import fake_cifar
-from iwshift import cifar_binary as study, train
+from helpers import fake_cifar, tiny_binary, train as run_sweep
+from iwshift import train
 torch.set_num_threads(1)
-cfg = study.BinaryConfig(per_class=16, width=0.0625, epochs=3, seeds=[0], other_eval=10, noise_eval=4,
-                         probe_per_class=4, weights=[1.0, 4.0], regimes=["none", "l2"], precision="fp32")
+cfg = tiny_binary(per_class=16, epochs=3, other_eval=10, noise_eval=4, weights=[1.0, 4.0], regimes=["none", "l2"])
 kill_at = int(sys.argv[2])  # the epoch during which this process SIGKILLs itself (0: never)
 trained = []
 epoch_before = train.Trainer.train_epoch
@@ -100,8 +95,7 @@ def train_epoch(self, *args, **kwargs):
     trained.append(self.epoch + 1)
     return epoch_before(self, *args, **kwargs)
 train.Trainer.train_epoch = train_epoch
-study.run_sweep(fake_cifar(train_per_class=16, test_per_class=4), cfg, sys.argv[1], progress=False,
-                checkpoint_every=1)
+run_sweep(cfg, fake_cifar(train_per_class=16, test_per_class=4), sys.argv[1], checkpoint_every=1)
 print("trained epochs", trained)
 """
 
@@ -114,21 +108,21 @@ def test_sigkill_mid_stack_then_rerun_resumes_from_the_checkpoint_and_matches(tm
         env={**os.environ, "OMP_NUM_THREADS": "1"})
     killed = run(tmp_path / "resumed", 3)
     assert killed.returncode == -signal.SIGKILL
-    assert len(list((tmp_path / "resumed" / sweep.CHECKPOINTS).glob("stack-*.pt"))) == 1
+    assert len(list((tmp_path / "resumed" / results.CHECKPOINTS).glob("stack-*.pt"))) == 1
     assert not list((tmp_path / "resumed").glob("*/metrics.csv"))
     rerun = run(tmp_path / "resumed", 0)
     assert rerun.returncode == 0, rerun.stderr
     assert "trained epochs [3]" in rerun.stdout  # continued from epoch 2's checkpoint
-    study.run_sweep(fake_cifar(train_per_class=16, test_per_class=4), tiny(epochs=3, regimes=["none", "l2"]),
-                    tmp_path / "whole", progress=False)  # the same sweep, uninterrupted
+    train(tiny(epochs=3, regimes=["none", "l2"]), fake_cifar(train_per_class=16, test_per_class=4),
+          tmp_path / "whole")  # the same sweep, uninterrupted
     pd.testing.assert_frame_equal(metrics(tmp_path / "resumed"), metrics(tmp_path / "whole"), check_exact=True)
-    assert not (tmp_path / "resumed" / sweep.CHECKPOINTS).exists()  # removed once the results are complete
+    assert not (tmp_path / "resumed" / results.CHECKPOINTS).exists()  # removed once the results are complete
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
 def test_a_signal_saves_the_last_finished_epoch_and_a_rerun_matches(data, tmp_path, monkeypatch, signum):
     cfg = tiny(epochs=3, weights=[4.0], regimes=["l2"])  # (CNN dropout draws from the unseeded global RNG today)
-    study.run_sweep(data, cfg, tmp_path / "whole", progress=False, checkpoint_every=100)
+    train(cfg, data, tmp_path / "whole", checkpoint_every=100)
     evaluate = study._evaluate
 
     def signalled(trainer, *args):  # the signal comes while epoch 2 is evaluated: epoch 1 is the last finished
@@ -138,35 +132,35 @@ def test_a_signal_saves_the_last_finished_epoch_and_a_rerun_matches(data, tmp_pa
 
     monkeypatch.setattr(study, "_evaluate", signalled)
     with pytest.raises(SystemExit) as info:
-        study.run_sweep(data, cfg, tmp_path / "resumed", progress=False, checkpoint_every=100)
+        train(cfg, data, tmp_path / "resumed", checkpoint_every=100)
     assert info.value.code == 128 + signum
-    saved = train.read_checkpoint(next((tmp_path / "resumed" / sweep.CHECKPOINTS).glob("stack-*.pt")))
+    saved = training.read_checkpoint(next((tmp_path / "resumed" / results.CHECKPOINTS).glob("stack-*.pt")))
     assert saved["trainer"]["epoch"] == 1 and list(saved["table"]["epoch"].unique()) == [1]
     monkeypatch.setattr(study, "_evaluate", evaluate)
-    study.run_sweep(data, cfg, tmp_path / "resumed", progress=False)
+    train(cfg, data, tmp_path / "resumed")
     pd.testing.assert_frame_equal(metrics(tmp_path / "resumed"), metrics(tmp_path / "whole"), check_exact=True)
     assert signal.getsignal(signum) is signal.SIG_DFL  # the sweep's handlers are gone
 
 
-def test_submitit_checkpoint_saves_the_running_stack_and_requeues_the_same_call(data, tmp_path, monkeypatch):
+def test_submitit_checkpoint_saves_the_running_stack_and_requeues_the_same_job(data, tmp_path, monkeypatch):
     pytest.importorskip("submitit")
-    job = launch.Resumable(study.sweep_job, overwrite=True)
+    cfg = tiny(epochs=3, weights=[4.0], regimes=["none"])
+    job = sweep.Job(study.BinaryStudy(cfg, data), str(tmp_path), "cpu", ["weighting_w4_none_s0"], overwrite=True)
     requeued = []
     evaluate = study._evaluate
 
     def preempted(trainer, *args):  # what submitit's SIGUSR handler does mid-training
         if trainer.epoch == 2 and not requeued:
-            requeued.append(job.checkpoint("cfg", "names"))
-            saved = train.read_checkpoint(next((tmp_path / sweep.CHECKPOINTS).glob("stack-*.pt")))
+            requeued.append(job.checkpoint())
+            saved = training.read_checkpoint(next((tmp_path / results.CHECKPOINTS).glob("stack-*.pt")))
             assert saved["trainer"]["epoch"] == 1  # the last finished epoch, saved by the checkpoint call
         return evaluate(trainer, *args)
 
     monkeypatch.setattr(study, "_evaluate", preempted)
-    study.run_sweep(data, tiny(epochs=3, weights=[4.0], regimes=["none"]), tmp_path, progress=False,
-                    checkpoint_every=100)
-    delayed = requeued[0]
-    assert delayed.function is job and delayed.args == ("cfg", "names")
-    assert job.options == {"overwrite": True}
+    assert job() == ["weighting_w4_none_s0"]
+    again = requeued[0].function
+    assert isinstance(again, sweep.Job) and (again.out, again.names, again.overwrite) == (job.out, job.names, True)
+    assert "_data" not in again.study.__getstate__()  # a requeued job carries the study without its data
 
 
 # ---------------------------------------------------------------------------- 3. corrupt files
@@ -195,41 +189,39 @@ def _text_in_a_number(path: Path) -> None:
 
 def test_corrupt_files_are_named_retrained_and_never_merged(data, tmp_path, capsys):
     cfg = tiny(weights=[1.0, 4.0], regimes=["none", "l2"], seeds=[0, 1, 2])  # 12 runs, 10 made corrupt
-    good = metrics_of(study.run_sweep(data, cfg, tmp_path, progress=False))
+    good = metrics_of(train(cfg, data, tmp_path))
     names = sorted(good["run"].unique())
     corrupt = {}
     for name, (kind, file) in zip(names, [(k, f) for k in CORRUPTIONS for f in ("metrics.csv", "config.json")]):
         CORRUPTIONS[kind](tmp_path / name / file)
         corrupt[name] = tmp_path / name / file
     for name in names:
-        assert sweep.is_complete(tmp_path, name) == (name not in corrupt), name
-    assert set(sweep.merge(tmp_path)["run"]) == set(names) - set(corrupt)  # never merged
+        assert results.is_complete(tmp_path, name) == (name not in corrupt), name
+    assert set(results.merge(tmp_path)["run"]) == set(names) - set(corrupt)  # never merged
     with pytest.raises(ConfigError) as info:  # the report names a bad file in one line
-        report.load_runs(tmp_path, {}, ())
+        report.load(tmp_path)
     assert any(str(path) in str(info.value) for path in corrupt.values()) and "\n" not in str(info.value)
     capsys.readouterr()
-    again = metrics_of(study.run_sweep(data, cfg, tmp_path, progress=False))
+    again = metrics_of(train(cfg, data, tmp_path))
     err = capsys.readouterr().err.splitlines()
     for name, path in corrupt.items():
         lines = [line for line in err if f"run {name} " in line]
-        assert len(lines) == 1 and lines[0].startswith(f"cifar binary (weighting): {path}: "), (name, err)
+        assert len(lines) == 1 and lines[0].startswith(f"cifar_binary: {path}: "), (name, err)
         assert "training it again" in lines[0]
     pd.testing.assert_frame_equal(again, good, check_exact=True)
 
 
-def test_results_without_a_recorded_digest_are_still_validated(data, tmp_path):
-    cfg = tiny(weights=[1.0, 4.0], regimes=["none", "l2"])
-    names = sorted(study.run_sweep(data, cfg, tmp_path, progress=False)["run"].unique())
-    for name, kind in zip(names, ["garbage", "empty", "wrong columns", "text in a number"]):
-        run = tmp_path / name
-        record = json.loads((run / "config.json").read_text())
-        del record["metrics_sha256"]  # as saved before digests were recorded
-        (run / "config.json").write_text(json.dumps(record))
-        assert sweep.is_complete(tmp_path, name)
-        CORRUPTIONS[kind](run / "metrics.csv")
-        with pytest.raises(results.BadResultFile) as info:
-            sweep.load_run(tmp_path, name)
-        assert str(info.value).startswith(str(run / "metrics.csv")) and "\n" not in str(info.value), kind
+def test_results_without_a_recorded_digest_are_incomplete(data, tmp_path):
+    """A record without the digest of its metrics file cannot vouch for it: the run is trained again."""
+    cfg = tiny(weights=[1.0, 4.0], regimes=["none"])
+    name = sorted(train(cfg, data, tmp_path)["run"].unique())[0]
+    record = json.loads((tmp_path / name / "config.json").read_text())
+    del record["metrics_sha256"]
+    (tmp_path / name / "config.json").write_text(json.dumps(record))
+    assert not results.is_complete(tmp_path, name)
+    with pytest.raises(results.BadResultFile) as info:
+        results.load_run(tmp_path, name)
+    assert str(info.value).startswith(str(tmp_path / name / "metrics.csv")) and "\n" not in str(info.value)
 
 
 def metrics_of(table: pd.DataFrame) -> pd.DataFrame:
@@ -237,13 +229,22 @@ def metrics_of(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_report_names_a_bad_file_in_one_line(tmp_path):
-    (tmp_path / "synthetic").mkdir()
-    (tmp_path / "synthetic" / "metrics.csv").write_bytes(b"\xff\xfe\x00garbage")
+    (tmp_path / "synthetic" / "a_run").mkdir(parents=True)
+    (tmp_path / "synthetic" / "a_run" / "metrics.csv").write_text("run,epoch\na_run,1\n")
+    (tmp_path / "synthetic" / "a_run" / "config.json").write_bytes(b"\xff\xfe\x00garbage")
     proc = subprocess.run([sys.executable, "-m", "iwshift.report", "--results", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    assert str(tmp_path / "synthetic" / "metrics.csv") in proc.stderr
+    assert str(tmp_path / "synthetic" / "a_run" / "config.json") in proc.stderr
+
+
+def test_the_report_of_a_folder_without_results_is_a_one_line_error(tmp_path):
+    (tmp_path / "empty" / "cifar_binary").mkdir(parents=True)
+    proc = subprocess.run([sys.executable, "-m", "iwshift.report", "--results", str(tmp_path / "empty")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "--results: no results in" in proc.stderr and not (tmp_path / "empty" / "REPORT.md").exists()
 
 
 # ---------------------------------------------------------------------- 5. checks before work
@@ -263,7 +264,7 @@ def image_folder(tmp_path_factory):
 
 @pytest.mark.parametrize("script_name,args,message", [
     ("CIFAR10_extension.py", ["--studies", "covariate", "label", "--label-weights", "true", "bbse"],
-     "--label-weights: bbse/mlls"),
+     "--label-weights: the estimated weights are computed from the unweighted runs"),
     ("CIFAR10_extension.py", ["--studies", "covariate", "label", "--per-class", "100000"], "--per-class: needs"),
     ("CIFAR10_extension.py", ["--covariate-weights", "bbse"], "--covariate-weights: unknown value"),
     ("CIFAR10_binary_classifier.py", ["--per-class", "100000"], "--per-class: needs 100000 training images of cat"),
@@ -296,7 +297,7 @@ def test_every_output_goes_under_the_folders_given(tmp_path, monkeypatch, capsys
                         "--out", "run/out", "--figures", "run/fig", "--no-progress"]) == 0
     written = {p.relative_to(tmp_path).parts[:2] for p in tmp_path.rglob("*") if p.is_file()}
     assert written == {("run", "out"), ("run", "fig")}, written
-    assert (tmp_path / "run" / "out" / "extreme" / "stability.csv").exists()
+    assert (tmp_path / "run" / "out" / "extreme" / "extreme_w10_separable_lr_up_none_s0" / "config.json").exists()
     for flag in ("--out", "--figures"):  # (--out-extreme "" is the default: OUT/extreme)
         with pytest.raises(SystemExit) as exit_info:
             script.main(["--epochs", "2", "--out", "run/o2", "--figures", "run/f2", flag, ""])
@@ -304,10 +305,12 @@ def test_every_output_goes_under_the_folders_given(tmp_path, monkeypatch, capsys
         assert f"{flag}: needs a folder" in capsys.readouterr().err
 
 
-def test_the_report_reads_the_extreme_study_under_synthetic(tmp_path):
-    folder = tmp_path / "synthetic" / "extreme"
-    results.write_table(folder / "stability.csv", pd.DataFrame({"run": ["a"], "weight": [1.0]}))
-    assert report.load(tmp_path)["synthetic_extreme"] is not None
+def test_the_report_reads_runs_at_any_depth(tmp_path):
+    table = pd.DataFrame({"run": ["a", "a"], "seed": [0, 0], "epoch": [1, 2], "x": [0.5, 0.25]})
+    results.write_run(tmp_path / "synthetic" / "extreme" / "a", table,
+                      {"run": {"run": "a", "seed": 0}, "study": "synthetic_extreme", "config": {}})
+    loaded = report.load(tmp_path)
+    assert loaded.study("synthetic_extreme")["source"].unique().tolist() == ["synthetic/extreme"]
 
 
 # -------------------------------------------------------------------------------- 7. progress
@@ -315,7 +318,7 @@ def test_the_report_reads_the_extreme_study_under_synthetic(tmp_path):
 
 def test_progress_lines_when_stderr_is_not_a_terminal(data, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sweep, "PROGRESS_EVERY_S", 0.0)  # a line every epoch instead of every 30 s
-    study.run_sweep(data, tiny(weights=[4.0], regimes=["none", "l2"]), tmp_path, progress=True)
+    train(tiny(weights=[4.0], regimes=["none", "l2"]), data, tmp_path, progress=True)
     lines = [line for line in capsys.readouterr().err.splitlines() if "run-epochs" in line]
     assert len(lines) == 2
     assert "stack 1/1 (2 runs), epoch 1/2; 2/4 run-epochs; elapsed" in lines[0] and "left" in lines[0]
@@ -331,26 +334,26 @@ def test_fit_table_trains_a_2d_stack_to_a_tidy_table_and_resumes_exactly(tmp_pat
     rng = np.random.default_rng(0)
     x = torch.tensor(rng.normal(size=(40, 2)), dtype=torch.float32)
     y = torch.tensor((x[:, 0] > 0).long().numpy())
-    runs = train.StackedRuns(seeds=[0, 1], train_index=np.tile(np.arange(40), (2, 1)),
+    runs = training.StackedRuns(seeds=[0, 1], train_index=np.tile(np.arange(40), (2, 1)),
                              example_weights=np.ones((2, 40)), l2=[0.0, 0.01], dropout=[0.0, 0.0])
 
     def trainer():
         model = Stacked2D("mlp", runs.seeds, hidden=8, dropout=runs.dropout)
-        return train.Trainer(model, runs, x, y, lr=0.1, momentum=0.9, batch_size=8, engine="torch")
+        return training.Trainer(model, runs, x, y, lr=0.1, momentum=0.9, batch_size=8, engine="torch")
 
     ids = pd.DataFrame({"run": ["a", "b"], "seed": [0, 1]})
     evaluate = lambda t: {"accuracy": (t.predict_logits(x).argmax(-1) == y).float().mean(1).numpy()}  # noqa: E731
-    whole = train.fit_table(trainer(), ids, 4, [1, 2, 4], evaluate)
+    whole = training.fit_table(trainer(), ids, 4, [1, 2, 4], evaluate)
     assert list(whole.columns[:3]) == ["run", "seed", "epoch"] and len(whole) == 6
     assert list(whole["epoch"]) == [1, 1, 2, 2, 4, 4]
-    checkpoint = train.Checkpoint(tmp_path / "c.pt", every=2, meta={"runs": ["a", "b"]})
+    checkpoint = training.Checkpoint(tmp_path / "c.pt", every=2, meta={"runs": ["a", "b"]})
     first = trainer()
-    first_table = train.fit_table(first, ids, 4, [1, 2, 4], evaluate, checkpoint)
-    assert train.read_checkpoint(tmp_path / "c.pt")["trainer"]["epoch"] == 2
-    resumed = train.fit_table(trainer(), ids, 4, [1, 2, 4], evaluate, checkpoint)
+    first_table = training.fit_table(first, ids, 4, [1, 2, 4], evaluate, checkpoint)
+    assert training.read_checkpoint(tmp_path / "c.pt")["trainer"]["epoch"] == 2
+    resumed = training.fit_table(trainer(), ids, 4, [1, 2, 4], evaluate, checkpoint)
     for table in (first_table, resumed):
         pd.testing.assert_frame_equal(table.drop(columns="seconds"), whole.drop(columns="seconds"), check_exact=True)
-    other = train.Checkpoint(tmp_path / "c.pt", every=2, meta={"runs": ["x"]})  # not this stack's: not resumed
+    other = training.Checkpoint(tmp_path / "c.pt", every=2, meta={"runs": ["x"]})  # not this stack's: not resumed
     fresh = trainer()
-    train.fit_table(fresh, ids, 1, [1], evaluate, other)
+    training.fit_table(fresh, ids, 1, [1], evaluate, other)
     assert fresh.epoch == 1

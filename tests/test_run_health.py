@@ -7,14 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import fake_cifar
+from functools import partial
+
+from helpers import fake_cifar, load_script, tiny_binary, tiny_extension, tiny_synthetic, train, train_synthetic
 from iwshift import cifar_binary as study
-from iwshift import cifar_extension as ext
-from iwshift import sgd2d, sweep, synthetic
+from iwshift import health, synthetic
 from iwshift.cifar_data import CIFAR10_CLASSES
-from iwshift.models import DROPOUT_STREAM, StackedCNN, counter_uniform, dropout_scales
+from iwshift.kernels.counter import DROPOUT_STREAM, counter_uniform, dropout_mask, dropout_masks, dropout_scales
+from iwshift.models import StackedCNN
 from iwshift.train import StackedRuns, Trainer, normalize, to_device_images
-from helpers import load_script
 
 CAT, DOG = CIFAR10_CLASSES.index("cat"), CIFAR10_CLASSES.index("dog")
 HEALTH = ["train_accuracy_eval", "diverged", "collapsed", "status"]
@@ -25,11 +26,7 @@ def data():
     return fake_cifar()
 
 
-def tiny(**kw):
-    base = dict(per_class=16, width=0.0625, epochs=2, seeds=[0], other_eval=20, noise_eval=10, probe_per_class=4,
-                weights=[1.0], regimes=["dropout"], precision="fp32", dropout=0.5)
-    base.update(kw)
-    return study.BinaryConfig(**base)
+tiny = partial(tiny_binary, per_class=16, weights=[1.0], regimes=["dropout"], dropout=0.5)
 
 
 def _toy(n=32):
@@ -90,7 +87,7 @@ def test_cnn_dropout_masks_are_the_counter_based_masks_of_the_2d_models():
         as_tensor = counter_uniform(seeds, DROPOUT_STREAM, torch.tensor(step), torch.arange(6 * 5))
         assert torch.equal(uniform, as_tensor)  # the step may be a device tensor (CUDA graphs)
         for k, seed in enumerate(seeds.tolist()):
-            expected = sgd2d.dropout_scales(seed, step, 6, 5, 0.5) == 0
+            expected = dropout_mask(seed, step, 6, 5, 0.5) == 0
             np.testing.assert_array_equal((uniform[k] < 0.5).view(6, 5).numpy(), expected)
     model = StackedCNN(2, 0.0625, dropout=[0.5, 0.0], seeds=[1, 2])
     model.train()
@@ -110,7 +107,7 @@ def test_device_dropout_scales_equal_the_fused_engines_bit_for_bit(p):
     dropout = np.array([p, 0.0, p], np.float32)
     scales = dropout_scales(torch.as_tensor(seeds), torch.as_tensor(dropout), torch.tensor(41), 6, [5])[0]
     np.testing.assert_array_equal(scales.numpy().view(np.int32),
-                                  sgd2d.dropout_masks(seeds, 41, 6, 5, dropout).view(np.int32))
+                                  dropout_masks(seeds, 41, 6, 5, dropout).view(np.int32))
 
 
 # ----------------------------------------------------------------- eval-mode training accuracy (12.5)
@@ -122,8 +119,8 @@ def test_train_accuracy_eval_is_the_eval_mode_accuracy_on_the_runs_training_set(
     direct: list[dict[str, np.ndarray]] = []
     evaluate = study._evaluate
 
-    def spy(trainer, pair_, class_weights, subsets):
-        out = evaluate(trainer, pair_, class_weights, subsets)
+    def spy(trainer, pair_, subsets):
+        out = evaluate(trainer, pair_, subsets)
         accuracy, collapsed = [], []
         for k, name in enumerate(spy.group):
             index, _ = study.training_set(runs.set_index("run").loc[name], pair_, cfg)
@@ -137,15 +134,15 @@ def test_train_accuracy_eval_is_the_eval_mode_accuracy_on_the_runs_training_set(
         direct.append({"accuracy": np.array(accuracy), "collapsed": np.array(collapsed)})
         return out
 
-    original_stack = study.train_stack
+    original_build = study.BinaryStudy.build
 
-    def remember_group(group, *args, **kw):
+    def remember_group(self, group, *args, **kw):
         spy.group = list(group["run"])
-        return original_stack(group, *args, **kw)
+        return original_build(self, group, *args, **kw)
 
     monkeypatch.setattr(study, "_evaluate", spy)
-    monkeypatch.setattr(study, "train_stack", remember_group)
-    table = study.run_sweep(data, cfg, tmp_path, progress=False)
+    monkeypatch.setattr(study.BinaryStudy, "build", remember_group)
+    table = train(cfg, data, tmp_path)
     assert set(HEALTH) <= set(table.columns)
     on_disk = pd.read_csv(tmp_path / table["run"].iloc[0] / "metrics.csv")
     assert set(HEALTH) <= set(on_disk.columns)
@@ -168,15 +165,15 @@ def test_train_eval_subsets_are_fixed_within_the_training_set_and_shared():
     part = np.sort(rng.choice(100, 60, replace=False))
     small = np.arange(10)
     sets = [(full, None), (part, None), (full, None), (small, None)]
-    a = sweep.train_eval_subsets(sets, 100, size=30, seed=4)
-    b = sweep.train_eval_subsets(sets, 100, size=30, seed=4)
+    a = health.train_eval_subsets(sets, 100, size=30, seed=4)
+    b = health.train_eval_subsets(sets, 100, size=30, seed=4)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)  # fixed by its seed
     assert [len(s) for s in a] == [30, 30, 30, 10]  # all of a training set smaller than the size
     assert set(a[1]) <= set(part) and len(np.unique(a[1])) == 30
     np.testing.assert_array_equal(a[0], a[2])  # the same training set, the same subset
     assert len(set(a[0]) & set(a[1])) > 10     # overlapping sets share examples: one forward pass serves both
-    assert not np.array_equal(a[0], sweep.train_eval_subsets(sets, 100, size=30, seed=5)[0])
+    assert not np.array_equal(a[0], health.train_eval_subsets(sets, 100, size=30, seed=5)[0])
 
 
 # ---------------------------------------------------------------- divergence and collapse (12.8, 14.4)
@@ -236,35 +233,35 @@ def test_constant_predictor_and_the_status_of_a_run():
     pred = torch.zeros(3, 2000, dtype=torch.long)
     pred[1, :2] = 1   # 99.9 % one class: collapsed
     pred[2, :3] = 1   # 99.85 %: not
-    assert sweep.constant_predictor(pred, 2).tolist() == [True, True, False]
-    assert sweep.constant_predictor(torch.tensor([[3, 3, 3, 3]]), 10).tolist() == [True]
+    assert health.constant_predictor(pred, 2).tolist() == [True, True, False]
+    assert health.constant_predictor(torch.tensor([[3, 3, 3, 3]]), 10).tolist() == [True]
 
     def run(diverged, collapsed):
         return pd.DataFrame({"run": "r", "epoch": np.arange(1, len(diverged) + 1), "diverged": diverged,
                              "collapsed": collapsed})
 
-    ok = sweep.with_status(run([False] * 3, [True, True, False]))  # collapsed, then recovered
+    ok = health.with_status(run([False] * 3, [True, True, False]))  # collapsed, then recovered
     assert (ok["status"] == "ok").all() and len(ok) == 3
-    collapsed = sweep.with_status(run([False] * 3, [False, False, True]))
+    collapsed = health.with_status(run([False] * 3, [False, False, True]))
     assert (collapsed["status"] == "collapsed").all()
-    diverged = sweep.with_status(run([False, True, True], [False, True, True]))
+    diverged = health.with_status(run([False, True, True], [False, True, True]))
     assert (diverged["status"] == "diverged").all() and diverged["epoch"].tolist() == [1, 2]
 
 
 def test_a_binary_sweep_stops_a_diverged_run_and_marks_it(data, tmp_path):
     cfg = tiny(weights=[1.0, 1e39], regimes=["none"])
     with np.errstate(over="ignore"):
-        table = study.run_sweep(data, cfg, tmp_path, progress=False)
+        table = train(cfg, data, tmp_path)
     bad = table[table["weight"] == 1e39]
     good = table[table["weight"] == 1.0]
     assert bad["epoch"].tolist() == [1] and bad["diverged"].all() and (bad["status"] == "diverged").all()
     assert good["epoch"].tolist() == [1, 2] and not good["diverged"].any()
     assert (good["status"] != "diverged").all()
-    assert "diverged" in sweep.divergence_summary(table, "prog") and "1 of 2 runs" in sweep.divergence_summary(table, "prog")
-    assert sweep.divergence_summary(good, "prog") is None
+    assert "diverged" in health.divergence_summary(table, "prog") and "1 of 2 runs" in health.divergence_summary(table, "prog")
+    assert health.divergence_summary(good, "prog") is None
     kept = tmp_path / bad["run"].iloc[0] / "metrics.csv"
     stamp = kept.stat().st_mtime_ns
-    again = study.run_sweep(data, cfg, tmp_path, progress=False)  # a diverged run's results are complete
+    again = train(cfg, data, tmp_path)  # a diverged run's results are complete
     assert kept.stat().st_mtime_ns == stamp and again["status"].tolist() == table["status"].tolist()
 
 
@@ -280,7 +277,7 @@ def test_binary_script_with_weight_1e39_saves_marked_results_and_exits_non_zero(
          "--weights", "1", "1e39", "--regimes", "none", "--other-eval", "8", "--noise-eval", "4",
          "--settings", "weighting", "--precision", "fp32", "--device", "cpu", "--out", str(tmp_path / "out"),
          "--no-figures"])
-    assert code == sweep.DIVERGED_EXIT_STATUS != 0
+    assert code == health.DIVERGED_EXIT_STATUS != 0
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "1 of 2 runs diverged" in last and "weighting_w1e+39_none_s0" in last
     merged = pd.read_csv(tmp_path / "out" / "merged.csv")
@@ -293,33 +290,30 @@ def test_synthetic_script_with_weight_1e39_marks_diverged_runs_and_exits_non_zer
     code = load_script("synthetic_study.py").main(
         ["--weight", "1e39", "--epochs", "5", "--seeds", "0", "--datasets", "separable", "--models", "lr",
          "--regimes", "none", "--out", str(tmp_path / "r"), "--no-figures", "--no-extreme"])
-    assert code == sweep.DIVERGED_EXIT_STATUS
+    assert code == health.DIVERGED_EXIT_STATUS
     assert "2 of 3 runs diverged" in capsys.readouterr().err.strip().splitlines()[-1]
-    table = synthetic.load(tmp_path / "r")[0]  # metrics.csv with each run's columns and status
+    from iwshift import results
+
+    table = results.merge(tmp_path / "r")  # each run's metrics.csv, with its columns and status
     status = table.groupby("weighting")["status"].agg(set).to_dict()
     assert status == {"equal": {"ok"}, "up": {"diverged"}, "down": {"diverged"}}
     assert table.loc[table.weighting == "up", "epoch"].tolist() == [1]  # not measured after divergence
     assert not table.loc[table.weighting == "equal", "diverged"].any()
 
 
-def test_synthetic_study_flags_parameters_that_overflow():
-    cfg = synthetic.SyntheticConfig(datasets=["separable"], models=["mlp"], regimes=["none"], seeds=[0],
-                                    weightings=["equal", "up"], epochs=20, hidden=8, weight=1e30, lr_scale=50.0)
-    result = synthetic.run_study(cfg, progress=False)
-    status = result.table.groupby("weighting")["status"].first().to_dict()
+def test_synthetic_study_flags_parameters_that_overflow(tmp_path):
+    cfg = tiny_synthetic(datasets=["separable"], models=["mlp"], seeds=[0], weightings=["equal", "up"], epochs=20,
+                         weight=1e30, lr_scale=50.0, n_per_class=256)
+    table = train_synthetic(cfg, tmp_path)[1]
+    status = table.groupby("weighting")["status"].first().to_dict()
     assert status["up"] == "diverged"
-    assert synthetic.diverged_runs(result.table) == result.table.loc[result.table.weighting == "up", "run"].unique().tolist()
+    assert health.diverged_runs(table) == table.loc[table.weighting == "up", "run"].unique().tolist()
 
 
-def test_extension_records_the_health_columns():
+def test_extension_records_the_health_columns(tmp_path):
     data = fake_cifar(train_per_class=40, test_per_class=12)
-    cfg = ext.ExtensionConfig(width=0.0625, epochs=2, seeds=[0], regimes=["dropout"], probe_per_class=4,
-                              source_counts=(4, 30, 6, 24), feature_dims=4, kernel_dims=2, precision="fp32",
-                              weight_sources=["none", "true"])
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as out:
-        table, _ = ext.run_study(data, cfg, out, progress=False)
+    cfg = tiny_extension(regimes=["dropout"], weight_sources=["none", "true"])
+    table = train(cfg, data, tmp_path)
     assert set(HEALTH) <= set(table.columns)
     assert table["train_accuracy_eval"].between(0, 1).all() and not table["diverged"].any()
     assert set(table["status"]) <= {"ok", "collapsed"}

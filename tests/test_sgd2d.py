@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from iwshift import models, sgd2d
+from iwshift import models
+from iwshift.kernels import counter
 from iwshift.data import make_moons_split
 from iwshift.train import LossSpec, StackedRuns, Trainer
 from reference_sgd import reference_sgd
@@ -115,15 +116,15 @@ def test_engine_choice_and_its_errors():
 
 
 def test_permutation_is_a_permutation_and_depends_on_seed_and_epoch():
-    a = sgd2d.epoch_permutation(0, 0, 100)
+    a = counter.epoch_permutation(0, 0, 100)
     assert sorted(a.tolist()) == list(range(100))
-    assert not np.array_equal(a, sgd2d.epoch_permutation(1, 0, 100))
-    assert not np.array_equal(a, sgd2d.epoch_permutation(0, 1, 100))
-    np.testing.assert_array_equal(a, sgd2d.epoch_permutation(0, 0, 100))
+    assert not np.array_equal(a, counter.epoch_permutation(1, 0, 100))
+    assert not np.array_equal(a, counter.epoch_permutation(0, 1, 100))
+    np.testing.assert_array_equal(a, counter.epoch_permutation(0, 0, 100))
 
 
 def test_dropout_rate():
-    mask = sgd2d.dropout_scales(5, 0, 100, 100, 0.3)
+    mask = counter.dropout_mask(5, 0, 100, 100, 0.3)
     kept = mask[mask != 0]
     np.testing.assert_allclose(kept, 1 / 0.7, rtol=1e-6)
     assert abs((mask == 0).mean() - 0.3) < 0.03

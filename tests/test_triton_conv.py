@@ -42,7 +42,7 @@ def test_triton_convolutions_equal_conv2d_forward_and_backward():
 
         pytest.skip(f"Triton {triton.__version__}'s CPU interpreter cannot run a loop with a runtime bound under "
                     f"NumPy {numpy.__version__}: {probe.stderr.strip().splitlines()[-1][:160]}")
-    done = subprocess.run([sys.executable, "-m", "iwshift.triton_conv", "--check", "--device", "cpu"],
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "check_triton_conv.py"), "--check", "--device", "cpu"],
                           env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "triton_conv check on cpu: ok" in done.stdout
@@ -53,11 +53,11 @@ def test_triton_convolutions_compile_for_hopper_without_a_gpu():
     """The interpreter is lenient where the compiler is not: every kernel of a `none`-stack step compiles for
     sm_90, specialised as a launch would be, with its products on Hopper's tensor cores and no register spills
     (a tile too large for its registers fails here, not on a GPU lease)."""
-    from iwshift.triton_conv import offline_compile_missing
+    from check_triton_conv import offline_compile_missing
 
     if offline_compile_missing():
         pytest.skip(offline_compile_missing())
-    done = subprocess.run([sys.executable, "-m", "iwshift.triton_conv", "--compile-only"],
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "check_triton_conv.py"), "--compile-only"],
                           capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "compiled 14 kernels for sm_90: 14 with wgmma, 0 spilling registers" in done.stdout, done.stdout
@@ -66,17 +66,18 @@ def test_triton_convolutions_compile_for_hopper_without_a_gpu():
 
 def test_triton_convolutions_are_a_checked_choice_and_a_how_field():
     """(Refused off CUDA: tests/test_cifar_binary.py's one-line errors.)"""
-    from iwshift import sweep
+    from iwshift import config
     from iwshift.checks import ConfigError
     from iwshift.models import StackedCNN
 
     with pytest.raises(ValueError, match="unknown convolutions 'cublas'"):
         StackedCNN(2, 0.0625, convolutions="cublas")
     with pytest.raises(ConfigError, match="--convolutions: unknown value 'cublas'"):
-        sweep.CnnConfig(convolutions="cublas")
+        config.CnnConfig(convolutions="cublas")
     # how a run is computed, not what it computes: results stay comparable across the two
     record = {"config": {"width": 1.0, "convolutions": "triton"}}
-    assert sweep.run_identity({"run": "a"}, record) == sweep.run_identity({"run": "a"}, {"config": {"width": 1.0}})
+    assert config.identity(config.CnnConfig, {"run": "a"}, record) == \
+        config.identity(config.CnnConfig, {"run": "a"}, {"config": {"width": 1.0}})
 
 
 @NEEDS_TRITON
@@ -86,7 +87,7 @@ def test_auto_convolutions_take_the_faster_per_layer_and_run_it(monkeypatch):
     import torch
     from torch.nn import functional as F
 
-    from iwshift import triton_conv
+    from iwshift.kernels import triton_conv
     from iwshift.models import StackedCNN
 
     K = 2
@@ -155,7 +156,8 @@ def test_the_auto_choice_is_recorded_with_each_run_and_kept_by_a_checkpoint(monk
     import torch
     from helpers import fake_cifar
 
-    from iwshift import cifar_binary
+    from helpers import tiny_binary, train
+
     from iwshift.models import StackedCNN
     from iwshift.train import StackedRuns, Trainer, to_device_images
 
@@ -164,12 +166,11 @@ def test_the_auto_choice_is_recorded_with_each_run_and_kept_by_a_checkpoint(monk
             self.tuned = {f"conv{i + 1}": {"torch": 1.0, "triton": 2.0} for i in range(5)}
 
     monkeypatch.setattr(StackedCNN, "tune", tune)
-    cfg = cifar_binary.BinaryConfig(per_class=16, width=0.0625, epochs=1, seeds=[0], other_eval=10, noise_eval=4,
-                                    probe_per_class=4, weights=[1.0], regimes=["none"], precision="fp32",
-                                    convolutions="auto")
-    cifar_binary.run_sweep(fake_cifar(16, 4), cfg, tmp_path, progress=False)
+    cfg = tiny_binary(per_class=16, epochs=1, other_eval=10, noise_eval=4, weights=[1.0], regimes=["none"],
+                      convolutions="auto")
+    train(cfg, fake_cifar(16, 4), tmp_path)
     record = json.loads((tmp_path / "weighting_w1_none_s0" / "config.json").read_text())
-    assert record["convolutions_per_layer"] == ["torch"] * 5
+    assert record["trained"]["convolutions_per_layer"] == ["torch"] * 5
 
     n = 8
     runs = StackedRuns(seeds=[0, 1], train_index=np.tile(np.arange(n), (2, 1)), example_weights=np.ones((2, n)),
@@ -195,11 +196,13 @@ def test_the_auto_choice_is_recorded_with_each_run_and_kept_by_a_checkpoint(monk
 def test_triton_convolutions_on_cuda_in_float32_and_bfloat16():
     import torch
 
-    from iwshift import triton_conv
+    import check_triton_conv
 
-    assert triton_conv.check("cuda") < 1e-5
-    assert triton_conv.check("cuda", torch.bfloat16) < 2e-2
-    assert triton_conv.check_model("cuda") < 1e-4
+    from iwshift.kernels import triton_conv
+
+    assert check_triton_conv.check("cuda") < 1e-5
+    assert check_triton_conv.check("cuda", torch.bfloat16) < 2e-2
+    assert check_triton_conv.check_model("cuda") < 1e-4
     weight, bias = torch.randn(2 * 8, 4, 3, 3, device="cuda"), torch.randn(2 * 8, device="cuda")
     times = triton_conv.time_layer(weight, bias, 2, (4, 2 * 4, 12, 12), torch.bfloat16)  # what auto compares
     assert set(times) == {"torch", "triton"} and all(0 < t < 100 for t in times.values())

@@ -22,7 +22,7 @@ NEEDS_TRITON = pytest.mark.skipif(not triton_available(), reason="needs Triton >
 def test_triton_update_equals_the_foreach_update():
     env = {**os.environ, "TRITON_INTERPRET": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-m", "iwshift.triton_sgd", "--check", "--device", "cpu"],
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "check_triton_sgd.py"), "--check", "--device", "cpu"],
                           env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "triton_sgd check on cpu: ok" in done.stdout
@@ -30,8 +30,8 @@ def test_triton_update_equals_the_foreach_update():
 
 def test_the_update_is_foreach_off_cuda_and_bad_choices_are_one_line_errors():
     params = [torch.zeros(4, 3)]
-    assert StackedSGD(params, 2, 0.1, 0.9, [0.0, 0.0]).update == "foreach"
-    with pytest.raises(ValueError, match="unknown update 'fused'; choose from auto, foreach, triton"):
+    assert StackedSGD(params, 2, 0.1, 0.9, [0.0, 0.0]).update == "foreach"  # the default everywhere
+    with pytest.raises(ValueError, match="unknown update 'fused'; choose from foreach, triton"):
         StackedSGD(params, 2, 0.1, 0.9, [0.0, 0.0], update="fused")
     with pytest.raises(ValueError, match="1 copies for 2 parameters"):
         StackedSGD([*params, torch.zeros(2)], 2, 0.1, 0.9, [0.0, 0.0], copies=[None])
@@ -48,7 +48,7 @@ def test_the_update_kernel_compiles_for_hopper_with_vector_loads(grad, copy):
     nothing else), and rounds the bf16 copies to nearest."""
     import re
 
-    from iwshift.triton_conv import offline_compile_missing
+    from check_triton_conv import offline_compile_missing
 
     if offline_compile_missing():
         pytest.skip(offline_compile_missing())
@@ -56,13 +56,13 @@ def test_the_update_kernel_compiles_for_hopper_with_vector_loads(grad, copy):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from iwshift.triton_sgd import BLOCK, _sgd_update
+    from iwshift.kernels.triton_sgd import BLOCK, _sgd_update
 
     signature = {"param": "*fp32", "buf": "*fp32", "grad": f"*{grad}", "copy": f"*{grad}", "decay": "*fp32",
-                 "n": "i32", "per_run": "i32", "lr": "fp32", "momentum": "fp32", **dict.fromkeys(
+                 "lr_ptr": "*fp32", "n": "i32", "per_run": "i32", "momentum": "fp32", **dict.fromkeys(
                      ["DECAY", "MOMENTUM", "STARTED", "COPY", "BLOCK"], "constexpr")}
     constants = {"DECAY": True, "MOMENTUM": True, "STARTED": True, "COPY": copy, "BLOCK": BLOCK}
-    aligned = {(i,): [["tt.divisibility", 16]] for i in range(7)}  # the pointers, n and per_run
+    aligned = {(i,): [["tt.divisibility", 16]] for i in range(8)}  # the pointers, n and per_run
     compiled = triton.compile(ASTSource(_sgd_update, signature, constexprs=constants, attrs=aligned),
                               target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
     accesses = set(re.findall(r"\b(?:ld|st)\.global[\w.:]*", compiled.asm["ptx"]))
@@ -81,7 +81,7 @@ def test_the_update_kernel_compiles_for_hopper_with_vector_loads(grad, copy):
 def test_the_triton_kernels_count_as_available_from_triton_3_0_with_torch_2_4(monkeypatch, versions, available):
     import importlib.metadata
 
-    from iwshift import choices
+    from iwshift import kernels as choices
 
     def version(package):
         if package not in versions:

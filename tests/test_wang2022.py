@@ -9,8 +9,9 @@ import pytest
 import torch
 from helpers import fake_cifar
 
-from iwshift import losses, sweep
+from iwshift import losses, stats, sweep
 from iwshift import wang2022 as study
+from iwshift.cnn import TrainingSet, validation_metrics
 from iwshift.checks import ConfigError
 from iwshift.models import StackedCNN
 from iwshift.train import LossSpec, StackedRuns, Trainer
@@ -22,19 +23,20 @@ def test_poly_wang_matches_hand_computed_values():
     # v <= 1: log(1 + e^-v) / log(1 + e^-1); v > 1: v^-alpha
     margin = torch.tensor([-2.0, 0.0, 0.5, 1.0, 2.0, 4.0], dtype=torch.float64)
     expected = [6.789620613657859, 2.2126777968008744, 1.5133576912514364, 1.0, 0.5, 0.25]
-    assert losses.poly_wang(margin, 1.0).tolist() == pytest.approx(expected, rel=1e-12)
-    assert losses.poly_wang(torch.tensor([4.0]), 2.0).item() == pytest.approx(1 / 16)
+    assert losses.poly_wang_loss(margin, 1.0).tolist() == pytest.approx(expected, rel=1e-12)
+    assert losses.poly_wang_loss(torch.tensor([4.0]), 2.0).item() == pytest.approx(1 / 16)
 
 
 def test_poly_wang_uses_their_binary_margin_and_stays_finite_at_zero():
-    logits = torch.tensor([[0.0, 2.0], [0.0, 2.0], [1.0, 1.0]], requires_grad=True)  # logit_1 - logit_0 = 2, 2, 0
-    labels = torch.tensor([1, 0, 1])  # margins v = (l1 - l0)(2y - 1) = 2, -2, 0
-    values = losses.per_example_loss(logits, labels, "poly_wang", alpha=1.0)
+    logits = torch.tensor([[[0.0, 2.0], [0.0, 2.0], [1.0, 1.0]]], requires_grad=True)  # l1 - l0 = 2, 2, 0
+    labels = torch.tensor([[1, 0, 1]])  # margins v = (l1 - l0)(2y - 1) = 2, -2, 0
+    log_w = torch.zeros(1, 2, dtype=torch.float64)
+    values = losses.LossSpec("poly_wang", poly_alpha=1.0)(logits, labels, log_w)[0]
     assert values.tolist() == pytest.approx([0.5, 6.789620613657859, 2.2126777968008744], rel=1e-6)
     values.sum().backward()
     assert torch.isfinite(logits.grad).all()  # their indicator products give 0 * inf = NaN at v = 0
     # it is not our poly: ours is the plain logistic below its switch point
-    assert losses.per_example_loss(logits, labels, "poly")[2].item() == pytest.approx(math.log(2), rel=1e-6)
+    assert losses.LossSpec("poly")(logits, labels, log_w)[0, 2].item() == pytest.approx(math.log(2), rel=1e-6)
 
 
 def test_trainer_gives_each_run_its_own_loss_in_a_mixed_stack():
@@ -45,8 +47,8 @@ def test_trainer_gives_each_run_its_own_loss_in_a_mixed_stack():
     trainer = Trainer(model, runs, images, torch.tensor([0, 1, 0, 1]), image_normalization="cifar10")
     logits = torch.tensor([[[0.0, 3.0], [1.0, 0.0]]] * 2)
     labels = torch.tensor([[1, 1]] * 2)
-    got = trainer.example_losses(logits, labels)
-    assert got[0].tolist() == pytest.approx(losses.per_example_loss(logits[0], labels[0], "ce").tolist())
+    got = trainer.losses(logits, labels)
+    assert got[0].tolist() == pytest.approx(losses.cross_entropy(logits[0], labels[0]).tolist())
     assert got[1].tolist() == pytest.approx([3.0 ** -2, math.log1p(math.e) / math.log1p(math.exp(-1))])
 
 
@@ -54,24 +56,43 @@ def test_trainer_gives_each_run_its_own_loss_in_a_mixed_stack():
 
 
 @pytest.mark.parametrize("lo, hi, expected", [
-    (-0.01, 0.015, "replicated"),      # inside +-0.02
-    (0.03, 0.05, "differs"),           # entirely above +0.02
-    (-0.06, -0.021, "differs"),        # entirely below -0.02
-    (0.01, 0.03, "inconclusive"),      # excludes 0 but not the band
-    (-0.03, 0.03, "inconclusive"),     # wider than the band
-    (-0.02, 0.01, "inconclusive"),     # touching the band's edge is not inside it
+    (-0.01, 0.015, "replicated"),      # inside the margin (0.02 here)
+    (0.03, 0.05, "differs"),           # entirely above it
+    (-0.06, -0.021, "differs"),        # entirely below it
+    (0.01, 0.03, "inconclusive"),      # excludes 0 but not the margin
+    (-0.03, 0.03, "inconclusive"),     # wider than the margin
+    (-0.02, 0.01, "inconclusive"),     # touching the margin's edge is not inside it
     (float("nan"), float("nan"), "inconclusive"),
 ])
 def test_verdict_rule(lo, hi, expected):
-    assert study.verdict(lo, hi) == expected
+    assert stats.equivalence_verdict(stats.Interval((lo + hi) / 2, lo, hi, 10), 0.02) == expected
 
 
 def test_welch_interval_matches_scipy():
     a, b = [0.60, 0.62, 0.61, 0.65], [0.58, 0.59, 0.57]
-    diff, lo, hi = study.welch_interval(a, b)
-    assert diff == pytest.approx(np.mean(a) - np.mean(b))
-    assert (lo, hi) == pytest.approx((0.007228106076604332, 0.07277189392339574))
-    assert math.isnan(study.welch_interval([0.6], b)[1])  # one seed: no interval
+    interval = stats.welch_interval(a, b)
+    assert interval.mean == pytest.approx(np.mean(a) - np.mean(b))
+    assert (interval.low, interval.high) == pytest.approx((0.007228106076604332, 0.07277189392339574))
+    assert not stats.welch_interval([0.6], b).defined  # one seed: no interval
+
+
+def test_a_true_difference_of_zero_is_called_replicated_with_their_seed_count():
+    """Simulated: 10 seeds on each side drawn from the same normal (their pooled between-seed spread), 2,000 times:
+    with the margin chosen from their spread, replicated in about the chosen share of the trials (and rarely
+    *differs*); a true difference twice the margin is almost never called replicated."""
+    theirs = study.their_cells()
+    margin = study.equivalence_margin(theirs)
+    spread = float(np.sqrt((theirs[theirs.selection == "last"].groupby(["loss", "cell"])["acc"].std() ** 2).mean()))
+    assert 0.01 < spread < 0.03 and 0.02 < margin < 0.04
+    rng = np.random.default_rng(0)
+    calls = [stats.equivalence_verdict(stats.welch_interval(rng.normal(0.6, spread, 10), rng.normal(0.6, spread, 10)),
+                                       margin) for _ in range(2000)]
+    assert calls.count("replicated") / len(calls) == pytest.approx(study.POWER, abs=0.04)
+    assert calls.count("differs") / len(calls) < 0.01
+    shifted = [stats.equivalence_verdict(stats.welch_interval(rng.normal(0.6 + 2 * margin, spread, 10),
+                                                              rng.normal(0.6, spread, 10)), margin)
+               for _ in range(500)]
+    assert shifted.count("replicated") / len(shifted) < 0.01
 
 
 def test_compare_gives_verdicts_from_the_difference_interval():
@@ -82,6 +103,7 @@ def test_compare_gives_verdicts_from_the_difference_interval():
     for ours, expected in ((same, "replicated"), (far, "differs")):
         row = study.compare(ours, theirs).set_index(["loss", "cell", "selection"]).loc[("ce", "IW", "last")]
         assert row["verdict"] == expected
+        assert row["detectable"] == pytest.approx(stats.welch_half_width(theirs["acc"].std(), 10, theirs["acc"].std(), 10))
     assert study.compare(pd.DataFrame(), theirs).query("loss == 'ce' and cell == 'IW'")["verdict"].item() == "not run"
 
 
@@ -114,8 +136,8 @@ def tiny_config(**overrides) -> study.Wang2022Config:
                              seeds=(0,), **overrides)
 
 
-def test_training_sets_follow_their_weights_and_share_data_within_a_seed():
-    cfg = tiny_config()
+def test_training_sets_follow_their_weights_and_their_data_is_fixed_across_seeds_by_default():
+    cfg = tiny_config(fixed_data=False)
     pair = study.prepare(fake_cifar(train_per_class=40, test_per_class=4), cfg, "cpu")
     labels = pair.labels.numpy()
     sets = {w: study.training_set(pd.Series({"seed": 0, "weighting": w}), pair, cfg) for w in study.WEIGHTINGS}
@@ -130,25 +152,32 @@ def test_training_sets_follow_their_weights_and_share_data_within_a_seed():
         ratio = w[labels[index] == 1][0] / w[labels[index] == 0][0]
         assert ratio == pytest.approx((n_cat / n_dog) ** power)
     other_seed = study.training_set(pd.Series({"seed": 1, "weighting": "iw"}), pair, cfg)
-    assert not np.array_equal(other_seed.index, index)
+    assert not np.array_equal(other_seed.index, index)  # redrawn per seed (their code does not)
+    fixed = tiny_config()
+    assert fixed.fixed_data  # their code draws the dogs and the split once
+    sets = [study.training_set(pd.Series({"seed": seed, "weighting": "iw"}), pair, fixed) for seed in (0, 1, 5)]
+    assert all(np.array_equal(s.index, sets[0].index) and np.array_equal(s.val_index, sets[0].val_index)
+               for s in sets)
 
 
 def test_tiny_grid_end_to_end(tmp_path):
     cfg = tiny_config()
     data = fake_cifar(train_per_class=40, test_per_class=4)
-    table = study.run_grid(data, cfg, tmp_path / "wang2022_cpu", "cpu", progress=False)
+    grid = study.Wang2022Study(cfg, data)
+    table = sweep.Runner(grid, tmp_path / "wang2022_cpu", "cpu", progress=False).run()
     assert table["run"].nunique() == 6 and set(table["epoch"]) == {1, 2}
     assert {"test_accuracy", "val_accuracy_weighted", "val_loss_weighted"} <= set(table.columns)
     # rerun: every run is complete, nothing is trained or rewritten
     written = {p: p.stat().st_mtime_ns for p in (tmp_path / "wang2022_cpu").glob("*/metrics.csv")}
-    again = study.run_grid(data, cfg, tmp_path / "wang2022_cpu", "cpu", progress=False)
+    again = sweep.Runner(grid, tmp_path / "wang2022_cpu", "cpu", progress=False).run()
     assert again.shape == table.shape
     assert written == {p: p.stat().st_mtime_ns for p in (tmp_path / "wang2022_cpu").glob("*/metrics.csv")}
     comparison, headlines = study.summarise(table)
     assert len(comparison) == 2 * (3 + 2 * len(study.SELECTIONS)) and len(headlines) == len(study.HEADLINES)
     assert (comparison["n_ours"] == 1).all() and (comparison["verdict"] == "inconclusive").all()  # one seed
     text = study.section(tmp_path)
-    assert "NOT COMPARABLE" in text and "wang2022_cpu" in text
+    assert "NOT COMPARABLE" in text and "wang2022_cpu" in text and "data: other copy" not in text
+    assert "data: fake (theirs: the official CIFAR-10 files)" in text  # why: named from the runs' records
     assert text.count("| cross-entropy |") == 3 + 2 * len(study.SELECTIONS)
 
 
@@ -168,10 +197,10 @@ def test_validation_metrics_are_weighted_means_over_each_runs_own_split():
     images = torch.zeros(5, 3, 2, 2, dtype=torch.uint8)
     # union of the splits: examples 0..3; run 0 right on 0, 1, 3; run 1 right on 2 only
     logits = np.array([[[2, 0], [0, 2], [2, 0], [2, 0]], [[0, 2], [2, 0], [0, 2], [0, 2]], [[0, 0]] * 4])
-    sets = [sweep.TrainingSet(np.arange(2), np.ones(2), np.array([0, 1, 2]), np.array([1.0, 1.0, 2.0])),
-            sweep.TrainingSet(np.arange(2), np.ones(2), np.array([2, 3]), np.array([3.0, 1.0])),
-            sweep.TrainingSet(np.arange(2), np.ones(2))]
-    got = sweep.validation_metrics(_FixedLogits(logits), sets, images, labels)
+    sets = [TrainingSet(np.arange(2), np.ones(2), np.array([0, 1, 2]), np.array([1.0, 1.0, 2.0])),
+            TrainingSet(np.arange(2), np.ones(2), np.array([2, 3]), np.array([3.0, 1.0])),
+            TrainingSet(np.arange(2), np.ones(2))]
+    got = validation_metrics(_FixedLogits(logits), sets, images, labels)
     good, bad = math.log(1 + math.exp(-2)), math.log(1 + math.exp(2))  # cross-entropy of a margin of +-2
     np.testing.assert_allclose(got["val_accuracy_weighted"][:2], [2 / 4, 3 / 4])
     np.testing.assert_allclose(got["val_loss_weighted"][:2], [(2 * good + 2 * bad) / 4, (3 * good + bad) / 4],
@@ -184,7 +213,18 @@ def test_config_errors_are_one_line():
         study.make_config("cpu", per_class=10, imbalance=10)
     with pytest.raises(ConfigError, match="--losses"):
         study.make_config("cpu", losses=("hinge",))
-    assert study.make_config("paper").comparable() and not study.make_config("cpu").comparable()
+
+
+def test_comparable_needs_their_protocol_their_data_and_fp32():
+    official = "official CIFAR-10 (torchvision folder 'data')"
+    assert study.comparable(study.make_config("paper"), official, "fp32") == (True, [])
+    ok, why = study.comparable(study.make_config("paper"), "image folder 'cifar'", "fp32")
+    assert not ok and why == ["data: image folder 'cifar' (theirs: the official CIFAR-10 files)"]
+    ok, why = study.comparable(study.make_config("paper"), official, "bf16")
+    assert not ok and why == ["precision bf16 (theirs: fp32)"]
+    ok, why = study.comparable(study.make_config("cpu"), official, "fp32")
+    assert not ok and "epochs = 40 (theirs: 400)" in why
+    assert not study.comparable(study.make_config("paper", fixed_data=False), official, "fp32")[0]
 
 
 def test_script_dry_run_prints_the_projected_cost(capsys):
@@ -199,9 +239,10 @@ def test_script_dry_run_prints_the_projected_cost(capsys):
 
 
 def test_headline_readings_follow_the_claims_reports_rule():
-    """An effect is positive only when its interval lies at or beyond +δ, as in iwshift.report."""
-    assert study.effect_reading(0.01, 0.05) == "unclear"  # above 0 but crossing δ
-    assert study.effect_reading(0.03, 0.05) == "positive"
-    assert study.effect_reading(-0.05, -0.02) == "negative"
-    assert study.effect_reading(-0.01, 0.01) == "negligible"
-    assert study.effect_reading(float("nan"), float("nan")) == "unclear"
+    """Their headline comparisons are read as the claims report reads an effect (iwshift.stats)."""
+    theirs = study.their_cells()
+    headlines = study.headline(pd.DataFrame(), theirs).set_index("comparison")
+    poly = headlines.loc["poly-tailed (α = 1): IW − No IW"]
+    assert poly["theirs_reading"] == stats.classify(stats.Interval(poly["theirs"], poly["theirs_lo"], poly["theirs_hi"],
+                                                                   10), study.DELTA) == "positive"
+    assert (headlines["ours_reading"] == "not run").all()

@@ -34,6 +34,7 @@ import torch
 from .. import losses
 from ..config import ENGINES
 from ..kernels import counter
+from ..models import Stacked2D
 from . import fused
 from .capture import CapturedStep
 from .inputs import ImageNormalization, check_inputs, normalization_constants, normalize
@@ -162,6 +163,8 @@ class Trainer:
         graph, or eagerly and why), the update (with why a requested one fell back), the bf16 weight copies,
         and the convolutions per layer where the model says."""
         out: dict[str, Any] = {"engine": self.engine}
+        if self.engine == "torch" and isinstance(self.model, Stacked2D) and self.fused_unavailable:
+            out["engine"] = f"torch ({'; '.join(self.fused_unavailable)})"  # a 2-D stack the fused engine refused
         if self.engine == "torch":
             if self.captured is None:
                 out["capture"] = "eager"
@@ -170,8 +173,6 @@ class Trainer:
                     f"eager (capture failed: {self.captured.failure})"
             out["update"] = self.optimizer.path
             out["weight_copies"] = bool(self.weight_copies)
-        elif self.fused_unavailable:
-            out["engine"] = f"{self.engine} ({'; '.join(self.fused_unavailable)})"
         layers = getattr(self.model, "layer_convolutions", None)
         if layers is not None:
             out["convolutions_per_layer"] = list(layers)
