@@ -108,9 +108,7 @@ def main(argv=None) -> int:
             for cfg in configs:  # the phases need no data: checked before it is loaded
                 ext.ExtensionStudy(cfg).check_phases(Path(values["OUT"]))
         # the weights tables and merged tables are made here, on this machine's device
-        from iwshift.cnn import resolve_device
-
-        here = resolve_device("auto") if launcher.launcher == "submitit" else device
+        here = launch.resolve_device("auto") if launcher.launcher == "submitit" else device
     out = Path(values["OUT"])
     if values["MERGE_ONLY"]:
         incomplete = [cfg for cfg in configs if not complete(cfg, out)]

@@ -69,7 +69,8 @@ def main(argv=None) -> int:
                                     prog=_PROG)
     from iwshift import sweep
     from iwshift import wang2022 as study
-    from iwshift.cnn import check_device, resolve_device
+    from iwshift.cnn import check_device
+    from iwshift.launch import resolve_device
 
     with cli.exit_on_config_error(_PROG):
         device = resolve_device(values["DEVICE"])

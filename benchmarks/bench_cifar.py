@@ -61,18 +61,14 @@ from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from iwshift.choices import CONVOLUTIONS  # noqa: E402
-from iwshift.cifar_binary import BinaryConfig  # noqa: E402
+from iwshift.cnn import resolve_precision  # noqa: E402
+from iwshift.config import CNN_REGIMES as REGIMES  # noqa: E402
+from iwshift.config import CONVOLUTIONS, BinaryConfig  # noqa: E402
 from iwshift.cifar_data import CIFAR10_CLASSES, DataUnavailableError, load_cifar10  # noqa: E402
 from iwshift.models import StackedCNN, cnn_widths  # noqa: E402
-from iwshift.sweep import REGIMES  # noqa: E402
 from iwshift.train import (CIFAR_MEAN, CIFAR_STD, StackedRuns, Trainer, to_device_images,  # noqa: E402
                            train_side_by_side)
 
-try:  # where the study resolves ``--precision auto`` (iwshift.sweep; iwshift.cifar_binary before it)
-    from iwshift.sweep import resolve_precision  # noqa: E402
-except ImportError:
-    from iwshift.cifar_binary import resolve_precision  # type: ignore[attr-defined,no-redef]  # noqa: E402
 
 BATCH_SIZE = 16
 LR = 0.01

@@ -2,11 +2,11 @@
 
 What is measured, in one process:
 
-* ``study_seconds``: wall time of ``synthetic.run_study(SyntheticConfig(), progress=False)`` at paper
-  scale by default (250 runs, 10,000 epochs), i.e. ``result.total_seconds``: data, training of all runs
-  (``iwshift.train.Trainer``, its fused numba engine on CPU), and all metric evaluations / snapshots. A
-  tiny warm-up study (1 epoch, seed 0) runs first so that numba JIT compilation is not counted.
-  ``result.train_seconds`` (training alone) is printed.
+* ``study_seconds``: wall time of the 2-D study (``synthetic.SyntheticStudy(SyntheticConfig())`` through the
+  runner, ``iwshift.sweep.Runner``, into a temporary folder) at paper scale by default (250 runs, 10,000 epochs):
+  data, training of all runs (``iwshift.train.Trainer``, its fused numba engine on CPU), all metric evaluations
+  and parameter snapshots, and writing each run's results. A tiny warm-up study (1 epoch, seed 0) runs first so
+  that numba JIT compilation is not counted.
 * ``plain_run_epochs_per_s``: how the original code would train one run: a ``TensorDataset`` +
   ``DataLoader(batch_size=8, shuffle=True)``, an ``nn.Module`` from ``models.make_2d_model``,
   ``torch.optim.SGD(lr=learning_rate(x, 0.01), weight_decay=...)`` and ``weighted_bce_with_logits``
@@ -14,10 +14,10 @@ What is measured, in one process:
   ``--plain-epochs`` epochs, with no evaluation at all (so the baseline is flattered), after an untimed 1-epoch warm-up. Two
   representative runs are timed: logistic regression (weight decay ``l2_lr``) and the MLP with dropout
   0.5. Their seconds per run-epoch, t_lr and t_mlp, are averaged in the study's proportion of LR and
-  MLP runs (f_lr, f_mlp from ``result.runs["model"].value_counts()``):
+  MLP runs (f_lr, f_mlp from ``runs["model"].value_counts()``):
   ``plain = 1 / (f_lr * t_lr + f_mlp * t_mlp)``, i.e. the run-epochs per second a plain loop would
   reach on the study's mix of runs. torch's default thread count is left as is.
-* ``batched_run_epochs_per_s = len(result.runs) * cfg.epochs / study_seconds``. Imbalanced moons runs
+* ``batched_run_epochs_per_s = n_runs * cfg.epochs / study_seconds``. Imbalanced moons runs
   (``moons_minority*``) have fewer training examples (276 and 287 instead of 512) and so cost less per
   epoch; the plain baseline uses the full 512-example moons set, which slightly favours the batched
   number. ``ratio = batched / plain``.
@@ -31,18 +31,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from iwshift import losses, models, synthetic  # noqa: E402
+from iwshift import losses, models, sweep, synthetic  # noqa: E402
+from iwshift.config import SyntheticConfig  # noqa: E402
 
 
-def plain_seconds_per_epoch(model_name: str, cfg: synthetic.SyntheticConfig, epochs: int,
+def plain_seconds_per_epoch(model_name: str, cfg: SyntheticConfig, epochs: int,
                             dropout: float, weight_decay: float) -> float:
     """Seconds per epoch of one run trained the plain way (see module docstring) on moons, 'up' weighting."""
     split = synthetic.load_dataset("moons", cfg).train
@@ -63,6 +66,13 @@ def plain_seconds_per_epoch(model_name: str, cfg: synthetic.SyntheticConfig, epo
     return (time.perf_counter() - start) / epochs
 
 
+def train_study(cfg: SyntheticConfig, out: str) -> pd.DataFrame:
+    """Train the whole 2-D study into ``out`` through the runner; the study's grid of runs."""
+    study = synthetic.SyntheticStudy(cfg)
+    sweep.Runner(study, out, progress=False, checkpoint_every=cfg.epochs).run()
+    return study.runs()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=None, help="study epochs (default: paper's 10,000)")
@@ -75,20 +85,23 @@ def main() -> None:
         overrides["epochs"] = args.epochs
     if args.seeds is not None:
         overrides["seeds"] = list(range(args.seeds))
-    cfg = synthetic.SyntheticConfig(**overrides)  # type: ignore[arg-type]
+    cfg = SyntheticConfig(**overrides)  # type: ignore[arg-type]
 
     t0 = time.perf_counter()
-    synthetic.run_study(synthetic.SyntheticConfig(epochs=1, seeds=[0]), progress=False)
+    with tempfile.TemporaryDirectory() as warm_up:
+        train_study(SyntheticConfig(epochs=1, seeds=[0]), warm_up)
     print(f"warm-up study (1 epoch, seed 0; numba JIT compilation, not counted): "
           f"{time.perf_counter() - t0:.2f} s")
 
-    result = synthetic.run_study(cfg, progress=False)
-    study_seconds = result.total_seconds
-    n_runs = len(result.runs)
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        runs = train_study(cfg, out)
+        study_seconds = time.perf_counter() - t0
+    n_runs = len(runs)
     print(f"batched study: {n_runs} runs x {cfg.epochs} epochs in {study_seconds:.2f} s "
-          f"(training {result.train_seconds:.2f} s, rest is data/metrics/snapshots)")
+          f"(data, training, metrics, snapshots and writing results)")
 
-    mix = result.runs["model"].value_counts(normalize=True)
+    mix = runs["model"].value_counts(normalize=True)
     for name in ("lr", "mlp"):  # untimed: torch's one-off start-up cost would land on the first run
         plain_seconds_per_epoch(name, cfg, 1, dropout=0.0, weight_decay=0.0)
     per_epoch = {

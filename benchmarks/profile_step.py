@@ -8,7 +8,7 @@ steps of ``--profile-variant`` (default: the studies' default) with ``torch.prof
 that dominate (the same kernels the captured graph replays) and the convolutions' time by layer. The variants:
 
 * ``bf16-nhwc``: the studies' CUDA default (bf16 autocast, channels-last activations, the forward on bf16 copies
-  of the weights that the update keeps, the update as one Triton kernel per parameter: ``iwshift.triton_sgd``);
+  of the weights that the update keeps, the update as one Triton kernel per parameter: ``iwshift.kernels.triton_sgd``);
 * ``foreach-sgd``: the same with the update as ``torch._foreach`` passes (the default off CUDA);
 * ``autocast-casts``: the update as ``_foreach`` passes and no bf16 copies: autocast casts the float32 weights
   at every step, and their gradients back (the default before the copies);
@@ -18,7 +18,7 @@ that dominate (the same kernels the captured graph replays) and the convolutions
   than running it group by group (the profile shows 21 launches per step of one layer's forward);
 * ``conv1-bmm``: the first convolution as one batched matrix product of gathered image patches (one copy) with
   each model's weights, instead of a grouped convolution;
-* ``triton-conv``: every convolution through Triton implicit-GEMM kernels (``iwshift.triton_conv``: one
+* ``triton-conv``: every convolution through Triton implicit-GEMM kernels (``iwshift.kernels.triton_conv``: one
   launch for all K groups, forward, data and weight gradients; CUDA only, checked on the GPU against
   ``F.conv2d`` first, and in the tests through Triton's CPU interpreter);
 * ``auto-conv``: ``StackedCNN(convolutions="auto")``: each layer through cuDNN or the Triton kernels,
@@ -30,8 +30,8 @@ that dominate (the same kernels the captured graph replays) and the convolutions
 The variants that compute the model otherwise (``bf16-nchw``, ``conv1-pad8``, ``conv1-bmm``) are first checked
 on the CPU in float64 against the default: the same logits after two SGD steps (a variant that computes
 something else is refused, not timed). The update and the weight copies are checked by the tests
-(``tests/test_graph_step.py``) and by ``python -m iwshift.triton_sgd --check``; the Triton convolutions by
-``iwshift.triton_conv``'s check, on the GPU, before they are timed. Random images: throughput does not depend
+(``tests/test_graph_step.py``) and by ``python benchmarks/check_triton_sgd.py --check``; the Triton convolutions by
+``iwshift.kernels.triton_conv``'s check, on the GPU, before they are timed. Random images: throughput does not depend
 on pixel values. Run from the repository root: ``python benchmarks/profile_step.py [--device cuda] [--k 21]
 [--width 1] [--variants ...]``. Last line: ``device=D k=K <variant>_ms=...`` (milliseconds per step).
 """
@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(1, str(Path(__file__).resolve().parent))  # the kernels' checks beside this script
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -197,7 +198,7 @@ def main() -> None:
         try:  # a variant that fails its check or on this device is reported, not fatal
             if name in ("triton-conv", "auto-conv"):
                 if not triton_checked:  # the kernels' own checks, once, on the GPU: fp32 and bf16, then the model
-                    from iwshift import triton_conv
+                    import check_triton_conv as triton_conv
 
                     worst = max(triton_conv.check("cuda"), triton_conv.check("cuda", torch.bfloat16))
                     print(f"triton-conv checks: kernels within {worst:.1e} of F.conv2d, "

@@ -185,8 +185,6 @@ def override_from_argv(
                 switch = ("--no-" if default else "--") + flag_name(name[:-3])[2:] + ("" if default else "-on")
                 parser.add_argument(switch, dest=name, action="store_const", const=not default, default=default,
                                     help=("turn off: " if default else "turn on: ") + parts[0])
-                parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=default,
-                                    help=argparse.SUPPRESS)  # the former spelling, --figures-on/--no-figures-on
             else:
                 parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                     default=default, help=text)

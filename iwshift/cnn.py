@@ -32,17 +32,6 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
     return "bf16" if torch.device(device).type == "cuda" else CPU_PRECISION
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; a CUDA device without CUDA is a bad argument."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise ConfigError("device", f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device", f"{name} requested but CUDA is not available")
-    return name
-
-
 def check_device(cfg: CnnConfig, device: str) -> None:
     """The configuration's CUDA-only choices on another device: a one-line error before anything is written."""
     if cfg.convolutions in ("triton", "auto") and not device.startswith("cuda"):

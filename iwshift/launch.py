@@ -77,12 +77,23 @@ class LaunchConfig:
         return self.launcher != "local"
 
 
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; a CUDA device without CUDA is a bad argument."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not (name == "cpu" or name.startswith("cuda")):
+        raise ConfigError("device", f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device", f"{name} requested but CUDA is not available")
+    return name
+
+
 def job_device(name: str, cfg: LaunchConfig) -> str:
     """The device the runs train on. In this process or through the local executor it is this machine's
-    (:func:`iwshift.cnn.resolve_device`); on a cluster it is the jobs' and is not checked here (the login
-    node may have no GPU): ``auto`` is ``cuda`` when the jobs get GPUs, else ``cpu``."""
-    from .cnn import resolve_device
-
+    (:func:`resolve_device`); on a cluster it is the jobs' and is not checked here (the login node may have no
+    GPU): ``auto`` is ``cuda`` when the jobs get GPUs, else ``cpu``."""
     if cfg.launcher != "submitit":
         return resolve_device(name)
     if not (name in ("auto", "cpu") or name.startswith("cuda")):

@@ -110,17 +110,3 @@ def binary_losses(
         weighted = losses.weighted_bce_with_logits(logits, labels, example_weights, normalization)
         plain = losses.weighted_bce_with_logits(logits, labels, torch.ones_like(logits), "mean")
     return weighted.cpu().numpy(), plain.cpu().numpy()
-
-
-def mean_confidence_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """Mean and the half-width of its Student-t interval (0 for a single value)."""
-    from scipy import stats
-
-    values = np.asarray(values, np.float64)
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return float("nan"), float("nan")
-    if len(values) < 2:
-        return float(values.mean()), 0.0
-    sem = values.std(ddof=1) / np.sqrt(len(values))
-    return float(values.mean()), float(sem * stats.t.ppf(0.5 + confidence / 2, len(values) - 1))

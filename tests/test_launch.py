@@ -254,7 +254,7 @@ EXTENSION = ["--studies", "label", "--regimes", "none", "--label-weights", "none
 def test_extension_phases_through_submitit_local_give_the_in_process_tables(env, data_dir, tmp_path):
     """Phase 1 (none, true: two jobs of one run) then phase 2 (bbse, from phase 1's unweighted run: one job)."""
     pytest.importorskip("submitit")
-    common = [*EXTENSION, "--data-dir", str(data_dir), "--no-figures-on"]
+    common = [*EXTENSION, "--data-dir", str(data_dir), "--no-figures"]
     assert load_extension().main([*common, "--out", str(tmp_path / "local")]) == 0
     assert load_extension().main([*common, "--out", str(tmp_path / "jobs"), "--launcher", "submitit-local",
                                   "--jobs", "2", "--log-dir", str(tmp_path / "logs")]) == 0

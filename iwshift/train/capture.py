@@ -8,21 +8,36 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 
-if TYPE_CHECKING:
-    from .trainer import Trainer
-
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture (cuDNN autotuning, lazy handles)
+
+
+class Steps(Protocol):
+    """What a capture needs of a trainer (:class:`iwshift.train.trainer.Trainer`): its step, the step's buffers, and
+    the tensors the step reads and writes."""
+
+    device: torch.device
+    batch_size: int
+    index: torch.Tensor
+    weights: torch.Tensor
+    optimizer: Any
+    _buffers: Any
+
+    def _step(self, batch: int) -> None: ...
+
+    def _state_tensors(self) -> list[torch.Tensor]: ...
+
+    def _state_addresses(self) -> tuple[int, ...]: ...
 
 
 class CapturedStep:
     """:meth:`Trainer._step <iwshift.train.trainer.Trainer._step>` on a full batch as a CUDA graph, captured
     again whenever a tensor it reads or writes was replaced (say, by a restored checkpoint)."""
 
-    def __init__(self, trainer: Trainer):
+    def __init__(self, trainer: Steps):
         self.trainer = trainer
         self.graph: torch.cuda.CUDAGraph | None = None
         self.failure: str | None = None  # why capture failed (the step then runs eagerly for good)

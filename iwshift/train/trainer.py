@@ -142,7 +142,7 @@ class Trainer:
         self.scale = self.shift = None  # images only
         if inputs.dtype == torch.uint8:
             self.scale, self.shift = normalization_constants(self.device, image_normalization, inputs.shape[1])
-        reasons = fused.why_not(self, compile)
+        reasons = fused.why_not(model, runs, inputs, momentum, precision, batch_order, compile)
         if engine == "fused" and reasons:
             raise ValueError(f"the fused engine does not apply: {'; '.join(reasons)}")
         self.engine = engine if engine != "auto" else "torch" if reasons else "fused"
@@ -207,7 +207,13 @@ class Trainer:
         if self.engine == "fused":
             if on_step is not None:
                 raise ValueError("on_step needs the torch engine (the fused engine runs whole epochs)")
-            return self._note_divergence(fused.train(self, count))
+            stats = fused.train(self.model, self.runs, self.inputs, self.labels, self.train_weights,
+                                self.losses.log_class_weights, self.optimizer.lr, self.epoch, count, self.batch_size,
+                                self.normalization)
+            self.epoch += count
+            nonfinite = ~np.isfinite(stats[:, :2]).all(1) | ~self._finite_parameters().cpu().numpy()
+            return self._note_divergence(EpochStats(loss_weighted=stats[:, 0], loss=stats[:, 1],
+                                                    accuracy=stats[:, 2], nonfinite=nonfinite))
         for _ in range(count):
             stats = self.train_epoch(on_step)
         return stats
@@ -323,9 +329,8 @@ class Trainer:
             for buffer, saved in zip(self.optimizer.buffers, state["momentum"], strict=True):
                 buffer.copy_(saved)
         self.optimizer.started = state["momentum_started"]
-        if "lr" in state:
-            self.optimizer.set_lr(state["lr"])
-        self.diverged_epoch = np.array(state.get("diverged_epoch", np.zeros_like(self.diverged_epoch)))
+        self.optimizer.set_lr(state["lr"])
+        self.diverged_epoch = np.array(state["diverged_epoch"])
         for generator, saved in zip(self.generators, state["generators"], strict=True):
             generator.set_state(saved)
         torch.set_rng_state(state["torch_rng"])
