@@ -47,12 +47,14 @@ FLAG_OF = {"data": "data_dir", "precision_used": "precision"}  # record fields n
 @dataclass
 class StackPlan:
     """A stack, ready to train: its trainer, what each evaluated epoch measures (``evaluate(trainer)`` -> arrays
-    of K), and what each run keeps beside its metrics once trained (``arrays(run)`` -> file name -> arrays)."""
+    of K), what each run keeps beside its metrics once trained (``arrays(run)`` -> file name -> arrays), and the
+    learning rate of each epoch (``schedule(epoch)``; None: constant)."""
 
     trainer: Any
     evaluate: Callable[[Any], dict[str, np.ndarray]]
     arrays: Callable[[str], dict[str, dict[str, np.ndarray]]] = lambda run: {}
     record: Callable[[str], dict[str, Any]] = lambda run: {}  # what a run's record adds (e.g. its weights' quality)
+    schedule: Callable[[int], float] | None = None
 
 
 class Study:
@@ -212,7 +214,7 @@ class Runner:
         self.current = stack_checkpoint(self.out, group, study, record, self.checkpoint_every)
         try:
             table = fit_table(plan.trainer, group[list(study.id_columns)], study.epochs, study.eval_epochs(),
-                              plan.evaluate, self.current, on_epoch)
+                              plan.evaluate, self.current, on_epoch, plan.schedule)
         finally:
             checkpoint, self.current = self.current, None
         how = plan.trainer.record()

@@ -357,3 +357,32 @@ def test_fit_table_trains_a_2d_stack_to_a_tidy_table_and_resumes_exactly(tmp_pat
     fresh = trainer()
     training.fit_table(fresh, ids, 1, [1], evaluate, other)
     assert fresh.epoch == 1
+
+
+@pytest.mark.parametrize("engine", ["torch", "fused"])
+def test_a_learning_rate_schedule_sets_each_epochs_rate_on_the_device(engine):
+    """fit_table's ``schedule``: the trainer's own rate as a schedule changes nothing; a rate of 0 for the first
+    epochs leaves the parameters where they started, and training goes on from there once the rate rises."""
+    from iwshift.models import Stacked2D
+
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.normal(size=(40, 2)), dtype=torch.float32)
+    y = torch.tensor((x[:, 0] > 0).long().numpy())
+    runs = training.StackedRuns(seeds=[0, 1], train_index=np.tile(np.arange(40), (2, 1)),
+                                example_weights=np.ones((2, 40)), l2=[0.0, 0.01], dropout=[0.0, 0.0])
+
+    def trainer():
+        model = Stacked2D("lr", runs.seeds, hidden=8, dropout=runs.dropout)
+        fused = dict(momentum=0.0, batch_order="counter") if engine == "fused" else dict(momentum=0.9)
+        return training.Trainer(model, runs, x, y, lr=0.1, batch_size=8, engine=engine, **fused)
+
+    ids = pd.DataFrame({"run": ["a", "b"], "seed": [0, 1]})
+    evaluate = lambda t: {"w": t.model.w2.detach().reshape(2, -1)[:, 0].numpy().copy()}  # noqa: E731
+    plain = training.fit_table(trainer(), ids, 4, [1, 2, 3, 4], evaluate)
+    constant = training.fit_table(trainer(), ids, 4, [1, 2, 3, 4], evaluate, schedule=lambda epoch: 0.1)
+    pd.testing.assert_frame_equal(constant.drop(columns="seconds"), plain.drop(columns="seconds"), check_exact=True)
+    start = trainer().model.w2.detach().reshape(2, -1)[:, 0].numpy()
+    warm = training.fit_table(trainer(), ids, 4, [1, 2, 3, 4], evaluate, schedule=lambda e: 0.0 if e <= 2 else 0.1)
+    frozen, moved = warm[warm["epoch"] <= 2], warm[warm["epoch"] > 2]
+    np.testing.assert_array_equal(frozen["w"].to_numpy(), np.tile(start, 2))
+    assert (moved["w"].to_numpy() != np.tile(start, 2)).all()

@@ -50,11 +50,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any] | None:
 
 def fit_table(trainer: Trainer | SideBySide, id_frame: pd.DataFrame, epochs: int, eval_epochs: Iterable[int],
               evaluate: Callable[[Trainer | SideBySide], dict[str, np.ndarray]],
-              checkpoint: Checkpoint | None = None, on_epoch: Callable[[int], None] | None = None) -> pd.DataFrame:
+              checkpoint: Checkpoint | None = None, on_epoch: Callable[[int], None] | None = None,
+              schedule: Callable[[int], float] | None = None) -> pd.DataFrame:
     """Train the trainer's K runs to ``epochs`` and return a tidy table: at each epoch of ``eval_epochs``
     one row per run with ``id_frame``'s row (K rows), the epoch, the epoch's running training loss
     (weighted and not) and accuracy, what ``evaluate(trainer)`` measures (arrays of K) and ``seconds``
-    since the start. With a ``checkpoint``, continues from its file when that holds the same ``meta``, and
+    since the start. ``schedule(epoch)`` is the learning rate of each (1-based) epoch, set on the device before
+    it trains (None: the trainer's learning rate throughout). With a ``checkpoint``, continues from its file when that holds the same ``meta``, and
     saves every ``checkpoint.every`` epochs (and whenever :meth:`Checkpoint.save` is called); a resumed table
     equals an uninterrupted one (but for ``seconds``, of the time spent in this and earlier attempts).
 
@@ -71,9 +73,11 @@ def fit_table(trainer: Trainer | SideBySide, id_frame: pd.DataFrame, epochs: int
             frames, spent = [saved["table"]] if len(saved["table"]) else [], float(saved["seconds"])
     start = time.perf_counter() - spent
     every = checkpoint.every if checkpoint is not None else 0
-    spans = getattr(trainer, "engine", "torch") == "fused"
+    spans = getattr(trainer, "engine", "torch") == "fused" and schedule is None
     stops = sorted(evals | {epochs} | (set(range(every, epochs, every)) if every else set()))
     while trainer.epoch < epochs:
+        if schedule is not None:
+            trainer.set_lr(schedule(trainer.epoch + 1))
         count = next(e for e in stops if e > trainer.epoch) - trainer.epoch if spans else 1
         stats = trainer.train_epochs(count) if spans else trainer.train_epoch()
         epoch = trainer.epoch

@@ -65,7 +65,7 @@ def train_side_by_side(trainers: Sequence[Trainer], on_step: Callable[[], None] 
 class SideBySide:
     """Several stacks trained side by side (:func:`train_side_by_side`), seen as one trainer of all their
     runs, stack 0's first: what :func:`fit_table` and the studies' evaluations use of a :class:`Trainer`
-    (``train_epoch``, ``epoch``, ``diverged``, ``predict_logits``, ``class_gradient_norms``, ``state_dict``)
+    (``train_epoch``, ``set_lr``, ``epoch``, ``diverged``, ``predict_logits``, ``class_gradient_norms``, ``state_dict``)
     with the stacks' runs concatenated. Each run computes what it computes in a stack of its own."""
 
     def __init__(self, trainers: Sequence[Trainer]):
@@ -86,6 +86,10 @@ class SideBySide:
     @property
     def diverged(self) -> np.ndarray:
         return self.diverged_epoch > 0
+
+    def set_lr(self, lr: float) -> None:
+        for trainer in self.trainers:
+            trainer.set_lr(lr)
 
     def train_epoch(self, on_step: Callable[[], None] | None = None) -> EpochStats:
         parts = train_side_by_side(self.trainers, on_step)
