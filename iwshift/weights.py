@@ -332,26 +332,40 @@ class KLIEPWeights(_DensityRatioEstimator):
 class KMMWeights(_DensityRatioEstimator):
     """Kernel mean matching (Huang et al. 2007) via ``skada.KMMReweightAdapter`` (import deferred, so
     the package works without skada): source weights beta minimising the RBF-kernel MMD between the
-    reweighted source and the target, subject to beta >= 0 and |mean beta - 1| <= eps.
+    reweighted source and the target, subject to 0 <= beta <= B and |mean beta - 1| <= eps.
 
     KMM only gives weights on the source sample, and they are noisy pointwise (the QP solution puts
-    many points at 0: Spearman ~0.3-0.6 with the true ratio on a 300-point 2-D Gaussian shift) since
-    only kernel means are matched. ``weights(x)`` therefore extends them to any point by Nadaraya-Watson
-    smoothing with the same kernel, w(x) = sum_j k(x, x_j) beta_j / sum_j k(x, x_j) (skada's own
-    extension, ``K @ beta`` without the denominator, is not on the ratio's scale). ``source_weights_``
-    is that smoothed weight on the source points when ``smooth`` (default), else the raw QP solution;
-    the raw one is always in ``qp_weights_``.
+    many points at 0) since only kernel means are matched. ``weights(x)`` therefore extends them to any
+    point by Nadaraya-Watson smoothing with the same kernel, w(x) = sum_j k(x, x_j) beta_j / sum_j k(x, x_j)
+    (skada's own extension, ``K @ beta`` without the denominator, is not on the ratio's scale).
+    ``source_weights_`` is that smoothed weight on the source points when ``smooth`` (default), else the raw
+    QP solution; the raw one is always in ``qp_weights_``.
 
-    ``solver="frank-wolfe"`` (skada's fast default) enforces beta >= 0 and the eps band but ignores
-    the upper bound ``B``; ``solver="scipy"`` enforces B but is slow (~20 s for 300 points).
-    Features are standardised on the pooled sample when ``standardize``; ``gamma=None`` takes the median
-    heuristic on them. ``eps=None`` is skada's default (sqrt(n_s) - 1) / sqrt(n_s).
+    Kernel width ``gamma``: the width sets both what is matched and how far the smoothing averages, so it
+    decides the weights' spread. ``"cv"`` (default) chooses it against the data's scale as KLIEP does
+    (:class:`KLIEPWeights`): the target sample is split into ``cv_folds`` folds, each candidate of
+    ``gamma_grid`` (default: the median heuristic times 2^-2 .. 2^6, nine values) is fitted on the source
+    and all target folds but one, and scored by the held-out target points' mean log w (w normalised to
+    mean 1 on the source); the best mean score wins (``cv_scores_``). ``None`` is the median heuristic
+    alone, which on standardised features is wide enough to flatten the weights (scikit-learn's digits
+    under a covariate shift whose true weights reach 4.7, effective sample size 80 %: max 1.12, 99.9 %;
+    with ``"cv"``: max 3.4, 84 %, rmse 0.35 against 0.46; ``examples/digits_label_shift.py``).
+
+    ``solver="frank-wolfe"`` (skada's fast default) does not enforce the upper bound ``B`` itself, so its
+    solution is clipped at ``B`` here; ``solver="scipy"`` enforces it in the QP but is slow (~20 s for 300
+    points). Features are standardised on the pooled sample when ``standardize``. ``eps=None`` is skada's
+    default (sqrt(n_s) - 1) / sqrt(n_s).
     """
 
-    def __init__(self, gamma: float | None = None, B: float = 1000.0, eps: float | None = None,
+    def __init__(self, gamma: float | str | None = "cv", B: float = 1000.0, eps: float | None = None,
                  max_iter: int = 1000, solver: str = "frank-wolfe", smooth: bool = True,
-                 standardize: bool = True):
-        self.gamma = None if gamma is None else positive_finite("gamma", gamma)
+                 standardize: bool = True, cv_folds: int = 5, gamma_grid: Any = None, seed: int = 0):
+        if isinstance(gamma, str):
+            if gamma != "cv":
+                raise ConfigError("gamma", f"must be a number > 0, None (median heuristic) or 'cv' (got {gamma!r})")
+            self.gamma: float | str | None = gamma
+        else:
+            self.gamma = None if gamma is None else positive_finite("gamma", gamma)
         self.B = positive_finite("B", B)
         self.eps = None if eps is None else positive_finite("eps", eps)
         self.max_iter = at_least("max_iter", max_iter, 1)
@@ -360,36 +374,68 @@ class KMMWeights(_DensityRatioEstimator):
         self.solver = solver
         self.smooth = bool(smooth)
         self.standardize = bool(standardize)
+        self.cv_folds = at_least("cv_folds", cv_folds, 2)
+        self.gamma_grid = None if gamma_grid is None else [positive_finite("gamma_grid", g) for g in gamma_grid]
+        if self.gamma_grid is not None and not self.gamma_grid:
+            raise ConfigError("gamma_grid", "needs at least one value")
+        self.seed = at_least("seed", seed, 0)
 
     def _fit(self, source: np.ndarray, target: np.ndarray) -> None:
+        self.scaler_ = StandardScaler().fit(np.vstack([source, target])) if self.standardize else None
+        if self.scaler_ is not None:
+            source, target = self.scaler_.transform(source), self.scaler_.transform(target)
+        if self.gamma == "cv":
+            self.gamma_ = self._cross_validated_gamma(source, target)
+        else:
+            self.gamma_ = self.gamma or median_heuristic_gamma(np.vstack([source, target]), seed=self.seed)
+        self.qp_weights_ = self._qp_weights(source, target, self.gamma_)
+        self.source_points_ = source
+
+    def _qp_weights(self, source: np.ndarray, target: np.ndarray, gamma: float) -> np.ndarray:
         try:
             from skada import KMMReweightAdapter
         except ImportError as err:
             raise ImportError("KMMWeights needs skada (pip install 'skada>=0.6')") from err
-        self.scaler_ = StandardScaler().fit(np.vstack([source, target])) if self.standardize else None
-        if self.scaler_ is not None:
-            source, target = self.scaler_.transform(source), self.scaler_.transform(target)
-        self.gamma_ = self.gamma or median_heuristic_gamma(np.vstack([source, target]))
-        adapter = KMMReweightAdapter(kernel="rbf", gamma=self.gamma_, B=self.B, eps=self.eps,
+        adapter = KMMReweightAdapter(kernel="rbf", gamma=gamma, B=self.B, eps=self.eps,
                                      max_iter=self.max_iter, solver=self.solver)
         # skada's convention: source samples have domain labels >= 0, target samples < 0.
         domain = np.r_[np.ones(len(source), int), -np.ones(len(target), int)]
         adapter.fit(np.vstack([source, target]), sample_domain=domain)
-        self.qp_weights_ = np.asarray(adapter.source_weights_, dtype=np.float64).ravel()
-        self.source_points_ = source
+        return np.minimum(np.asarray(adapter.source_weights_, dtype=np.float64).ravel(), self.B)
 
-    def _smoothed(self, x: np.ndarray) -> np.ndarray:
-        """Nadaraya-Watson average of the QP weights; softmax over -gamma d^2 never divides by 0."""
-        kernel = special.softmax(-self.gamma_ * _sq_distances(x, self.source_points_), axis=1)
-        return kernel @ self.qp_weights_
+    def _cross_validated_gamma(self, source: np.ndarray, target: np.ndarray) -> float:
+        """The kernel width whose smoothed weights give the held-out target points the highest mean log w."""
+        if len(target) < self.cv_folds:
+            raise ConfigError("cv_folds", f"needs at least {self.cv_folds} target points (got {len(target)})")
+        grid = self.gamma_grid or list(median_heuristic_gamma(np.vstack([source, target]), seed=self.seed)
+                                       * 2.0 ** np.arange(-2, 7))
+        fold = np.random.default_rng(self.seed).permutation(len(target)) % self.cv_folds
+        tiny = np.finfo(np.float64).tiny
+        scores = []
+        for gamma in grid:
+            held_out = []
+            for k in range(self.cv_folds):
+                beta = self._qp_weights(source, target[fold != k], gamma)
+                scale = _nadaraya_watson(source, source, beta, gamma).mean()
+                w = _nadaraya_watson(target[fold == k], source, beta, gamma) / max(scale, tiny)
+                held_out.append(np.mean(np.log(np.maximum(w, tiny))))
+            scores.append(float(np.mean(held_out)))
+        self.cv_scores_ = dict(zip(map(float, grid), scores))
+        return float(grid[int(np.argmax(scores))])
 
     def _weights(self, x: np.ndarray) -> np.ndarray:
         if self.scaler_ is not None:
             x = self.scaler_.transform(x)
-        return self._smoothed(x)
+        return _nadaraya_watson(x, self.source_points_, self.qp_weights_, self.gamma_)
 
     def _source_weights(self, source: np.ndarray) -> np.ndarray:
         return self._weights(source) if self.smooth else self.qp_weights_.copy()
+
+
+def _nadaraya_watson(x: np.ndarray, points: np.ndarray, values: np.ndarray, gamma: float) -> np.ndarray:
+    """Kernel-weighted average of ``values`` at ``points``, evaluated at ``x``; the softmax over
+    -gamma d^2 never divides by 0."""
+    return special.softmax(-gamma * _sq_distances(x, points), axis=1) @ values
 
 
 # --------------------------------------------------------------------------- label-shift estimators

@@ -88,6 +88,27 @@ def test_kmm_raw_weights_are_the_qp_solution():
     assert kmm.qp_weights_.shape == (100,) and np.all(kmm.qp_weights_ >= 0)
 
 
+@needs_skada
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kmm_with_a_cross_validated_width_recovers_the_weights_spread(seed):
+    """The median heuristic's width flattens KMM's weights (effective sample size > 90 % where the true
+    weights' is under 45 %); the likelihood cross-validated width (the default) brings the spread back."""
+    rng = np.random.default_rng(seed)
+    source, target = rng.standard_normal((300, 2)), rng.standard_normal((300, 2)) + SHIFT
+    truth = W.ess_fraction(true_ratio(source))
+    median = W.KMMWeights(gamma=None).fit(source, target).source_weights_
+    fitted = W.KMMWeights().fit(source, target)
+    assert truth < 0.45 and W.ess_fraction(median) > 0.9
+    assert W.ess_fraction(fitted.source_weights_) < 0.6
+    assert fitted.gamma_ > min(fitted.cv_scores_) and len(fitted.cv_scores_) == 9
+    assert W.weight_error(fitted.source_weights_, true_ratio(source))["spearman"] >= 0.9
+
+
+def test_kmm_checks_its_kernel_width():
+    with pytest.raises(ConfigError, match="gamma"):
+        W.KMMWeights(gamma="median")
+
+
 def test_importing_the_module_does_not_import_skada():
     code = "import sys, iwshift.weights; assert 'skada' not in sys.modules"
     root = Path(__file__).resolve().parents[1]
