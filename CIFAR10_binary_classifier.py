@@ -65,6 +65,9 @@ VAL_FRACTION = 0.1               # early stopping: importance-weighted validatio
 FIGURES_ON = True                # draw the figures
 PROGRESS = True                  # progress bar (on a terminal)
 MERGE_ONLY = False               # train nothing: merge the grid's complete runs in OUT, draw the figures
+PLAN = "off"                     # all: print the study as GPU jobs (slices of this command) and train nothing | next: the next job not complete in OUT
+PLAN_LIMIT_MIN = 9.0             # plan: each job's projected minutes at most, by the GPU record
+PLAN_RECORD = ""                 # plan: the GPU record to project from ("": the newest in benchmarks/results/)
 OVERWRITE = False                # retrain the runs in OUT saved with another configuration (else: an error)
 CHECKPOINT_EVERY = 10            # checkpoint each stack every this many epochs (and on SIGTERM/SIGUSR1)
 LAUNCHER = "local"               # local (this process) | submitit (SLURM job array) | submitit-local (same jobs here)
@@ -80,7 +83,7 @@ LOG_DIR = "logs/submitit"        # submitit: one folder per job with its logs
 _PROG = "CIFAR10_binary_classifier.py"
 # the choices of the constants that are not knobs of the study's configuration (config.BinaryConfig)
 CHOICES = {"PRESET": ("auto", *config.BINARY_PRESETS), "SETTINGS": config.BINARY_SETTINGS,
-           "LAUNCHER": config.LAUNCHERS}
+           "LAUNCHER": config.LAUNCHERS, "PLAN": ("off", "all", "next")}
 
 
 def main(argv=None) -> int:
@@ -102,6 +105,13 @@ def main(argv=None) -> int:
         for cfg in configs:
             check_device(cfg, device)
         checkpoint_every = cli.at_least("checkpoint_every", values["CHECKPOINT_EVERY"], 1)
+        if values["PLAN"] != "off":  # the study as GPU jobs: nothing loaded, trained or written
+            from iwshift import plan
+
+            return plan.print_plan(values["PLAN"], _PROG, sys.argv[1:] if argv is None else argv,
+                                   [(cfg, {"settings": [cfg.setting]}) for cfg in configs], study.BinaryStudy,
+                                   values["OUT"], preset, cli.positive_finite("plan_limit_min", values["PLAN_LIMIT_MIN"]),
+                                   values["PLAN_RECORD"])
         if not values["MERGE_ONLY"]:
             launch.check(launcher)
         cli.creatable_folder("out", values["OUT"])  # (made once every check has passed)

@@ -53,21 +53,21 @@ CPU_IMG_PER_S = 0.0              # > 0: also project the CPU wall time at this r
 PROGRESS = True                  # progress bar on a terminal, else a line about every 30 s
 DRY_RUN = False                  # print the grid and its projected cost; train nothing
 MERGE_ONLY = False               # train nothing: compare the complete runs in OUT
+PLAN = "off"                     # all: print the grid as GPU jobs (slices of this command) and train nothing | next: the next job not complete in OUT
+PLAN_LIMIT_MIN = 9.0             # plan: each job's projected minutes at most, by the GPU record
+PLAN_RECORD = ""                 # plan (and the projection): the GPU record ("": the newest in benchmarks/results/)
 
 _PROG = "replicate_wang2022.py"
-# one H200, full-width CNN, fp32, K = 28, batch 16, the captured step (benchmarks/results/nvidia-h200-graph-on-off.txt);
-# a projection: this grid itself has not been timed
-GPU_IMG_PER_S = 93_492
 # the choices of the constants that are not knobs of the replication's configuration (config.Wang2022Config)
-CHOICES = {"PRESET": ("auto", *config.WANG_PRESETS)}
+CHOICES = {"PRESET": ("auto", *config.WANG_PRESETS), "PLAN": ("off", "all", "next")}
 
 
 def main(argv=None) -> int:
-    constants = {k: v for k, v in globals().items() if k.isupper() and k not in ("CHOICES", "GPU_IMG_PER_S")}
+    constants = {k: v for k, v in globals().items() if k.isupper() and k != "CHOICES"}
     values = cli.override_from_argv(constants, __doc__, argv, help_text=cli.constant_comments(__file__),
                                     choices=CHOICES, config=config.Wang2022Config, presets=config.WANG_PRESETS,
                                     prog=_PROG)
-    from iwshift import sweep
+    from iwshift import plan, sweep
     from iwshift import wang2022 as study
     from iwshift.cnn import check_device
     from iwshift.launch import resolve_device
@@ -81,6 +81,11 @@ def main(argv=None) -> int:
         suffix = "" if preset == "paper" else f"_{preset}"
         out = Path(values["OUT"] or f"results/wang2022{suffix}")
         figures_dir = Path(values["FIGURES"] or f"figures/wang2022{suffix}")
+        if values["PLAN"] != "off":  # the grid as GPU jobs: nothing loaded, trained or written
+            return plan.print_plan(values["PLAN"], _PROG, sys.argv[1:] if argv is None else argv, [(cfg, {})],
+                                   study.Wang2022Study, out, preset,
+                                   cli.positive_finite("plan_limit_min", values["PLAN_LIMIT_MIN"]), values["PLAN_RECORD"])
+        record = plan.read_record(values["PLAN_RECORD"]) if values["PLAN_RECORD"] else plan.newest_record()
         cli.creatable_folder("out", out)
         cli.creatable_folder("figures", figures_dir)
         cpu_rate = cli.non_negative_finite("cpu_img_per_s", values["CPU_IMG_PER_S"])
@@ -91,7 +96,8 @@ def main(argv=None) -> int:
           f"{cost['train_images'] / 1e6:.1f} M model-images trained + {cost['eval_images'] / 1e6:.1f} M evaluated "
           f"({cost['evaluated_epochs']} evaluated epochs per run)")
     work = cost["train_images"] + cost["eval_images"] / 3  # by FLOP count, a forward pass is a third of a step
-    print(f"projected: ~{work / GPU_IMG_PER_S / 60:.0f} min on one H200 at {GPU_IMG_PER_S:,} model-img/s"
+    print(f"projected: ~{plan.project(study.Wang2022Study(cfg), record) / 60:.0f} min as one job on one "
+          f"{record.device} (by {Path(record.path).name}; --plan all splits it into jobs of at most 9 min)"
           + (f"; ~{work / cpu_rate / 60:.0f} min on CPU at {cpu_rate:,.0f} model-img/s" if cpu_rate else ""))
     if values["DRY_RUN"]:
         return 0

@@ -215,8 +215,17 @@ class BinaryStudy(CnnStudy):
     def runs(self) -> pd.DataFrame:
         return build_runs(self.config)
 
+    @property
+    def chunk_by(self) -> tuple[str, ...]:  # type: ignore[override]
+        if self.config.setting == "weighting":
+            return "regimes", "seeds", "weights", "remedies"
+        return "ratios", "seeds", "remedies"
+
     def stack_key(self, run: dict[str, Any]) -> Any:
         return run["regime"] == "batchnorm", train_size(run, self.config)
+
+    def train_size(self, run: dict[str, Any]) -> int:
+        return train_size(run, self.config)
 
     def check_data(self, data: Cifar10) -> None:
         check_data(data, self.config)

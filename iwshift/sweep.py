@@ -65,6 +65,7 @@ class Study:
     config: Any = None
     id_columns: Sequence[str] = ("run", "seed")
     data_source: str = "generated"
+    chunk_by: Sequence[str] = ("seeds",)  # the grid knobs a GPU plan may slice the study along (iwshift.plan)
 
     @property
     def epochs(self) -> int:
@@ -94,6 +95,10 @@ class Study:
             group = runs[[k == key for k in keys]]
             for start in range(0, len(group), size):
                 yield group.iloc[start:start + size]
+
+    def train_size(self, run: dict[str, Any]) -> int:
+        """How many training examples the run sees per epoch (for a GPU plan's projection)."""
+        raise NotImplementedError(f"the {self.name} study does not say its training-set sizes")
 
     def build(self, group: pd.DataFrame, device: str, out: Path) -> StackPlan:
         """The trainer of ``group`` and its evaluation (data prepared on ``device`` on first use)."""

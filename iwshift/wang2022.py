@@ -145,8 +145,13 @@ class Wang2022Study(CnnStudy):
         """(``auto`` precision is bf16 on either device: never theirs.)"""
         return comparable(self.config, self.data_source, resolve_precision(self.config.precision, "cpu"))
 
+    chunk_by = ("seeds", "weightings", "losses")
+
     def stack_key(self, run: dict[str, Any]) -> Any:
         return run["weighting"] == "iw_exp"
+
+    def train_size(self, run: dict[str, Any]) -> int:
+        return self.config.n_train()
 
     def build(self, group: pd.DataFrame, device: str, out: Path) -> StackPlan:
         cfg = self.config

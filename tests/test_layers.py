@@ -15,7 +15,7 @@ LAYERS: list[set[str]] = [
     {"losses", "weights", "plots", "config", "kernels.sgd2d"},
     {"cli", "shifts", "models", "cifar_data", "metrics"},
     {"train", "train.runs", "train.inputs", "train.optimizer", "train.capture", "train.fused",
-     "train.trainer", "train.side_by_side", "train.fit", "launch"},
+     "train.trainer", "train.side_by_side", "train.fit", "launch", "plan"},
     {"sweep"},
     {"cnn", "synthetic"},
     {"cifar_binary", "cifar_extension", "wang2022"},

@@ -363,3 +363,23 @@ def test_the_committed_merged_tables_are_the_merge_of_their_run_folders(folder, 
     expected = results.merge(root, names, strict=True).sort_values(["run", "epoch"], ignore_index=True)
     committed = pd.read_csv(root / merged).sort_values(["run", "epoch"], ignore_index=True)
     pd.testing.assert_frame_equal(committed, expected, check_dtype=False)
+
+
+def test_the_report_counts_runs_per_training_path_and_names_a_run_that_fell_back(tmp_path):
+    root = tmp_path / "results"
+    graph = {"engine": "torch", "capture": "graph", "update": "foreach", "weight_copies": False,
+             "convolutions_per_layer": ["torch"] * 5}
+    fresh_noise()
+    cfg = with_preset(BinaryConfig, "cpu", BINARY_PRESETS)
+    for seed in SEEDS:
+        for w in (1 / 4, 1.0, 4.0):
+            row = dict(run=f"weighting_w{w:g}_none_s{seed}", setting="weighting", classes="cat/dog", weight=w,
+                       ratio=1.0, variant="weighted", regime="none", remedy="plain", seed=seed, data_seed=0)
+            trained = dict(graph, capture="eager (capture failed: out of memory)") if (seed, w) == (2, 4.0) else graph
+            write_run(root / "cifar_binary", "cifar_binary", row,
+                      [{"epoch": 1, "fraction_positive_pair": 0.5, "train_accuracy_eval": 1.0}], cfg, trained=trained)
+    text = report.render.paths_section(report.load(root))
+    text = "\n".join(text)
+    assert "| `cifar_binary/` | torch, capture graph, update foreach, no weight copies, convolutions torch | 8 |" in text
+    assert "capture eager (capture failed: out of memory)" in text and "| 1 |" in text
+    assert "`cifar_binary/weighting_w4_none_s2`" in text and "differs" in text

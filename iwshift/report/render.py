@@ -46,6 +46,45 @@ def sources_table(res: Results) -> str:
                            "preset", "device", "git revision", "newest result"], rows)
 
 
+def training_path(record: dict) -> str:
+    """How a run's stack trained, in words (its record's ``trained``): engine, capture, update, weight copies and
+    convolutions per layer."""
+    trained = record.get("trained")
+    if not trained:
+        return "not recorded"
+    parts = [str(trained.get("engine", "?"))]
+    for key in ("capture", "update"):
+        if key in trained:
+            parts.append(f"{key} {trained[key]}")
+    if "weight_copies" in trained:
+        parts.append("bf16 weight copies" if trained["weight_copies"] else "no weight copies")
+    layers = trained.get("convolutions_per_layer")
+    if layers:
+        kinds = sorted(set(layers))
+        parts.append("convolutions " + (kinds[0] if len(kinds) == 1 else "/".join(map(str, layers))))
+    return ", ".join(parts)
+
+
+def paths_section(res: Results) -> list[str]:
+    """The runs counted per training path in each results folder, and every run whose path differs from the one
+    most of its folder's runs took (a fallback: a failed capture, an update or a convolution that fell back)."""
+    rows, odd = [], []
+    for source in sorted({s for s, _ in res.records}):
+        paths = pd.Series({run: training_path(r) for (s, run), r in res.records.items() if s == source})
+        usual = paths.value_counts().index[0]
+        for path, count in paths.value_counts().items():
+            rows.append([f"`{source}/`", path, count])
+        odd += [f"`{source}/{run}`: {path} (its folder's runs: {usual})" for run, path in paths.items()
+                if path != usual]
+    if not rows:
+        return []
+    return ["## How the runs were trained", "",
+            "Each run's `config.json` says which path trained its stack (`trained`).", "",
+            markdown_table(["results", "path", "runs"], rows), "",
+            ("**Runs whose path differs from their folder's:** " + "; ".join(odd) + ".") if odd
+            else "Every run took its folder's path.", ""]
+
+
 def rerun_section(res: Results, claims: Sequence[Claim]) -> list[str]:
     """For each folder ``<name>_rerun/``: the claims' rows computed on it in place of ``<name>/``, beside the
     original verdicts; a row that flips is named."""
@@ -86,6 +125,7 @@ def render(res: Results, claims: Sequence[Claim], remedies: Sequence[Claim], fig
         "Verdicts: " + ", ".join(f"{counts.get(x, 0)} {x}" for x in (SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_RUN))
         + ".", "",
         "## Results read", "", sources_table(res), "",
+        *paths_section(res),
         "## Verdict rules", "", RULES,
         "## Claims", "",
         *[f"* **({c.key})** {c.statement} — **{c.verdict}**" for c in claims], "",
