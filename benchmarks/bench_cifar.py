@@ -63,7 +63,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from iwshift.cnn import resolve_precision  # noqa: E402
 from iwshift.config import CNN_REGIMES as REGIMES  # noqa: E402
-from iwshift.config import CONVOLUTIONS, BinaryConfig  # noqa: E402
+from iwshift.config import CONVOLUTIONS, UPDATES, BinaryConfig  # noqa: E402
 from iwshift.cifar_data import CIFAR10_CLASSES, DataUnavailableError, load_cifar10  # noqa: E402
 from iwshift.models import StackedCNN, cnn_widths  # noqa: E402
 from iwshift.train import (CIFAR_MEAN, CIFAR_STD, StackedRuns, Trainer, to_device_images,  # noqa: E402
@@ -240,7 +240,8 @@ def study_runs(n_models: int, n_train_per_class: int) -> StackedRuns:
 
 def time_trainer(pair: PairImages, n_models: int, width: float, device: torch.device, precision: str,
                  compile: bool, batch_norm: bool, warmup: int, steps: int, graph: str = "on",
-                 convolutions: str = "torch", side_by_side: int = 1) -> Timing:
+                 convolutions: str = "torch", side_by_side: int = 1, update: str = "foreach",
+                 weight_copies: bool | None = None) -> Timing:
     """``Trainer.train_epoch`` on K stacked runs (see the module docstring); with ``side_by_side`` S > 1, the
     K runs as S stacks of K / S trained by ``train_side_by_side`` (a step: one step of every stack)."""
     if len(pair.labels) != 2 * int((pair.labels == 0).sum()):
@@ -258,7 +259,8 @@ def time_trainer(pair: PairImages, n_models: int, width: float, device: torch.de
         model.to(device)
         trainers.append(Trainer(model, stack, images, labels, lr=LR, momentum=MOMENTUM, batch_size=BATCH_SIZE,
                                 normalization="weight_sum", precision=precision, channels_last=precision == "bf16",
-                                compile=compile, image_normalization="cifar10", graph=graph == "on"))
+                                compile=compile, image_normalization="cifar10", graph=graph == "on",
+                                update=update, weight_copies=weight_copies))
     clock = StepClock(device, len(pair.labels), warmup, steps)
     try:
         while True:
@@ -319,6 +321,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--side-by-side", type=int, default=1, metavar="S",
                         help="each K case as S stacks of K / S runs trained side by side (iwshift.train."
                              "train_side_by_side: on CUDA each stack's captured step on a stream of its own)")
+    parser.add_argument("--update", choices=UPDATES, default="foreach",
+                        help="the SGD update: foreach (the default) or triton (unmeasured on a GPU: opt-in)")
+    parser.add_argument("--weight-copies", choices=("default", "on", "off"), default="default",
+                        help="bf16 weight copies kept by the update (default: the trainer's: on CPU, off on CUDA)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if (args.warmup < 0 or (args.steps is not None and args.steps < 1) or args.per_class < 1
@@ -368,7 +374,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         for graph in graphs:
             for k in ks:
                 timing = time_trainer(pair, k, width, device, precision, args.compile, args.batch_norm,
-                                      args.warmup, steps, graph, args.convolutions, min(args.side_by_side, k))
+                                      args.warmup, steps, graph, args.convolutions, min(args.side_by_side, k),
+                                      args.update, {"default": None, "on": True, "off": False}[args.weight_copies])
                 results[k, precision, graph] = timing
                 print(f"K = {k:<3d} (Trainer, {precision}, graph {graph}, {timing.how}): "
                       f"{timing.per_model:9.1f} img/s per model = "
