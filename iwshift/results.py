@@ -30,11 +30,22 @@ import numpy as np
 import pandas as pd
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give: mkstemp's files are private (0600)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[io.IOBase], None], binary: bool = False) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path`` (with the
+    permissions a plain ``open`` would give it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, _FILE_MODE)
     try:
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
             write(f)
@@ -65,16 +76,16 @@ def write_table(path: str | os.PathLike, table: pd.DataFrame) -> Path:
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Inverse of :func:`write_table`. Text stays text (pandas would read a weight source called
-    ``true`` as a boolean); columns whose every value is a number become numeric, and columns written
-    from booleans (every value ``True`` or ``False``, e.g. the run-health flags) become booleans."""
-    table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    for column in table.columns:
-        try:
-            table[column] = pd.to_numeric(table[column])
-        except (ValueError, TypeError):
-            if len(table) and table[column].isin(["True", "False"]).all():
-                table[column] = table[column] == "True"
+    """Inverse of :func:`write_table`. Numbers are read as numbers; a column pandas would read as booleans
+    is booleans only if it was written from booleans (every value ``True`` or ``False``, e.g. the run-health
+    flags): text stays text (a weight source called ``true`` is not a boolean)."""
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    flags = [column for column in table.columns if table[column].dtype == bool]
+    if flags:
+        text = pd.read_csv(path, usecols=flags, dtype=str, keep_default_na=False, na_values=[""])
+        for column in flags:
+            if not text[column].isin(["True", "False"]).all():
+                table[column] = text[column]
     return table
 
 

@@ -386,3 +386,22 @@ def test_a_learning_rate_schedule_sets_each_epochs_rate_on_the_device(engine):
     frozen, moved = warm[warm["epoch"] <= 2], warm[warm["epoch"] > 2]
     np.testing.assert_array_equal(frozen["w"].to_numpy(), np.tile(start, 2))
     assert (moved["w"].to_numpy() != np.tile(start, 2)).all()
+
+
+def test_a_saved_run_reloads_identically_and_its_files_are_readable_as_open_makes_them(tmp_path):
+    import os
+    import stat
+
+    from iwshift import results
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"run": ["r"] * 4, "epoch": [1, 2, 5, 10], "weight_source": ["true"] * 4,
+                          "loss": rng.normal(size=4), "acc32": rng.random(4).astype(np.float32).astype(np.float64),
+                          "tiny": [1e-300, 5e-324, np.nan, 1.0], "collapsed": [False, True, False, False]})
+    results.write_run(tmp_path / "r", table, {"run": {"run": "r", "weight_source": "true"}, "config": {}})
+    loaded, record = results.load_run(tmp_path, "r")
+    pd.testing.assert_frame_equal(loaded, table, check_exact=True)  # "true" stays text, the flags booleans
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("metrics.csv", "config.json"):
+        assert stat.S_IMODE((tmp_path / "r" / name).stat().st_mode) == 0o666 & ~mask
