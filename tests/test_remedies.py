@@ -194,3 +194,11 @@ def test_a_class_weight_of_zero_leaves_every_offset_finite():
         trainer = _trainer_2d(data, [0.0, 2.0], spec, "torch")
         assert torch.isfinite(losses.logit_offset(trainer.losses.log_class_weights, 1.0)).all()
         assert np.isfinite(_trained(trainer, epochs=1)["w2"]).all()
+
+
+def test_the_docs_remedies_table_is_the_registry():
+    from helpers import ROOT
+    from iwshift import readme
+
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    assert readme.check_block(text, "remedies-table", losses.remedies_table()) is None
