@@ -175,14 +175,16 @@ def test_verdicts_on_made_up_results(full_results):
 def test_claim_a_is_judged_where_the_model_separates_and_the_control_row_by_its_own_expectation(tmp_path):
     """Separable data and the moons MLP: the angle between the up- and down-weighted boundaries is large early and
     fades (each with its 1/log t fit); logistic regression cannot separate the moons, and there the theory expects
-    the effect to persist: a persisting angle supports the claim's framing, a fading one contradicts it."""
+    the effect to persist, in the gap between the fractions predicted positive: a persisting gap supports the
+    claim's framing, a fading one contradicts it."""
     write_synthetic(tmp_path / "persists")
     a = claim(claims_of(tmp_path / "persists")[0], "a")
     assert [r.label for r in a.rows] == ["separable, lr", "separable, mlp", "moons, mlp",
                                          "moons, lr (cannot separate: the effect should persist)"]
     assert [r.verdict for r in a.rows] == [SUPPORTED] * 4
-    assert all("fit a + b/ln t" in r.value for r in a.rows)
-    assert a.rows[0].estimate.mean == pytest.approx(40 - 0.2, abs=1)  # the decline, in degrees
+    assert all("a + b/ln t" in r.value for r in a.rows[:3]) and "up − down" in a.rows[3].value
+    assert a.rows[0].estimate.mean == pytest.approx(40 - 0.2, abs=1)  # the decline from the early peak, in degrees
+    assert a.rows[3].estimate.mean == pytest.approx(0.3, abs=0.02)  # up - down: 0.5 ± 0.5 * 30 / 100
     write_synthetic(tmp_path / "fades", moons_lr_fades=True)
     a = claim(claims_of(tmp_path / "fades")[0], "a")
     assert [r.verdict for r in a.rows] == [SUPPORTED] * 3 + [CONTRADICTED]
