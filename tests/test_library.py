@@ -13,6 +13,7 @@ import torch
 
 from iwshift import metrics, models
 from iwshift.kernels import sgd2d
+from helpers import load_script
 from reference_sgd import reference_sgd
 from iwshift import weights as W
 from iwshift.train import StackedRuns, StackedSGD, Trainer
@@ -256,3 +257,23 @@ def test_stacked_sgd_updates_each_run_as_torch_sgd(l2):
             exact = l2[k] == 0
             torch.testing.assert_close(p.view(K, -1, *p.shape[1:])[k], q.detach(),
                                        rtol=0 if exact else 1e-6, atol=0 if exact else 1e-7)
+
+
+@pytest.mark.parametrize("script, config_name", [("CIFAR10_binary_classifier.py", "BinaryConfig"),
+                                                  ("CIFAR10_extension.py", "ExtensionConfig"),
+                                                  ("replicate_wang2022.py", "Wang2022Config"),
+                                                  ("synthetic_study.py", "SyntheticConfig")])
+def test_each_knobs_constant_in_a_script_is_its_fields_default(script, config_name):
+    """A script's constant and its config field are one knob: a constant that drifted from the field's default
+    would read as the user's change and silently override every preset."""
+    from iwshift import cli, config
+    from iwshift.config import defaults
+
+    module, cls = load_script(script), getattr(config, config_name)
+    fields = defaults(cls)
+    pairs = {const: name for const, name in cli.knob_constants(cls).items()
+             if hasattr(module, const) and const != "PRESET"}  # (the script's PRESET picks one; "auto" is no preset)
+    assert len(pairs) >= 10
+    drifted = {const: (getattr(module, const), fields[name]) for const, name in pairs.items()
+               if not cli._equal(getattr(module, const), fields[name])}
+    assert drifted == {}
