@@ -23,6 +23,7 @@ weight_error, class_weight_error. Bad arguments raise :class:`iwshift.config.Con
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -240,6 +241,34 @@ def _kliep_alphas(a: np.ndarray, b: np.ndarray, max_iter: int, tol: float) -> tu
     return alpha, value, converged, iteration
 
 
+def _kernel_width(gamma: float | str | None) -> float | str | None:
+    """A kernel estimator's ``gamma``: a number > 0, None (the median heuristic) or "cv"."""
+    if isinstance(gamma, str):
+        if gamma != "cv":
+            raise ConfigError("gamma", f"must be a number > 0, None (median heuristic) or 'cv' (got {gamma!r})")
+        return gamma
+    return None if gamma is None else positive_finite("gamma", gamma)
+
+
+def _gamma_grid(grid: Any) -> list[float] | None:
+    if grid is None:
+        return None
+    values = [positive_finite("gamma_grid", g) for g in grid]
+    if not values:
+        raise ConfigError("gamma_grid", "needs at least one value")
+    return values
+
+
+def _likelihood_cv(grid: Sequence[float], folds: int,
+                   held_out_weights: Callable[[float, int], np.ndarray]) -> tuple[dict[float, float], float]:
+    """Likelihood cross-validation of a kernel width (Sugiyama et al. 2008, section 2.3): each width's score is
+    the mean over folds of the held-out target points' mean log w; (the scores by width, the best width)."""
+    tiny = np.finfo(np.float64).tiny
+    scores = [float(np.mean([np.mean(np.log(np.maximum(held_out_weights(gamma, k), tiny))) for k in range(folds)]))
+              for gamma in grid]
+    return dict(zip(map(float, grid), scores)), float(grid[int(np.argmax(scores))])
+
+
 class KLIEPWeights(_DensityRatioEstimator):
     """KLIEP (Sugiyama et al. 2008): w(x) = sum_l alpha_l exp(-gamma |x - c_l|^2), alpha >= 0, with
     centres c_l = ``n_centers`` target points (drawn with ``seed``), fitted by maximising the target
@@ -266,20 +295,13 @@ class KLIEPWeights(_DensityRatioEstimator):
                  max_iter: int = 5000, tol: float = 1e-9, seed: int = 0, cv_folds: int = 5,
                  gamma_grid: Any = None):
         self.n_centers = at_least("n_centers", n_centers, 1)
-        if isinstance(gamma, str):
-            if gamma != "cv":
-                raise ConfigError("gamma", f"must be a number > 0, None (median heuristic) or 'cv' (got {gamma!r})")
-            self.gamma: float | str | None = gamma
-        else:
-            self.gamma = None if gamma is None else positive_finite("gamma", gamma)
+        self.gamma = _kernel_width(gamma)
         self.standardize = bool(standardize)
         self.max_iter = at_least("max_iter", max_iter, 1)
         self.tol = positive_finite("tol", tol)
         self.seed = at_least("seed", seed, 0)
         self.cv_folds = at_least("cv_folds", cv_folds, 2)
-        self.gamma_grid = None if gamma_grid is None else [positive_finite("gamma_grid", g) for g in gamma_grid]
-        if self.gamma_grid is not None and not self.gamma_grid:
-            raise ConfigError("gamma_grid", "needs at least one value")
+        self.gamma_grid = _gamma_grid(gamma_grid)
 
     def _kernel(self, x: np.ndarray, gamma: float | None = None) -> np.ndarray:
         return np.exp(-(self.gamma_ if gamma is None else gamma) * _sq_distances(x, self.centers_))
@@ -311,17 +333,13 @@ class KLIEPWeights(_DensityRatioEstimator):
         grid = self.gamma_grid or list(median_heuristic_gamma(np.vstack([source, target]), seed=self.seed)
                                        * np.logspace(-2, 2, 9))
         fold = rng.permutation(len(target)) % self.cv_folds
-        tiny = np.finfo(np.float64).tiny
-        scores = []
-        for gamma in grid:
+
+        def held_out_weights(gamma: float, k: int) -> np.ndarray:
             a, b = self._kernel(target, gamma), self._kernel(source, gamma).mean(0)
-            held_out = []
-            for k in range(self.cv_folds):
-                alpha = _kliep_alphas(a[fold != k], b, self.max_iter, self.tol)[0]
-                held_out.append(np.mean(np.log(np.maximum(a[fold == k] @ alpha, tiny))))
-            scores.append(float(np.mean(held_out)))
-        self.cv_scores_ = dict(zip(map(float, grid), scores))
-        return float(grid[int(np.argmax(scores))])
+            return a[fold == k] @ _kliep_alphas(a[fold != k], b, self.max_iter, self.tol)[0]
+
+        self.cv_scores_, best = _likelihood_cv(grid, self.cv_folds, held_out_weights)
+        return best
 
     def _weights(self, x: np.ndarray) -> np.ndarray:
         if self.scaler_ is not None:
@@ -360,12 +378,7 @@ class KMMWeights(_DensityRatioEstimator):
     def __init__(self, gamma: float | str | None = "cv", B: float = 1000.0, eps: float | None = None,
                  max_iter: int = 1000, solver: str = "frank-wolfe", smooth: bool = True,
                  standardize: bool = True, cv_folds: int = 5, gamma_grid: Any = None, seed: int = 0):
-        if isinstance(gamma, str):
-            if gamma != "cv":
-                raise ConfigError("gamma", f"must be a number > 0, None (median heuristic) or 'cv' (got {gamma!r})")
-            self.gamma: float | str | None = gamma
-        else:
-            self.gamma = None if gamma is None else positive_finite("gamma", gamma)
+        self.gamma = _kernel_width(gamma)
         self.B = positive_finite("B", B)
         self.eps = None if eps is None else positive_finite("eps", eps)
         self.max_iter = at_least("max_iter", max_iter, 1)
@@ -375,9 +388,7 @@ class KMMWeights(_DensityRatioEstimator):
         self.smooth = bool(smooth)
         self.standardize = bool(standardize)
         self.cv_folds = at_least("cv_folds", cv_folds, 2)
-        self.gamma_grid = None if gamma_grid is None else [positive_finite("gamma_grid", g) for g in gamma_grid]
-        if self.gamma_grid is not None and not self.gamma_grid:
-            raise ConfigError("gamma_grid", "needs at least one value")
+        self.gamma_grid = _gamma_grid(gamma_grid)
         self.seed = at_least("seed", seed, 0)
 
     def _fit(self, source: np.ndarray, target: np.ndarray) -> None:
@@ -410,18 +421,14 @@ class KMMWeights(_DensityRatioEstimator):
         grid = self.gamma_grid or list(median_heuristic_gamma(np.vstack([source, target]), seed=self.seed)
                                        * 2.0 ** np.arange(-2, 7))
         fold = np.random.default_rng(self.seed).permutation(len(target)) % self.cv_folds
-        tiny = np.finfo(np.float64).tiny
-        scores = []
-        for gamma in grid:
-            held_out = []
-            for k in range(self.cv_folds):
-                beta = self._qp_weights(source, target[fold != k], gamma)
-                scale = _nadaraya_watson(source, source, beta, gamma).mean()
-                w = _nadaraya_watson(target[fold == k], source, beta, gamma) / max(scale, tiny)
-                held_out.append(np.mean(np.log(np.maximum(w, tiny))))
-            scores.append(float(np.mean(held_out)))
-        self.cv_scores_ = dict(zip(map(float, grid), scores))
-        return float(grid[int(np.argmax(scores))])
+
+        def held_out_weights(gamma: float, k: int) -> np.ndarray:
+            beta = self._qp_weights(source, target[fold != k], gamma)
+            scale = _nadaraya_watson(source, source, beta, gamma).mean()  # w normalised to mean 1 on the source
+            return _nadaraya_watson(target[fold == k], source, beta, gamma) / max(scale, np.finfo(np.float64).tiny)
+
+        self.cv_scores_, best = _likelihood_cv(grid, self.cv_folds, held_out_weights)
+        return best
 
     def _weights(self, x: np.ndarray) -> np.ndarray:
         if self.scaler_ is not None:
