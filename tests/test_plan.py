@@ -71,7 +71,7 @@ def test_chunks_archived_and_merged_are_one_table_with_every_run_once_read_as_on
     # per stack 0.1 s to set up and 0.1 s per run per evaluation (2 evaluations): at most 3 runs a job
     chunks = plan.chunks(BinaryStudy, cfg, BinaryStudy(cfg).chunk_by, record, limit_s=plan.STARTUP_S + 0.75)
     assert len(chunks) == 4 and all(len(c.runs) == 3 for c in chunks)
-    data = fake_cifar(train_per_class=30)
+    data = fake_cifar(train_per_class=24, test_per_class=4)
     archives = []
     for number, chunk in enumerate(chunks):  # each job on a machine of its own, its results as one archive
         machine = tmp_path / f"machine{number}" / "out"
