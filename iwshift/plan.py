@@ -95,12 +95,12 @@ def newest_record(folder: str | Path = RECORDS) -> GpuRecord:
     return max(records, key=lambda r: r.date)
 
 
-def project(study: Any, record: GpuRecord, precision: str | None = None) -> float:
+def project(study: Any, record: GpuRecord) -> float:
     """Projected seconds of one job training every run of ``study`` on the record's GPU: its start, then each
     stack's set-up, training (epochs x images / batch steps at the stack's size) and evaluations."""
     cfg = study.config
     runs = study.runs()
-    used = precision or getattr(cfg, "precision", "auto")  # auto: bf16 on CUDA
+    used = getattr(cfg, "precision", "auto")  # auto: bf16 on CUDA
     factor = 1.0 if used in ("auto", record.precision) else PRECISION_FACTOR.get(used, 1.0)
     evals = len(study.eval_epochs())
     seconds = STARTUP_S
@@ -136,16 +136,14 @@ def chunks(make_study: Callable[[Any], Any], config: Any, by: Sequence[str], rec
     along the knobs ``by`` in order (one value each) while a slice is over the limit, then slices that differ
     in one knob joined again (first fit) while they fit. A slice of one run over the limit is a one-line error."""
 
-    study_of = make_study
-
     def plan(cfg: Any, knobs: Sequence[str]) -> list[Any]:
-        if project(study_of(cfg), record) <= limit_s:
+        if project(make_study(cfg), record) <= limit_s:
             return [cfg]
         knobs = [k for k in knobs if len(getattr(cfg, k)) > 1] if knobs else []
         if not knobs:
-            names = list(study_of(cfg).runs()["run"])
+            names = list(make_study(cfg).runs()["run"])
             raise ConfigError("plan_limit_min", f"{names[:3]} alone project to "
-                                                f"{project(study_of(cfg), record) / 60:.1f} min, over the "
+                                                f"{project(make_study(cfg), record) / 60:.1f} min, over the "
                                                 f"{limit_s / 60:.1f} min limit")
         knob, rest = knobs[0], knobs[1:]
         pieces = [p for value in getattr(cfg, knob) for p in plan(replace(cfg, **{knob: [value]}), rest)]
@@ -159,7 +157,7 @@ def chunks(make_study: Callable[[Any], Any], config: Any, by: Sequence[str], rec
             for i, slice_ in enumerate(joined):
                 if all(getattr(slice_, k) == getattr(piece, k) for k in by if k != knob):
                     both = replace(slice_, **{knob: [*getattr(slice_, knob), *getattr(piece, knob)]})
-                    if project(study_of(both), record) <= limit_s:
+                    if project(make_study(both), record) <= limit_s:
                         joined[i] = both
                         break
             else:
@@ -169,7 +167,7 @@ def chunks(make_study: Callable[[Any], Any], config: Any, by: Sequence[str], rec
     whole = {k: list(getattr(config, k)) for k in by}
     out = []
     for cfg in plan(config, list(by)):
-        study = study_of(cfg)
+        study = make_study(cfg)
         out.append(Chunk({k: list(getattr(cfg, k)) for k in by if list(getattr(cfg, k)) != whole[k]}, cfg,
                          list(study.runs()["run"]), project(study, record)))
     return out
