@@ -300,11 +300,12 @@ class ExtensionStudy(CnnStudy):
     stacks of their own; the runs whose weights come from the seed's unweighted network train in a second
     phase, reading what that run saved (its final logits and penultimate features)."""
 
+    name = "cifar_extension"
     id_columns = ID_COLUMNS
 
-    def __init__(self, config: ExtensionConfig, data: Cifar10 | None = None, data_dir: str | None = None):
-        super().__init__(config, data, data_dir)
-        self.name = f"cifar {config.study} shift"
+    @property
+    def label(self) -> str:
+        return f"cifar {self.config.study} shift"
 
     def runs(self) -> pd.DataFrame:
         return build_runs(self.config)

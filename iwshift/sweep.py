@@ -61,11 +61,16 @@ class Study:
     """A study, declared. Subclasses give :attr:`name`, :attr:`config` (a dataclass of knobs), :attr:`id_columns`
     (a run's row, kept in each of its metrics rows), :meth:`runs` and :meth:`build`; the rest has defaults."""
 
-    name: str = "study"
+    name: str = "study"       # its id in every run's record ("study"), which the report reads
     config: Any = None
     id_columns: Sequence[str] = ("run", "seed")
     data_source: str = "generated"
     chunk_by: Sequence[str] = ("seeds",)  # the grid knobs a GPU plan may slice the study along (iwshift.plan)
+
+    @property
+    def label(self) -> str:
+        """How progress lines name the study (default: its name)."""
+        return self.name
 
     @property
     def epochs(self) -> int:
@@ -189,7 +194,7 @@ class Runner:
                 raise ValueError(f"runs not in the {self.study.name} grid: {', '.join(unknown)}")
             runs = runs[runs["run"].isin(self.only)]
         return todo_runs(self.study, runs, self.out, self.study.record(self.device), self.overwrite,
-                         desc=self.study.name)
+                         desc=self.study.label)
 
     def run(self) -> pd.DataFrame:
         """Train what :meth:`todo` returns, phase by phase and stack by stack; the merged table of the grid's
@@ -201,12 +206,12 @@ class Runner:
             record = study.record(self.device)
             phases = np.array([study.phase(row) for row in todo.to_dict("records")])
             stacks = [group for p in sorted(set(phases)) for group in study.stacks(todo[phases == p])]
-            meter = Progress(len(todo) * study.epochs, study.name, self.progress)
+            meter = Progress(len(todo) * study.epochs, study.label, self.progress)
             with checkpoint_on_signals(self):
                 for number, group in enumerate(stacks, 1):
                     self._train(group, record, meter.begin_stack(number, len(stacks), len(group), study.epochs))
                     if self.progress and meter.bar is None:  # a line per stack where there is no bar (logs)
-                        print(f"{study.name}: stack {number}/{len(stacks)}: {len(group)} runs x {study.epochs} "
+                        print(f"{study.label}: stack {number}/{len(stacks)}: {len(group)} runs x {study.epochs} "
                               f"epochs in {meter.stack_seconds():.0f} s", file=sys.stderr, flush=True)
             meter.close()
         remove_finished_checkpoints(self.out)

@@ -72,7 +72,8 @@ def test_label_shift_source_is_long_tailed_with_exact_true_weights(data):
 @pytest.mark.parametrize("study", ["covariate", "label"])
 def test_study_runs_end_to_end_and_reports_every_weight_source(data, tmp_path, study):
     cfg = tiny(study=study)
-    table, weights = run_study(data, cfg, tmp_path)
+    out = tmp_path / "cifar_extension"
+    table, weights = run_study(data, cfg, out)
     assert set(table["weight_source"]) == set(cfg.weight_sources)
     assert set(weights["weight_source"]) == set(cfg.weight_sources)
     assert (weights["ess"] > 0).all()
@@ -82,10 +83,15 @@ def test_study_runs_end_to_end_and_reports_every_weight_source(data, tmp_path, s
     assert true_row["rmse"] == pytest.approx(0.0)
     column = "target_worst_group_accuracy"
     assert (table[column] <= table["target_accuracy"] + 1e-9).all()
-    figures = dict(ext.figures(table, {k: v for k, v in np.load(tmp_path / f"weights_{study}.npz").items()}, study))
+    figures = dict(ext.figures(table, {k: v for k, v in np.load(out / f"weights_{study}.npz").items()}, study))
     assert f"{study}_final_target_accuracy" in figures and f"{study}_weights_scatter" in figures
-    again, _ = run_study(data, cfg, tmp_path)  # complete: nothing retrained
+    again, _ = run_study(data, cfg, out)  # complete: nothing retrained
     assert again.drop(columns="seconds").equals(table.drop(columns="seconds"))
+    if study == "covariate":  # the report reads these runs as the extension's (claim f)
+        from iwshift.report import all_claims, load
+
+        f = next(c for c in all_claims(load(tmp_path))[0] if c.key == "f")
+        assert f.verdict != "not run" and f.rows[0].label == "target accuracy"
 
 
 def test_a_diverged_unweighted_run_is_named_as_why_bbse_cannot_be_estimated(data, tmp_path):

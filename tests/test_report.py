@@ -110,7 +110,7 @@ def write_cifar(root: Path, folder: str = "cifar_binary", seeds=SEEDS, regimes=(
                 write_run(root / folder, "cifar_binary", row, metrics, cfg)
 
 
-def write_extension(root: Path, folder: str = "cifar_extension", gain: float = 0.0) -> None:
+def write_extension(root: Path, folder: str = "cifar_extension", gain: float = 0.0, spearman: float = 0.6) -> None:
     fresh_noise()
     cfg = with_preset(ExtensionConfig, "cpu", EXTENSION_PRESETS, epochs=2)
     for seed in SEEDS:
@@ -118,7 +118,7 @@ def write_extension(root: Path, folder: str = "cifar_extension", gain: float = 0
             row = dict(run=f"covariate_{source}_none_s{seed}", study="covariate", weight_source=source, regime="none",
                        seed=seed, data_seed=0)
             up = gain if source == "true" else 0.0
-            weights = {"weights": {"weight_source": "domain", "spearman": 0.6, "ess_fraction": 0.7}} \
+            weights = {"weights": {"weight_source": "domain", "spearman": spearman, "ess_fraction": 0.7}} \
                 if source == "domain" else {}
             write_run(root / folder, "cifar_extension", row,
                       [dict(epoch=e, target_accuracy=0.8 + up + noise(0.002),
@@ -259,6 +259,14 @@ def test_f_reads_each_estimator_with_its_weights_quality(full_results):
     f = claim(claims_of(full_results)[0], "f")
     assert [r.label for r in f.rows] == ["target accuracy", "worst group", "target accuracy, domain weights"]
     assert "Spearman 0.600" in f.rows[2].value and "70.0%" in f.rows[2].value
+    assert f.rows[2].verdict == SUPPORTED
+
+
+def test_f_rows_of_weights_that_do_not_estimate_are_inconclusive(tmp_path):
+    write_extension(tmp_path, spearman=0.05)
+    f = claim(claims_of(tmp_path)[0], "f")
+    assert f.rows[2].verdict == INCONCLUSIVE and "do not estimate the true ones (Spearman 0.050 < 0.5)" in f.rows[2].value
+    assert f.rows[0].verdict == SUPPORTED  # the true weights' rows are judged as before
 
 
 def test_a_rerun_that_flips_a_verdict_is_reported(full_results):

@@ -27,6 +27,7 @@ DELTA_SLOPE = 0.01   # ... for slopes: fraction predicted positive per doubling 
 DELTA_DEGREES = 1.0  # ... for angles between boundaries and boundary instability (degrees)
 FIT = 0.99           # mean final eval-mode train accuracy at or above which a network interpolates its training set
 LEARNED = 0.75       # mean balanced test accuracy below which a network has barely learned its task
+ESTIMATES = 0.5      # mean Spearman correlation with the true weights below which estimated weights are noise
 
 RULES = f"""\
 * **Intervals are over seeds only.** Each seed gives one value (a paired difference, a slope, an angle, or the
@@ -56,7 +57,8 @@ RULES = f"""\
   networks that interpolate: (b) is *inconclusive* when the unregularised networks did not fit their training
   data (mean final eval-mode train accuracy < {FIT}); (c) and (d) are judged at each stated strength, with the
   networks' train accuracy beside. (e)'s deep rows are *inconclusive* where the network barely learns its task
-  (mean balanced test accuracy of the unweighted runs < {LEARNED}).
+  (mean balanced test accuracy of the unweighted runs < {LEARNED}). (f)'s rows with estimated weights are
+  *inconclusive* where the weights do not estimate the true ones (mean Spearman correlation < {ESTIMATES}).
 * **Extreme weights** (g): compared at equal effective step (every run's weights rescaled to mean 1 over its
   training set; results without it are *inconclusive*); per seed, the run's own late fluctuation and late
   movement of the boundary (values of that run alone), up and down averaged, minus the seed's run at weight 1;
@@ -447,22 +449,30 @@ def claim_f(res: Results, source: str = "cifar_extension") -> Claim:
             if weight_source != "true" and metric != "target_accuracy":
                 continue
             name = label if weight_source == "true" else f"{label}, {weight_source} weights"
+            text, spearman = quality.get(weight_source, ("", None))
+            premise = (f"the estimated weights do not estimate the true ones (Spearman {spearman:.3f} < {ESTIMATES}): "
+                       "no gain from them says nothing about importance weighting"
+                       if spearman is not None and spearman < ESTIMATES else None)
             claim.rows.append(judged(name, lambda r, m=metric, s=weight_source: paired(r, ["seed"], "weight_source",
                                                                                       s, "none", m),
-                                     rows, no_effect_verdict, DELTA, beside=quality.get(weight_source, "")))
+                                     rows, no_effect_verdict, DELTA, beside=text, premise=premise))
     return claim
 
 
-def weight_quality(res: Results, source: str) -> dict[str, str]:
+def weight_quality(res: Results, source: str) -> dict[str, tuple[str, float]]:
     """Each estimated weight source's quality against the true weights, from its runs' records: the mean over
-    seeds of the Spearman correlation and of the effective sample size (fraction of the training set)."""
+    seeds of the Spearman correlation and of the effective sample size (fraction of the training set), as text,
+    and the mean Spearman correlation."""
     found: dict[str, list[dict[str, Any]]] = {}
     for (src, run), record in res.records.items():
         weights = record.get("weights")
         if src == source and isinstance(weights, dict) and record["run"].get("regime") == "none":
             found.setdefault(weights["weight_source"], []).append(weights)
-    return {name: f"; weights: Spearman {np.mean([w['spearman'] for w in rows]):.3f}, effective sample size "
-                  f"{np.mean([w['ess_fraction'] for w in rows]):.1%} (true: see details)"
+    ess = {name: float(np.mean([w["ess_fraction"] for w in rows])) for name, rows in found.items()}
+    truth = f" (true weights: {ess['true']:.1%})" if "true" in ess else ""
+    return {name: (f"; weights: Spearman {np.mean([w['spearman'] for w in rows]):.3f}, effective sample size "
+                   f"{ess[name]:.1%}{truth}" if name != "true" else "",
+                   float(np.mean([w["spearman"] for w in rows])))
             for name, rows in found.items()}
 
 
