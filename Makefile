@@ -44,7 +44,8 @@ quick: install
 # at paper scale (plain runs 20 seeds, remedies and extreme weights 10); the covariate extension (16 seeds) and its
 # rerun in other stacks;
 # CIFAR-10 weighting and imbalance (cat/dog, and deer/automobile), the L2 and dropout strengths, the dropout regime
-# and the remedies; then the claims report, the README's table and the figures. Each step resumes where it stopped.
+# and the remedies; then each CIFAR folder's merged table of all its runs, the claims report, the README's table
+# and the figures. Each step resumes where it stopped.
 CPU_RESULTS ?= paper-results
 CIFAR_CPU := --preset cpu --data-dir $(DATA_DIR) --no-figures
 SEEDS5 := --seeds 0 1 2 3 4
@@ -72,6 +73,8 @@ cpu-results: install
 		--out $(CPU_RESULTS)/cifar_binary
 	$(PY) CIFAR10_binary_classifier.py $(CIFAR_CPU) --seeds 0 1 2 --settings weighting --regimes none --weights 1/8 1 8 \
 		--remedies poly logit_adjusted drw exponent --out $(CPU_RESULTS)/cifar_binary
+	$(PY) -m iwshift.results merge $(CPU_RESULTS)/cifar_binary $(CPU_RESULTS)/cifar_binary_deer_automobile \
+		$(STRENGTH)/l2_0.01 $(STRENGTH)/l2_0.03 $(STRENGTH)/dropout_0.1
 	$(PY) -m iwshift.report --results $(CPU_RESULTS) --docs docs --readme README.md
 
 test: install

@@ -285,3 +285,26 @@ def environment(device: str = "cpu") -> dict[str, Any]:
     if device.startswith("cuda") and torch.cuda.is_available():
         info["device_name"] = torch.cuda.get_device_name(0)
     return info
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m iwshift.results merge DIR [DIR ...]``: each folder's complete runs, whatever grids made them,
+    as one ``DIR/merged.csv`` (DomainBed's collect_results); a folder without complete runs is a one-line error."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m iwshift.results", description=main.__doc__.split(":")[0])
+    parser.add_argument("command", choices=["merge"])
+    parser.add_argument("folders", nargs="+", metavar="DIR")
+    args = parser.parse_args(argv)
+    for folder in args.folders:
+        table = merge(folder)
+        if table.empty:
+            print(f"python -m iwshift.results: error: no complete runs in {folder}/", file=sys.stderr)
+            return 1
+        write_table(Path(folder) / "merged.csv", table)
+        print(f"{Path(folder) / 'merged.csv'}: {table['run'].nunique()} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -405,3 +405,15 @@ def test_a_saved_run_reloads_identically_and_its_files_are_readable_as_open_make
     os.umask(mask)
     for name in ("metrics.csv", "config.json"):
         assert stat.S_IMODE((tmp_path / "r" / name).stat().st_mode) == 0o666 & ~mask
+
+
+def test_results_merge_collects_every_complete_run_of_a_folder_whatever_grid_made_it(tmp_path, capsys):
+    for name, w in (("a", 1.0), ("b", 2.0)):  # two runs, as two commands with other grids would leave them
+        table = pd.DataFrame({"run": [name] * 2, "epoch": [1, 2], "loss": [w, w / 2]})
+        results.write_run(tmp_path / "out" / name, table, {"run": {"run": name}, "config": {}})
+    (tmp_path / "out" / "c").mkdir()  # an incomplete run is left out
+    assert results.main(["merge", str(tmp_path / "out")]) == 0
+    merged = results.read_table(tmp_path / "out" / "merged.csv")
+    assert list(merged["run"]) == ["a", "a", "b", "b"]
+    assert results.main(["merge", str(tmp_path / "none")]) == 1
+    assert capsys.readouterr().err.strip() == f"python -m iwshift.results: error: no complete runs in {tmp_path / 'none'}/"
