@@ -113,13 +113,13 @@ def welch_half_width(sd_a: float, n_a: int, sd_b: float, n_b: int, confidence: f
     return _t(confidence, dof) * math.sqrt(va + vb)
 
 
-def seeds_to_decide(interval: Interval, delta: float) -> int | None:
+def seeds_to_decide(interval: Interval, delta: float, one_sided: bool = False) -> int | None:
     """How many seeds an interval like this one (same mean, same spread) would need to lie entirely inside ±δ or
-    entirely beyond it: its half-width below the distance between the mean and δ (None: no spread to judge from,
-    a mean at δ itself, or more than 10,000)."""
+    entirely beyond it (``one_sided``: entirely below +δ or at or above it): its half-width below the distance
+    between the mean and δ (None: no spread to judge from, a mean at δ itself, or more than 10,000)."""
     if not interval.defined or interval.n < 2:
         return None
-    distance = abs(abs(interval.mean) - delta)
+    distance = abs(interval.mean - delta) if one_sided else abs(abs(interval.mean) - delta)
     sd = interval.half_width / _t(CONFIDENCE, interval.n - 1) * math.sqrt(interval.n)
     if sd == 0:
         return interval.n
@@ -163,6 +163,19 @@ def no_effect_verdict(interval: Interval, delta: float) -> str:
     """"No effect", "no dependence", "no gain": supported only when the whole interval lies inside ±δ."""
     return {NEGLIGIBLE: SUPPORTED, POSITIVE: CONTRADICTED, NEGATIVE: CONTRADICTED}.get(
         classify(interval, delta), INCONCLUSIVE)
+
+
+def no_gain_verdict(interval: Interval, delta: float) -> str:
+    """"No gain", "no benefit" (one-sided: a loss is no gain): supported when the interval excludes a gain of δ
+    or more (hi < δ), contradicted when it establishes one (lo ≥ δ), inconclusive when it crosses +δ."""
+    if not interval.defined:
+        return INCONCLUSIVE
+    if interval.high < delta:
+        return SUPPORTED
+    return CONTRADICTED if interval.low >= delta else INCONCLUSIVE
+
+
+no_gain_verdict.one_sided = True  # type: ignore[attr-defined]  # (seeds_to_decide reads it)
 
 
 REPLICATED, DIFFERS = "replicated", "differs"

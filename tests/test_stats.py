@@ -97,3 +97,18 @@ def test_welch_half_width_is_the_half_width_of_a_welch_interval_of_that_size():
     a, b = rng.normal(0, 0.02, 10), rng.normal(0, 0.03, 7)
     interval = stats.welch_interval(a, b)
     assert stats.welch_half_width(a.std(ddof=1), 10, b.std(ddof=1), 7) == pytest.approx(interval.half_width)
+
+
+@pytest.mark.parametrize("low, high, verdict", [(-0.03, -0.001, stats.SUPPORTED), (-0.01, 0.019, stats.SUPPORTED),
+                                                (0.0, 0.03, stats.INCONCLUSIVE), (0.02, 0.05, stats.CONTRADICTED)])
+def test_the_no_gain_rule_is_one_sided_a_loss_is_no_gain(low, high, verdict):
+    interval = stats.Interval((low + high) / 2, low, high, 5)
+    assert stats.no_gain_verdict(interval, 0.02) == verdict
+
+
+def test_seeds_to_decide_a_one_sided_rule_measure_the_distance_to_plus_delta():
+    interval = stats.mean_interval([0.01, 0.02, 0.0, 0.015, 0.012])  # mean 0.0114, crossing +0.02
+    two, one = stats.seeds_to_decide(interval, 0.02), stats.seeds_to_decide(interval, 0.02, one_sided=True)
+    assert one == two  # above zero both distances are δ − mean
+    below = stats.mean_interval([-0.01, -0.02, 0.0, -0.015, -0.012])
+    assert stats.seeds_to_decide(below, 0.02, one_sided=True) < stats.seeds_to_decide(below, 0.02)

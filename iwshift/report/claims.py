@@ -19,7 +19,7 @@ import pandas as pd
 from .. import metrics
 from ..health import excluded_note, split_status
 from ..stats import (CONTRADICTED, INCONCLUSIVE, NOT_RUN, SUPPORTED, Interval, classify, combine, effect_verdict,
-                     mean_interval, no_effect_verdict, ols_slope, seeds_to_decide)
+                     mean_interval, no_effect_verdict, no_gain_verdict, ols_slope, seeds_to_decide)
 from .load import Results, final_rows, last_epoch, n_seeds, provenance_groups
 
 DELTA = 0.02         # practical threshold for differences in fractions and accuracies
@@ -41,8 +41,11 @@ RULES = f"""\
 * **Reading an interval [lo, hi] against ±δ**: *negligible* if it lies inside (−δ < lo and hi < δ); *positive* if
   at or above +δ (lo ≥ δ); *negative* if at or below −δ (hi ≤ −δ); *unclear* if it crosses ±δ.
 * **Effect rule** ("there is an effect"): *supported* if positive; *contradicted* if negligible or negative;
-  *inconclusive* if unclear. **No-effect rule** ("no dependence", "no gain"): *supported* only if negligible (the
-  whole interval inside ±δ); *contradicted* if positive or negative; *inconclusive* if unclear.
+  *inconclusive* if unclear. **No-effect rule** ("no dependence"): *supported* only if negligible (the whole
+  interval inside ±δ); *contradicted* if positive or negative; *inconclusive* if unclear. **No-gain rule** ("no
+  gain", "no benefit": one-sided, as the claims are worded, since a loss is no gain): *supported* if the interval
+  excludes a gain of δ or more (hi < δ); *contradicted* if it establishes one (lo ≥ δ); *inconclusive* if it
+  crosses +δ.
 * **Power.** Every row's interval has a half-width: the smallest effect it can exclude. An *inconclusive* row says
   how many seeds an interval of the same spread would need for its half-width to fall below δ.
 * **Run health as evidence.** Each row is computed twice: with the runs whose status is ok, and counting the runs
@@ -156,7 +159,7 @@ def judged(label: str, per_seed: Callable[[pd.DataFrame], pd.Series], rows: pd.D
     if estimate.defined:
         value += f"; half-width {estimate.half_width:.{digits}f}{unit}"
         if verdict == INCONCLUSIVE and not reasons:
-            needed = seeds_to_decide(estimate, delta)
+            needed = seeds_to_decide(estimate, delta, getattr(rule, "one_sided", False))
             reasons.append(f"{needed} seeds would decide it" if needed else "more seeds would not decide it")
     elif estimate.n == 1:
         reasons.append("one seed: no interval")
@@ -394,7 +397,7 @@ def claim_e(res: Results) -> Claim:
                   "2-D imbalanced moons with logistic regression (mean of the two data sets per seed), and the "
                   "CIFAR-10 imbalance setting (mean over the ratios ≠ 1 per seed) of each class pair, with the "
                   "unweighted networks' balanced test accuracy beside",
-                  "effect rule (simple models) and no-effect rule (deep networks, where they learn their task)")
+                  "effect rule (simple models) and no-gain rule (deep networks, where they learn their task)")
     synthetic = res.study("synthetic")
     simple = Row("simple: 2-D imbalanced moons, lr")
     if not synthetic.empty:
@@ -421,7 +424,7 @@ def claim_e(res: Results) -> Claim:
             deep.append(judged(f"deep: CIFAR-10 imbalance, CNN, {classes}{tag}",
                                lambda r: by_seed(paired(r, ["ratio", "seed"], "variant", "weighted", "unweighted",
                                                         "test_balanced_accuracy")),
-                               group, no_effect_verdict, DELTA, beside=f"; test balanced accuracy {learned:.3f}",
+                               group, no_gain_verdict, DELTA, beside=f"; test balanced accuracy {learned:.3f}",
                                premise=premise))
     claim.rows = [simple, *(deep or [Row("deep: CIFAR-10 imbalance, CNN")])]
     return claim
@@ -436,7 +439,7 @@ def claim_f(res: Results, source: str = "cifar_extension") -> Claim:
                   "target accuracy (overall and worst sub-population) at the last epoch, each weight source − no "
                   "weights, paired by seed (CIFAR-10 animal/vehicle covariate shift, regime none); for an estimated "
                   "source, its weights' rank correlation with the true weights and effective sample size beside",
-                  "no-effect rule on every row")
+                  "no-gain rule on every row")
     extension = res.study("cifar_extension", source)
     if extension.empty:
         return claim.not_run("covariate-shift (`cifar_extension/`)")
@@ -455,7 +458,7 @@ def claim_f(res: Results, source: str = "cifar_extension") -> Claim:
                        if spearman is not None and spearman < ESTIMATES else None)
             claim.rows.append(judged(name, lambda r, m=metric, s=weight_source: paired(r, ["seed"], "weight_source",
                                                                                       s, "none", m),
-                                     rows, no_effect_verdict, DELTA, beside=text, premise=premise))
+                                     rows, no_gain_verdict, DELTA, beside=text, premise=premise))
     return claim
 
 
