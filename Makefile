@@ -61,7 +61,8 @@ cpu-results: install
 	$(PY) CIFAR10_binary_classifier.py $(CIFAR_CPU) $(SEEDS5) --settings weighting --regimes none l2 --weights 1/8 1/2 1 2 8 \
 		--out $(CPU_RESULTS)/cifar_binary
 	$(PY) CIFAR10_binary_classifier.py $(CIFAR_CPU) $(SEEDS5) --settings imbalance --ratios 1/4 4 --out $(CPU_RESULTS)/cifar_binary
-	$(PY) CIFAR10_binary_classifier.py $(CIFAR_CPU) $(SEEDS5) --settings imbalance --ratios 1/4 4 --classes deer automobile \
+	$(PY) CIFAR10_binary_classifier.py $(CIFAR_CPU) --seeds $$(seq 0 7) --settings imbalance --ratios 1/4 4 \
+		--classes deer automobile \
 		--out $(CPU_RESULTS)/cifar_binary_deer_automobile
 	$(PY) CIFAR10_binary_classifier.py $(CIFAR_CPU) $(SEEDS5) --settings weighting --regimes l2 --l2 1e-2 --weights 1/8 1 8 \
 		--out $(STRENGTH)/l2_0.01
