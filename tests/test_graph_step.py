@@ -364,8 +364,8 @@ def test_the_triton_update_trains_as_the_foreach_update_on_cuda(precision):
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_stacks_side_by_side_on_cuda_train_as_each_alone():
-    """Their captured steps replayed on streams of their own, at once: each stack trains as alone. (Not in
-    gpu_check.sh none-first's `-k captured`: this optional path must not stop the regime's run.)"""
+    """Their captured steps replayed on streams of their own, at once: each stack trains as alone. (An opt-in
+    path; gpu_check.sh runs it with every CUDA test.)"""
     with _deterministic_cudnn():
         side, alone = _two_stacks("cuda", cudnn_benchmark=False), _two_stacks("cuda", cudnn_benchmark=False)
         _assert_side_by_side_trains_as_alone(side, alone, atol=1e-6, rtol=1e-5)
