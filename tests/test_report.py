@@ -219,6 +219,24 @@ def test_a_collapsed_run_that_changes_the_verdict_makes_the_row_inconclusive(tmp
     assert b.verdict == SUPPORTED and "excluded: 1 collapsed" in b.value  # the same verdict either way
 
 
+def test_a_strength_at_which_every_network_collapsed_is_inconclusive_and_named(tmp_path):
+    """At a strong weight decay every network predicts a constant that the weight chooses (all negative at
+    w = 1/4, all positive at 4): counted, that is a dependence, but of no classifier; the row is inconclusive,
+    says so with the counted value and the runs' train accuracy, and the details name the strength."""
+    def constant(row):
+        if row["regime"] != "l2" or row["weight"] != row["weight"]:
+            return {}
+        return {"status": "collapsed", "fraction_positive_pair": float(row["weight"] >= 1), "train_accuracy_eval": 0.5}
+
+    write_cifar(tmp_path, regimes=(("none", 0.0, 1e-3), ("l2", 0.0, 1e-2)), extra=constant)
+    c = claim(claims_of(tmp_path)[0], "c")
+    row = next(r for r in c.rows if r.label == "l2 = 0.01")
+    assert row.verdict == INCONCLUSIVE and row.n_seeds == 0
+    assert "every run failed (9 collapsed)" in row.value and "supported" in row.value
+    assert "train accuracy 0.500 (every run)" in row.value
+    assert any("At weight decay 0.01 every network collapsed" in d for d in c.details)
+
+
 def test_an_unclear_row_says_how_many_seeds_would_decide_it(tmp_path):
     write_cifar(tmp_path, regimes=(("none", 0.012, 1e-3),), seeds=(0, 1, 2))
     b = claim(claims_of(tmp_path)[0], "b").rows[0]

@@ -51,7 +51,8 @@ RULES = f"""\
 * **Run health as evidence.** Each row is computed twice: with the runs whose status is ok, and counting the runs
   that collapsed to a constant predictor or diverged, with their actual last values (a weight that drives a network
   to a constant predictor is evidence of dependence). A row whose verdict differs between the two is
-  *inconclusive* and says why.
+  *inconclusive* and says why; so is a row where every run failed (the weight then only chooses the constant
+  that a network which learned nothing predicts).
 * **Claims as the theory frames them.** (a) is tested where the model separates its training data, on the angle
   between the up- and down-weighted boundaries (a quantity that sees the boundary move inside the margin), its
   decay fitted against 1/log t (gradient descent on separable data converges in direction to the max-margin
@@ -148,7 +149,12 @@ def judged(label: str, per_seed: Callable[[pd.DataFrame], pd.Series], rows: pd.D
     if note:
         everything = mean_interval(per_seed(rows))
         counted = rule(everything, delta)
-        if counted != verdict:
+        if healthy.empty:  # nothing learned: what the weight moves is a constant predictor, not a classifier
+            reasons.append(f"every run failed ({excluded_note(rows)}): counted with their actual values they give "
+                           f"{everything.text(digits, unit)}, {counted}, the weight choosing the constant a network "
+                           f"that learned nothing predicts")
+            verdict = INCONCLUSIVE
+        elif counted != verdict:
             reasons.append(f"counting the {excluded_note(rows)} runs gives {everything.text(digits, unit)}, "
                            f"{counted}")
             verdict = INCONCLUSIVE
@@ -296,8 +302,10 @@ def seed_slopes(rows: pd.DataFrame, column: str = "fraction_positive_pair") -> p
 
 
 def interpolation(rows: pd.DataFrame) -> str:
-    accuracy = fit_accuracy(usable(rows)[0]).mean()
-    return f"train accuracy {accuracy:.3f}"
+    healthy = usable(rows)[0]
+    if healthy.empty:
+        return f"train accuracy {fit_accuracy(rows).mean():.3f} (every run)"
+    return f"train accuracy {fit_accuracy(healthy).mean():.3f}"
 
 
 def fit_premise(final: pd.DataFrame) -> str | None:
@@ -350,8 +358,19 @@ def claim_c(res: Results) -> Claim:
     claim.rows = [row for _, row in rows]
     appears = [s for s, row in rows if row.verdict == SUPPORTED]
     claim.details.append(f"The dependence appears at weight decay ≥ {min(appears):g}." if appears else
-                         "At none of the strengths run does the dependence appear.")
+                         "At none of the strengths run does the dependence appear in networks that learn.")
+    failed = _all_failed(final, "l2", "_l2")
+    if failed:
+        claim.details.append(f"At weight decay {', '.join(f'{s:g}' for s in failed)} every network collapsed to a "
+                             "constant predictor, even at weight 1: the regulariser stops the networks from learning "
+                             "at all, not only from interpolating, and the weight only chooses which constant.")
     return claim
+
+
+def _all_failed(final: pd.DataFrame, regime: str, column: str) -> list[float]:
+    """The strengths at which no plain run of ``regime`` is healthy."""
+    runs = final[(final["regime"] == regime) & (final["remedy"] == "plain")]
+    return [float(s) for s, part in runs.groupby(column, sort=True) if usable(part)[0].empty]
 
 
 def claim_d(res: Results) -> Claim:
