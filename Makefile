@@ -52,8 +52,11 @@ SEEDS5 := --seeds 0 1 2 3 4
 STRENGTH := $(CPU_RESULTS)/cifar_binary_strength
 cpu-results: install
 	$(PY) synthetic_study.py --out $(CPU_RESULTS)/synthetic --no-figures --seeds $$(seq 0 19) --no-extreme
-	$(PY) synthetic_study.py --out $(CPU_RESULTS)/synthetic --no-figures --seeds $$(seq 0 9) \
-		--remedies poly logit_adjusted drw exponent
+	$(PY) synthetic_study.py --out $(CPU_RESULTS)/synthetic --no-figures --seeds $$(seq 0 9)
+	$(PY) synthetic_study.py --out $(CPU_RESULTS)/synthetic --no-figures --seeds $$(seq 0 23) \
+		--remedies poly logit_adjusted drw exponent --no-extreme
+	$(PY) synthetic_study.py --out $(CPU_RESULTS)/synthetic --no-figures --seeds $$(seq 0 39) --remedies logit_adjusted \
+		--no-extreme
 	$(PY) CIFAR10_extension.py $(CIFAR_CPU) --seeds $$(seq 0 15) --studies covariate --regimes none \
 		--out $(CPU_RESULTS)/cifar_extension
 	$(PY) CIFAR10_extension.py $(CIFAR_CPU) --seeds $$(seq 0 15) --studies covariate --regimes none --max-stack 3 \
@@ -72,10 +75,14 @@ cpu-results: install
 		--out $(STRENGTH)/l2_0.03
 	$(PY) CIFAR10_binary_classifier.py $(CIFAR_CPU) $(SEEDS5) --settings weighting --regimes dropout --weights 1/8 1 8 \
 		--out $(CPU_RESULTS)/cifar_binary
+	$(PY) CIFAR10_binary_classifier.py $(CIFAR_CPU) $(SEEDS5) --settings weighting --regimes l2 --l2 3e-3 --weights 1/8 1 8 \
+		--out $(STRENGTH)/l2_0.003
 	$(PY) CIFAR10_binary_classifier.py $(CIFAR_CPU) --seeds 0 1 2 --settings weighting --regimes none --weights 1/8 1 8 \
 		--remedies poly logit_adjusted drw exponent --out $(CPU_RESULTS)/cifar_binary
+	$(PY) CIFAR10_binary_classifier.py $(CIFAR_CPU) --seeds $$(seq 0 10) --settings weighting --regimes none --weights 1/8 1 8 \
+		--remedies exponent --out $(CPU_RESULTS)/cifar_binary
 	$(PY) -m iwshift.results merge $(CPU_RESULTS)/cifar_binary $(CPU_RESULTS)/cifar_binary_deer_automobile \
-		$(STRENGTH)/l2_0.01 $(STRENGTH)/l2_0.03 $(STRENGTH)/dropout_0.1
+		$(STRENGTH)/l2_0.003 $(STRENGTH)/l2_0.01 $(STRENGTH)/l2_0.03 $(STRENGTH)/dropout_0.1
 	$(PY) -m iwshift.report --results $(CPU_RESULTS) --docs docs --readme README.md
 
 test: install

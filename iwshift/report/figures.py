@@ -108,9 +108,12 @@ def weight_dependence(res: Results):
                            slope.half_width if slope.defined else 0.0, setting))
         x, y, err, settings = map(np.array, zip(*points))
         ax.errorbar(x, y, yerr=err, fmt="o-", ms=3, capsize=2, lw=0.8)
+        labels: dict[tuple[float, float], list[str]] = {}  # settings at the same point share one label
         for xi, yi, s in zip(x, y, settings):
             if name != "epoch" or s in (1, 10, 50, 150) or s == settings.max():
-                ax.annotate(f"{s:g}", (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points")
+                labels.setdefault((round(xi, 3), round(yi, 3)), []).append(f"{s:g}")
+        for (xi, yi), texts in labels.items():
+            ax.annotate(", ".join(texts), (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.axhspan(-0.01, 0.01, color="0.85", zorder=0)
         ax.set_title(f"against {name}", fontsize=9)
         ax.set_xlabel("final eval-mode train accuracy" if name != "epoch" else "eval-mode train accuracy at the epoch")
