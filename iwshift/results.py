@@ -18,6 +18,7 @@ import io
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -79,14 +80,20 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Inverse of :func:`write_table`. Numbers are read as numbers; a column pandas would read as booleans
     is booleans only if it was written from booleans (every value ``True`` or ``False``, e.g. the run-health
     flags): text stays text (a weight source called ``true`` is not a boolean)."""
-    table = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    flags = [column for column in table.columns if table[column].dtype == bool]
-    if flags:
-        text = pd.read_csv(path, usecols=flags, dtype=str, keep_default_na=False, na_values=[""])
+    data = Path(path).read_bytes()
+    table = pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values=[""])
+    flags = list(table.columns[(table.dtypes == bool).to_numpy()])
+    # pandas also reads true/TRUE/false/FALSE as booleans: only a file holding such a field needs its text again
+    # (reading every file twice: loading the committed results took 16.6 s against 12.3 s, measured)
+    if flags and _OTHER_BOOLEAN_SPELLING.search(data):
+        text = pd.read_csv(io.BytesIO(data), usecols=flags, dtype=str, keep_default_na=False, na_values=[""])
         for column in flags:
             if not text[column].isin(["True", "False"]).all():
                 table[column] = text[column]
     return table
+
+
+_OTHER_BOOLEAN_SPELLING = re.compile(rb'(?:^|,)"?(?:true|TRUE|false|FALSE)"?(?=,|\r?$)', re.MULTILINE)
 
 
 class BadResultFile(ValueError):
@@ -125,8 +132,9 @@ def load_table(path: str | os.PathLike, required: Sequence[str] = (),
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise BadResultFile(path, f"lacks the column(s) {', '.join(missing)}")
+    numeric = {c for c, dtype in table.dtypes.items() if pd.api.types.is_numeric_dtype(dtype)}
     for column in table.columns if text is not None else ():
-        if column in text or pd.api.types.is_numeric_dtype(table[column]):
+        if column in text or column in numeric:
             continue
         if not set(table[column].dropna().unique()) <= {"True", "False"}:
             bad = table[column][pd.to_numeric(table[column], errors="coerce").isna() & table[column].notna()]

@@ -417,3 +417,17 @@ def test_results_merge_collects_every_complete_run_of_a_folder_whatever_grid_mad
     assert list(merged["run"]) == ["a", "a", "b", "b"]
     assert results.main(["merge", str(tmp_path / "none")]) == 1
     assert capsys.readouterr().err.strip() == f"python -m iwshift.results: error: no complete runs in {tmp_path / 'none'}/"
+
+
+def test_a_table_reloads_with_booleans_only_where_booleans_were_written(tmp_path):
+    """Health flags written as True/False come back as booleans; a text column whose values pandas would also
+    read as booleans (a weight source called "true", a flag spelled "false") stays text."""
+    from iwshift import results
+
+    table = pd.DataFrame({"run": ["a", "b"], "diverged": [False, True], "weight_source": ["true", "true"],
+                          "note": ["false", "FALSE"], "loss": [0.1, 0.2]})
+    results.write_table(tmp_path / "m.csv", table)
+    back = results.read_table(tmp_path / "m.csv")
+    assert back["diverged"].dtype == bool and back["diverged"].tolist() == [False, True]
+    assert back["weight_source"].tolist() == ["true", "true"] and back["note"].tolist() == ["false", "FALSE"]
+    pd.testing.assert_frame_equal(back, table)

@@ -11,6 +11,7 @@ import pandas as pd
 
 from .. import cli
 from ..checks import ConfigError
+from .load import load
 from .render import check_readme, check_report, make_report, write_readme
 
 
@@ -37,10 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError(flag, f"no file {getattr(args, flag)!r}")
         out = Path(args.out) if args.out else Path(args.results) / "REPORT.md"
         if args.check:
-            differences = [check_readme(args.results, args.check)]
+            res = load(args.results)  # once for both checks
+            differences = [check_readme(args.results, args.check, res)]
             print(differences[0] or f"{args.check}: the claims table is the results' ({args.results})")
             if out.is_file():
-                differences.append(check_report(args.results, args.out))
+                differences.append(check_report(args.results, args.out, res))
                 print(differences[1] or f"{out}: the report is the results' ({args.results})")
             return 1 if any(differences) else 0
         cli.writable_folder("out", out.parent)

@@ -165,9 +165,9 @@ def readme_table(claims: Sequence[Claim]) -> str:
                            "data · preset · device", "verdict"], rows)
 
 
-def readme_block(results_root: str | Path) -> str:
-    """The claims table the README must show for the results under ``results_root``."""
-    claims, _ = all_claims(load(results_root))
+def readme_block(results_root: str | Path, res: Results | None = None) -> str:
+    """The claims table the README must show for the results under ``results_root`` (``res``: them, loaded)."""
+    claims, _ = all_claims(res if res is not None else load(results_root))
     return readme_table(claims)
 
 
@@ -178,24 +178,27 @@ def write_readme(results_root: str | Path, readme_path: str | Path) -> None:
     results.write_text(path, readme.replace_block(path.read_text(), README_BLOCK, readme_block(results_root)))
 
 
-def check_readme(results_root: str | Path, readme_path: str | Path) -> str | None:
-    """None when the README's claims table is the one the results give; else one line saying how it differs."""
+def check_readme(results_root: str | Path, readme_path: str | Path, res: Results | None = None) -> str | None:
+    """None when the README's claims table is the one the results give; else one line saying how it differs.
+    ``res``: the results, when already loaded (loading them is most of a check's time)."""
     from .. import readme
 
-    difference = readme.check_block(Path(readme_path).read_text(), README_BLOCK, readme_block(results_root))
+    difference = readme.check_block(Path(readme_path).read_text(), README_BLOCK, readme_block(results_root, res))
     return None if difference is None else f"{readme_path}: the claims table is not the results' ({results_root}): " \
         f"{difference}; rebuild it with python -m iwshift.report --results {results_root} --readme {readme_path}"
 
 
-def check_report(results_root: str | Path, report_path: str | Path | None = None) -> str | None:
+def check_report(results_root: str | Path, report_path: str | Path | None = None,
+                 res: Results | None = None) -> str | None:
     """None when the report file (default ``<results_root>/REPORT.md``) is the text the results give now
-    (built afresh in a temporary folder); else one line naming its first differing line."""
+    (built afresh in a temporary folder; ``res``: the results, when already loaded); else one line naming its
+    first differing line."""
     import tempfile
     from itertools import zip_longest
 
     path = Path(report_path) if report_path is not None else Path(results_root) / "REPORT.md"
     with tempfile.TemporaryDirectory() as tmp:
-        expected = make_report(results_root, Path(tmp) / path.name)[0].read_text().splitlines()
+        expected = make_report(results_root, Path(tmp) / path.name, res=res)[0].read_text().splitlines()
     actual = path.read_text().splitlines()
     differing = [i for i, (a, b) in enumerate(zip_longest(actual, expected)) if a != b]
     if not differing:
@@ -205,14 +208,14 @@ def check_report(results_root: str | Path, report_path: str | Path | None = None
             + (f" --out {path}" if report_path is not None else ""))
 
 
-def make_report(results_root: str | Path, out: str | Path,
-                docs: str | Path | None = None) -> tuple[Path, list[Claim]]:
+def make_report(results_root: str | Path, out: str | Path, docs: str | Path | None = None,
+                res: Results | None = None) -> tuple[Path, list[Claim]]:
     """Read every run under ``results_root``, write the report to ``out`` and its figures to ``report_figures/``
     beside it (and copies to ``docs``). Returns the report's path and its claims."""
     from .. import wang2022
 
     out = Path(out)
-    res = load(results_root)
+    res = res if res is not None else load(results_root)
     claims, remedies = all_claims(res)
     figure_folder = out.parent / "report_figures"
     figures = write_figures(res, figure_folder)
