@@ -2,6 +2,7 @@
 killed job and the rerun that completes only its runs, the SLURM options, and one-line launcher errors.
 Nothing is ever submitted to a cluster: the SLURM executor is only built and its sbatch text read."""
 
+import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -121,7 +122,13 @@ def test_a_killed_job_is_reported_and_a_rerun_trains_only_its_runs(swept, data_d
     executor = launch.make_executor(launch.LaunchConfig(launcher="submitit-local", log_dir=str(tmp_path / "logs")))
     jobs = [sweep.Job(grid, str(out), "cpu", runs[:2]), partial(time.sleep, 600),
             sweep.Job(grid, str(out), "cpu", ["not_a_run"])]
-    submitted = launch.submit(executor, jobs)
+    # cancel() sends SIGINT, which a job would ignore if it inherited SIGINT ignored (as every command started in
+    # the background by a non-interactive shell does, CI's perhaps): the jobs start with the default disposition
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        submitted = launch.submit(executor, jobs)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     submitted[1].cancel()  # killed while it runs: it cannot have finished
     failures = launch.wait(submitted, [2, 2, 1])
     assert [f.index for f in failures] == [2, 3]
