@@ -491,11 +491,11 @@ def weight_quality(res: Results, source: str) -> dict[str, tuple[str, float]]:
         if src == source and isinstance(weights, dict) and record["run"].get("regime") == "none":
             found.setdefault(weights["weight_source"], []).append(weights)
     ess = {name: float(np.mean([w["ess_fraction"] for w in rows])) for name, rows in found.items()}
+    spearman = {name: float(np.mean([w["spearman"] for w in rows])) for name, rows in found.items()}
     truth = f" (true weights: {ess['true']:.1%})" if "true" in ess else ""
-    return {name: (f"; weights: Spearman {np.mean([w['spearman'] for w in rows]):.3f}, effective sample size "
-                   f"{ess[name]:.1%}{truth}" if name != "true" else "",
-                   float(np.mean([w["spearman"] for w in rows])))
-            for name, rows in found.items()}
+    return {name: (f"; weights: Spearman {spearman[name]:.3f}, effective sample size {ess[name]:.1%}{truth}"
+                   if name != "true" else "", spearman[name])
+            for name in found}
 
 
 # -------------------------------------------------------------------------------------------------- (g)
