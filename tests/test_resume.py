@@ -398,13 +398,28 @@ def test_a_saved_run_reloads_identically_and_its_files_are_readable_as_open_make
     table = pd.DataFrame({"run": ["r"] * 4, "epoch": [1, 2, 5, 10], "weight_source": ["true"] * 4,
                           "loss": rng.normal(size=4), "acc32": rng.random(4).astype(np.float32).astype(np.float64),
                           "tiny": [1e-300, 5e-324, np.nan, 1.0], "collapsed": [False, True, False, False]})
-    results.write_run(tmp_path / "r", table, {"run": {"run": "r", "weight_source": "true"}, "config": {}})
+    returned = results.write_run(tmp_path / "r", table, {"run": {"run": "r", "weight_source": "true"}, "config": {}})
     loaded, record = results.load_run(tmp_path, "r")
     pd.testing.assert_frame_equal(loaded, table, check_exact=True)  # "true" stays text, the flags booleans
+    pd.testing.assert_frame_equal(returned, loaded, check_exact=True)  # what write_run returns is what loads
     mask = os.umask(0)
     os.umask(mask)
     for name in ("metrics.csv", "config.json"):
         assert stat.S_IMODE((tmp_path / "r" / name).stat().st_mode) == 0o666 & ~mask
+
+
+def test_the_runners_table_is_the_one_its_folder_holds(data, tmp_path):
+    """A runner merges the runs it has just written from the bytes it wrote (not read again) and the others from
+    disk: its table equals the folder's, dtypes and every bit included (float32 metrics, integral floats, flags)."""
+    from helpers import tiny_synthetic, train_synthetic
+
+    train(tiny(epochs=2, weights=[4.0], regimes=["none"]), data, tmp_path / "cifar")  # one run trained before
+    table = train(tiny(epochs=2, weights=[1.0, 4.0], regimes=["none", "l2"]), data, tmp_path / "cifar")
+    assert table["run"].nunique() == 4
+    pd.testing.assert_frame_equal(table, results.merge(tmp_path / "cifar", table["run"].unique()), check_exact=True)
+    runs, table = train_synthetic(tiny_synthetic(epochs=3), tmp_path / "synthetic")
+    assert (table.dtypes == np.float32).sum() == 0 and len(table) == len(runs) * 3
+    pd.testing.assert_frame_equal(table, results.merge(tmp_path / "synthetic", runs["run"]), check_exact=True)
 
 
 def test_results_merge_collects_every_complete_run_of_a_folder_whatever_grid_made_it(tmp_path, capsys):
