@@ -35,7 +35,10 @@ class Checkpoint:
             return False
         from ..results import atomic_write
 
-        atomic_write(self.path, lambda f: torch.save({**self.last, "meta": self.meta}, f), binary=True)
+        frames = self.last["frames"]
+        state = {"trainer": self.last["trainer"], "seconds": self.last["seconds"], "meta": self.meta,
+                 "table": pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()}
+        atomic_write(self.path, lambda f: torch.save(state, f), binary=True)
         return True
 
 
@@ -91,8 +94,10 @@ def fit_table(trainer: Trainer | SideBySide, id_frame: pd.DataFrame, epochs: int
             frame["seconds"] = time.perf_counter() - start
             frames.append(frame)
         if checkpoint is not None and epoch < epochs:  # the last epoch's results are written at once
+            # the rows so far are concatenated only when saved (at every evaluated epoch they cost the 2-D study
+            # ~0.3 s, measured)
             checkpoint.last = {"trainer": trainer.state_dict(), "seconds": time.perf_counter() - start,
-                               "table": pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()}
+                               "frames": list(frames)}
             if every and epoch % every == 0:
                 checkpoint.save()
         if on_epoch is not None:
