@@ -302,8 +302,8 @@ def environment(device: str = "cpu") -> dict[str, Any]:
 
     versions = {"python": sys.version.split()[0], "torch": torch.__version__,
                 "numpy": np.__version__, "pandas": pd.__version__}
-    # the installed versions, read without importing (importing torchvision for its version cost the 2-D study,
-    # which never uses it, 2.1 s of its 9 s at 10 epochs, measured)
+    # the installed versions, read without importing (importing torchvision for its version kept the 2-D study,
+    # which never uses it, at 9.3 s for 10 epochs; 6.7 s without it and with the runner's record taken once, measured)
     for name, distribution in (("numba", "numba"), ("sklearn", "scikit-learn"), ("torchvision", "torchvision")):
         try:
             versions[name] = metadata.version(distribution)
