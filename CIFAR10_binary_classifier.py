@@ -167,7 +167,9 @@ def main(argv=None) -> int:
         return finish(table, out, figures_dir, start)
     import pandas as pd
 
-    return finish(pd.concat([r.run() for r in runners], ignore_index=True), out, figures_dir, start)
+    for runner in runners:
+        runner.run()
+    return finish(pd.concat([r.table() for r in runners], ignore_index=True), out, figures_dir, start)
 
 
 def merge(configs, out):

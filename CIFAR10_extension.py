@@ -148,7 +148,8 @@ def main(argv=None) -> int:
     for s, runner in zip(studies, runners):
         start = time.perf_counter()
         with cli.exit_on_config_error(_PROG):
-            table = runner.run()
+            runner.run()
+            table = runner.table()
             weights = s.finish(out, table)
         results.write_table(out / f"merged_{s.config.study}.csv", table)
         print(f"{s.config.study} shift: {table['run'].nunique()} runs in {out}/ ({time.perf_counter() - start:.0f} s)")

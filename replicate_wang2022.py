@@ -124,7 +124,8 @@ def main(argv=None) -> int:
             grid.check(out)
             runner.todo()
         cli.writable_folder("out", out)
-        table = runner.run()  # lines in a log
+        runner.run()  # lines in a log
+        table = runner.table()
     cli.writable_folder("figures", figures_dir)
     return finish(table, out, figures_dir, start)
 

@@ -82,7 +82,8 @@ def main(argv=None) -> int:
     summaries = []
     for study, runner, out in zip(studies, runners, outs):
         start = time.perf_counter()
-        table = runner.run()
+        runner.run()
+        table = runner.table()
         print(f"{study.name}: {table['run'].nunique()} runs x {cfg.epochs} epochs in {out}/ "
               f"({time.perf_counter() - start:.1f} s)")
         if figures_dir is not None:

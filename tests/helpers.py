@@ -76,18 +76,28 @@ def write_image_folder(root: Path, data: Cifar10) -> Path:
 def train(cfg, data, out, **options):
     """A tiny grid (a binary or extension configuration) trained through the one runner on the CPU; the merged
     table of its complete runs."""
-    from iwshift import cifar_binary, cifar_extension, sweep
+    from iwshift import cifar_binary, cifar_extension
 
     study = cifar_binary.BinaryStudy(cfg, data) if isinstance(cfg, BinaryConfig) else \
         cifar_extension.ExtensionStudy(cfg, data)
+    return train_study(study, out, **options)
+
+
+def train_study(study, out, **options):
+    """Any study trained through the one runner on the CPU (no progress unless asked); the merged table of its
+    complete runs."""
+    from iwshift import sweep
+
     options.setdefault("progress", False)
-    return sweep.Runner(study, out, "cpu", **options).run()
+    runner = sweep.Runner(study, out, "cpu", **options)
+    runner.run()
+    return runner.table()
 
 
 def train_synthetic(cfg, out, extreme: bool = False):
     """The 2-D study (or its extreme-weighting study) of ``cfg`` trained through the runner: (its runs, the merged
     table of their metrics)."""
-    from iwshift import sweep, synthetic
+    from iwshift import synthetic
 
     study = synthetic.ExtremeStudy(cfg) if extreme else synthetic.SyntheticStudy(cfg)
-    return study.runs(), sweep.Runner(study, out, "cpu", progress=False).run()
+    return study.runs(), train_study(study, out)

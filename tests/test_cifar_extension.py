@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 
-from helpers import class_of, fake_cifar, load_script, tiny_extension
+from helpers import class_of, fake_cifar, load_script, tiny_extension, train_study
 from iwshift import cifar_extension as ext
-from iwshift import sweep
 from iwshift.checks import ConfigError
 from iwshift.cifar_data import CIFAR10_CLASSES
 
@@ -20,7 +19,7 @@ def data():
 def run_study(data, cfg, out):
     """The extension's grid through the runner, then its weights table (what the script does)."""
     study = ext.ExtensionStudy(cfg, data)
-    table = sweep.Runner(study, out, "cpu", progress=False).run()
+    table = train_study(study, out)
     return table, study.finish(out, table)
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import fake_cifar
+from helpers import fake_cifar, train_study
 
-from iwshift import losses, stats, sweep
+from iwshift import losses, stats
 from iwshift import wang2022 as study
 from iwshift.cnn import TrainingSet, validation_metrics
 from iwshift.checks import ConfigError
@@ -164,12 +164,12 @@ def test_tiny_grid_end_to_end(tmp_path):
     cfg = tiny_config()
     data = fake_cifar(train_per_class=40, test_per_class=4)
     grid = study.Wang2022Study(cfg, data)
-    table = sweep.Runner(grid, tmp_path / "wang2022_cpu", "cpu", progress=False).run()
+    table = train_study(grid, tmp_path / "wang2022_cpu")
     assert table["run"].nunique() == 6 and set(table["epoch"]) == {1, 2}
     assert {"test_accuracy", "val_accuracy_weighted", "val_loss_weighted"} <= set(table.columns)
     # rerun: every run is complete, nothing is trained or rewritten
     written = {p: p.stat().st_mtime_ns for p in (tmp_path / "wang2022_cpu").glob("*/metrics.csv")}
-    again = sweep.Runner(grid, tmp_path / "wang2022_cpu", "cpu", progress=False).run()
+    again = train_study(grid, tmp_path / "wang2022_cpu")
     assert again.shape == table.shape
     assert written == {p: p.stat().st_mtime_ns for p in (tmp_path / "wang2022_cpu").glob("*/metrics.csv")}
     comparison, headlines = study.summarise(table)
